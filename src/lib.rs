@@ -1,1 +1,235 @@
-fn _x() {}
+//! N-API binding: translates between JavaScript and the election core. No election logic here.
+
+mod backoff;
+mod cluster;
+mod election;
+mod events;
+mod locker;
+mod session;
+mod wait;
+mod watcher;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use tokio::runtime::{Builder, Runtime};
+
+use crate::events::Event;
+use crate::locker::{Locker, Options, RegisterError};
+
+/// How long process exit may wait for the lease revoke.
+const EXIT_REVOKE_CAP: Duration = Duration::from_millis(500);
+
+/// One small runtime per process: the work is waiting on etcd, one thread serves thousands of
+/// singletons, and it never holds the Node event loop open by itself.
+fn runtime() -> Result<&'static Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("locked-etcd")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::from_reason(format!("cannot start the locked runtime: {e}")))
+}
+
+#[napi(object)]
+pub struct LockerOptions {
+    pub ttl: u32,
+    pub prefix: String,
+    pub id: String,
+}
+
+/// One event for JavaScript. `kind` is start | stop | removed | error | closed.
+#[napi(object)]
+pub struct LockerEvent {
+    pub kind: String,
+    /// The registration the event belongs to (absent for locker-wide events).
+    pub serial: Option<u32>,
+    pub token: Option<f64>,
+    pub reason: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl From<Event> for LockerEvent {
+    fn from(event: Event) -> LockerEvent {
+        let mut out = LockerEvent {
+            kind: String::new(),
+            serial: None,
+            token: None,
+            reason: None,
+            code: None,
+            message: None,
+        };
+        match event {
+            Event::Start { serial, token } => {
+                out.kind = "start".into();
+                out.serial = Some(serial);
+                out.token = Some(token as f64);
+            }
+            Event::Stop { serial, reason } => {
+                out.kind = "stop".into();
+                out.serial = Some(serial);
+                out.reason = Some(reason.as_str().into());
+            }
+            Event::Removed { serial } => {
+                out.kind = "removed".into();
+                out.serial = Some(serial);
+            }
+            Event::Error {
+                serial,
+                code,
+                message,
+            } => {
+                out.kind = "error".into();
+                out.serial = serial;
+                out.code = Some(code.into());
+                out.message = Some(message);
+            }
+            Event::Closed { error } => {
+                out.kind = "closed".into();
+                if let Some(failure) = error {
+                    out.code = Some(failure.code().into());
+                    out.message = Some(failure.message());
+                }
+            }
+        }
+        out
+    }
+}
+
+type EventCallback = ThreadsafeFunction<LockerEvent, (), LockerEvent, Status, false, true>;
+
+#[napi]
+pub struct NativeLocker {
+    locker: Arc<Locker>,
+    callback: Arc<EventCallback>,
+    referenced: bool,
+}
+
+#[napi]
+impl NativeLocker {
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        hosts: Vec<String>,
+        options: LockerOptions,
+        on_event: Function<LockerEvent, ()>,
+    ) -> Result<Self> {
+        let endpoints =
+            cluster::parse_endpoints(&hosts).map_err(|e| Error::new(Status::InvalidArg, e))?;
+        if options.ttl < 2 {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("ttl must be at least 2 seconds, got {}", options.ttl),
+            ));
+        }
+        // Weak: the event loop is held open only while singletons are registered (`setActive`).
+        let callback: Arc<EventCallback> = Arc::new(
+            on_event
+                .build_threadsafe_function::<LockerEvent>()
+                .callee_handled::<false>()
+                .weak::<true>()
+                .build()?,
+        );
+        let sink_callback = callback.clone();
+        let sink: events::EventSink = Arc::new(move |event: Event| {
+            sink_callback.call(event.into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        let locker = Locker::new(
+            Options {
+                endpoints,
+                ttl: i64::from(options.ttl),
+                prefix: options.prefix,
+                id: options.id,
+            },
+            sink,
+            runtime()?.handle().clone(),
+        )
+        .map_err(|f| Error::new(Status::InvalidArg, f.message()))?;
+        let locker = Arc::new(locker);
+        // A terminated worker thread never runs `close`: revoke on environment teardown.
+        let for_cleanup = Arc::downgrade(&locker);
+        env.add_env_cleanup_hook(for_cleanup, |locker| {
+            if let Some(locker) = locker.upgrade() {
+                locker.close_now(EXIT_REVOKE_CAP);
+            }
+        })?;
+        Ok(NativeLocker {
+            locker,
+            callback,
+            referenced: false,
+        })
+    }
+
+    /// Registers `name`; returns the serial its events carry.
+    #[napi]
+    pub fn register(&self, name: String) -> Result<u32> {
+        self.locker.register(&name).map_err(|e| match e {
+            RegisterError::AlreadyRegistered => Error::new(
+                Status::InvalidArg,
+                format!("a singleton named {name:?} is already registered on this locker"),
+            ),
+            RegisterError::Closed => {
+                Error::new(Status::GenericFailure, "the locker is closed".to_string())
+            }
+        })
+    }
+
+    /// Starts resigning `name`; a `removed` event follows once etcd confirmed.
+    #[napi]
+    pub fn remove(&self, name: String) -> bool {
+        self.locker.remove(&name)
+    }
+
+    /// Starts closing; a `closed` event follows.
+    #[napi]
+    pub fn close(&self) {
+        self.locker.close();
+    }
+
+    /// Revokes the lease synchronously (bounded), for `process.on('exit')`.
+    #[napi]
+    pub fn close_sync(&self) {
+        self.locker.close_now(EXIT_REVOKE_CAP);
+    }
+
+    /// Whether events should keep the Node event loop alive.
+    #[napi]
+    pub fn set_active(&mut self, env: Env, active: bool) -> Result<()> {
+        if active == self.referenced {
+            return Ok(());
+        }
+        let raw = self.callback.raw();
+        // SAFETY: `raw` is a live thread-safe function owned by `self.callback`, and this runs on
+        // the JavaScript thread that created it, as N-API requires.
+        let status = unsafe {
+            if active {
+                napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+            } else {
+                napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+            }
+        };
+        if status != napi::sys::Status::napi_ok {
+            return Err(Error::new(
+                Status::GenericFailure,
+                "cannot change the event loop reference".to_string(),
+            ));
+        }
+        self.referenced = active;
+        Ok(())
+    }
+
+    #[napi]
+    pub fn id(&self) -> String {
+        self.locker.id().to_string()
+    }
+}

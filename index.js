@@ -1,0 +1,296 @@
+'use strict'
+
+// The public API: a callable locker and one EventEmitter per singleton. The election itself runs
+// in the native core; this file validates input, routes the core's events to emitters, and keeps
+// the process alive exactly while singletons are registered.
+
+const { EventEmitter } = require('node:events')
+const { randomUUID } = require('node:crypto')
+const { NativeLocker } = require('./binding.js')
+
+const DEFAULT_TTL = 10
+const DEFAULT_PREFIX = 'locked'
+
+class LockedError extends Error {
+  constructor (message, code, options) {
+    super(message, options)
+    this.name = 'LockedError'
+    this.code = code
+  }
+}
+
+function typeError (message) {
+  const err = new TypeError(message)
+  err.code = 'ERR_INVALID_ARG_TYPE'
+  return err
+}
+
+function rangeError (message) {
+  const err = new RangeError(message)
+  err.code = 'ERR_OUT_OF_RANGE'
+  return err
+}
+
+function describe (value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'string' ? `the string ${JSON.stringify(value)}` : `a ${typeof value}`
+}
+
+const HOST = /^(?:http:\/\/)?(?:\[[0-9a-fA-F:.]+\]|[^\s/:,[\]]+):(\d{1,5})\/?$/
+
+function normalizeHosts (hosts) {
+  let list
+  if (typeof hosts === 'string') {
+    list = hosts.split(',')
+  } else if (Array.isArray(hosts)) {
+    list = []
+    for (const entry of hosts) {
+      if (typeof entry !== 'string') {
+        throw typeError(`locked(hosts): every host must be a string like '127.0.0.1:2379', got ${describe(entry)}`)
+      }
+      list.push(...entry.split(','))
+    }
+  } else {
+    throw typeError(`locked(hosts): hosts must be an array of 'host:port' strings or a 'host:port[,host:port]' string, got ${describe(hosts)}`)
+  }
+  list = list.map((h) => h.trim()).filter((h) => h !== '')
+  if (list.length === 0) throw rangeError('locked(hosts): no etcd host given')
+  for (const host of list) {
+    const match = HOST.exec(host)
+    if (!match || Number(match[1]) < 1 || Number(match[1]) > 65535) {
+      throw rangeError(`locked(hosts): invalid etcd host ${JSON.stringify(host)}, expected 'host:port' such as '127.0.0.1:2379'`)
+    }
+  }
+  return list
+}
+
+function normalizeOptions (options) {
+  if (options === undefined || options === null) options = {}
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
+  }
+  const { ttl = DEFAULT_TTL, prefix = DEFAULT_PREFIX, id } = options
+  if (typeof ttl !== 'number' || Number.isNaN(ttl)) {
+    throw typeError(`locked: options.ttl must be a number of seconds, got ${describe(ttl)}`)
+  }
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 3600) {
+    throw rangeError(`locked: options.ttl must be a whole number of seconds from 2 to 3600, got ${ttl}`)
+  }
+  if (typeof prefix !== 'string') {
+    throw typeError(`locked: options.prefix must be a string, got ${describe(prefix)}`)
+  }
+  const trimmed = prefix.replace(/\/+$/, '')
+  if (trimmed === '') throw rangeError('locked: options.prefix must not be empty')
+  if (id !== undefined && typeof id !== 'string') {
+    throw typeError(`locked: options.id must be a string, got ${describe(id)}`)
+  }
+  if (id === '') throw rangeError('locked: options.id must not be empty')
+  return { ttl, prefix: trimmed, id: id === undefined ? randomUUID() : id }
+}
+
+// Lockers still open when the process exits: `process.exit()` skips native cleanup hooks, so
+// revoke their leases here and let other hosts take over at once instead of after a TTL.
+const openLockers = new Set()
+process.on('exit', () => {
+  for (const native of openLockers) native.closeSync()
+})
+
+class Singleton extends EventEmitter {
+  #remove
+
+  constructor (name, remove) {
+    super()
+    this.#remove = remove
+    Object.defineProperty(this, 'name', { value: name, enumerable: true })
+  }
+
+  /** Un-registers this host: steps down if leading, then deletes its key. */
+  remove () {
+    return this.#remove()
+  }
+}
+
+function locked (hosts, options) {
+  const endpoints = normalizeHosts(hosts)
+  const opts = normalizeOptions(options)
+
+  const bySerial = new Map() // serial -> state of registrations not yet confirmed removed
+  const byName = new Map() // name -> Singleton, the registered ones
+  let closing = null // the close() promise once close was called
+  let resolveClose
+  let active = false
+
+  const native = new NativeLocker(endpoints, opts, onEvent)
+  openLockers.add(native)
+
+  function updateActive () {
+    const want = bySerial.size > 0 || (closing !== null && resolveClose !== undefined)
+    if (want !== active) {
+      active = want
+      native.setActive(want)
+    }
+  }
+
+  function reportError (emitter, err) {
+    // Library errors never crash the process: without listeners they are dropped.
+    if (emitter.listenerCount('error') > 0) emitter.emit('error', err)
+  }
+
+  function userError (state, err) {
+    const wrapped = new LockedError(
+      `singleton ${JSON.stringify(state.singleton.name)}: ${err && err.message ? err.message : String(err)}`,
+      'USER_FN_THREW',
+      { cause: err }
+    )
+    if (state.singleton.listenerCount('error') > 0) {
+      state.singleton.emit('error', wrapped)
+    } else {
+      // Like any EventEmitter without an 'error' listener, but thrown outside the event routing
+      // so the other singletons' events still arrive.
+      process.nextTick(() => { throw err })
+    }
+  }
+
+  function stopLeading (state, reason) {
+    if (!state.leading) return
+    state.leading = false
+    try {
+      state.singleton.emit('stop', reason)
+    } catch (err) {
+      userError(state, err)
+    }
+  }
+
+  function onEvent (ev) {
+    if (ev.kind === 'closed') {
+      for (const state of bySerial.values()) state.resolveRemove?.()
+      bySerial.clear()
+      byName.clear()
+      openLockers.delete(native)
+      const done = resolveClose
+      resolveClose = undefined
+      updateActive()
+      if (ev.code) {
+        done.reject(new LockedError(`close: the lease could not be revoked (${ev.message}); it expires within ttl`, ev.code))
+      } else {
+        done.resolve()
+      }
+      return
+    }
+    const state = ev.serial == null ? undefined : bySerial.get(ev.serial)
+    switch (ev.kind) {
+      case 'start': {
+        // A start that crossed a remove() or close() in flight is not acted on.
+        if (!state || state.removing || closing) return
+        state.leading = true
+        const term = Object.freeze({ token: ev.token })
+        try {
+          state.singleton.emit('start', term)
+          if (state.leading) {
+            const result = state.fn.call(state.singleton, state.removeFn, term)
+            if (result && typeof result.then === 'function') {
+              result.then(null, (err) => userError(state, err))
+            }
+          }
+        } catch (err) {
+          userError(state, err)
+        }
+        return
+      }
+      case 'stop':
+        if (state) stopLeading(state, ev.reason)
+        return
+      case 'removed':
+        if (!state) return
+        bySerial.delete(ev.serial)
+        updateActive()
+        state.resolveRemove()
+        return
+      case 'error': {
+        const err = new LockedError(ev.message, ev.code)
+        if (state) {
+          err.message = `singleton ${JSON.stringify(state.singleton.name)}: ${ev.message}`
+          reportError(state.singleton, err)
+        } else {
+          reportError(locker, err)
+        }
+      }
+    }
+  }
+
+  function register (name, fn) {
+    if (typeof name !== 'string') {
+      throw typeError(`locker(name, fn): name must be a string, got ${describe(name)}`)
+    }
+    if (name === '' || name.includes('/')) {
+      throw rangeError(`locker(name, fn): name must be a non-empty string without '/', got ${JSON.stringify(name)}`)
+    }
+    if (fn === undefined) fn = () => {}
+    if (typeof fn !== 'function') {
+      throw typeError(`locker(name, fn): fn must be a function, got ${describe(fn)}`)
+    }
+    if (closing) throw new LockedError('locker is closed', 'LOCKER_CLOSED')
+    if (byName.has(name)) {
+      throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
+    }
+    const state = { fn, leading: false, removing: null, resolveRemove: null }
+    state.singleton = new Singleton(name, () => removeSingleton(state))
+    state.removeFn = () => state.singleton.remove()
+    state.serial = native.register(name)
+    bySerial.set(state.serial, state)
+    byName.set(name, state.singleton)
+    updateActive()
+    return state.singleton
+  }
+
+  function removeSingleton (state) {
+    if (state.removing) return state.removing
+    if (closing) return closing.then(() => {}, () => {})
+    state.removing = new Promise((resolve) => { state.resolveRemove = resolve })
+    byName.delete(state.singleton.name)
+    // Stop before the native resign deletes the key: no other host can start before this.
+    stopLeading(state, 'removed')
+    native.remove(state.singleton.name)
+    return state.removing
+  }
+
+  const locker = function locker (name, fn) {
+    return register(name, fn)
+  }
+  Object.setPrototypeOf(locker, LockerPrototype)
+  EventEmitter.call(locker)
+
+  Object.defineProperties(locker, {
+    id: { value: () => opts.id },
+    singletons: {
+      value: () => Object.fromEntries(byName)
+    },
+    close: {
+      value: () => {
+        if (closing) return closing
+        closing = new Promise((resolve, reject) => { resolveClose = { resolve, reject } })
+        updateActive()
+        for (const state of bySerial.values()) stopLeading(state, 'closed')
+        byName.clear()
+        native.close()
+        return closing
+      }
+    }
+  })
+  return locker
+}
+
+// Lockers are callable functions that are also EventEmitters (for connection-level 'error').
+const LockerPrototype = Object.create(Function.prototype)
+for (const key of Object.getOwnPropertyNames(EventEmitter.prototype)) {
+  if (key !== 'constructor') {
+    Object.defineProperty(LockerPrototype, key, Object.getOwnPropertyDescriptor(EventEmitter.prototype, key))
+  }
+}
+
+module.exports = locked
+module.exports.locked = locked
+module.exports.default = locked
+module.exports.Singleton = Singleton
+module.exports.LockedError = LockedError

@@ -1,0 +1,367 @@
+//! One singleton's election: campaign, wait for every predecessor to go, lead, resign.
+//!
+//! The recipe of etcd's Go `concurrency.Election`: the key `<prefix>/<name>/<lease hex>` holds the
+//! locker id, bound to the locker's lease and created only if absent (so a retried campaign
+//! keeps its place). Candidates are ordered by create revision and the lowest leads. Every check
+//! reads our own key and the lowest key in one transaction, so that:
+//! - a candidate leads only when no key with a lower create revision is left (not merely when the
+//!   key right ahead of it went away);
+//! - a candidate leads only while its own key still exists and is bound to its current lease (a
+//!   candidate whose lease expired while it waited never leads on the stale key).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::cluster::Failure;
+use crate::events::{Event, StopReason, Throttle};
+use crate::locker::Shared;
+use crate::session::LeaseState;
+use crate::wait::changed;
+
+/// Where a candidate stands, as of one consistent read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Our key is the lowest: `token` is its create revision.
+    Leader { token: i64 },
+    /// Keys with lower create revisions exist.
+    Waiting { revision: i64 },
+    /// Our key is gone, or no longer bound to our lease.
+    Gone,
+}
+
+/// Our key in etcd, as far as we know.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    lease: i64,
+    revision: i64,
+}
+
+pub struct Election {
+    shared: Arc<Shared>,
+    serial: u32,
+    name: String,
+    /// `<prefix>/<name>/`
+    prefix: String,
+    leading: bool,
+}
+
+impl Election {
+    pub fn new(shared: Arc<Shared>, serial: u32, name: String) -> Election {
+        let prefix = format!("{}/{}/", shared.prefix, name);
+        Election {
+            shared,
+            serial,
+            name,
+            prefix,
+            leading: false,
+        }
+    }
+
+    fn key(&self, lease: i64) -> String {
+        format!("{}{:x}", self.prefix, lease)
+    }
+
+    fn emit(&self, event: Event) {
+        (self.shared.events)(event);
+    }
+
+    fn step_down(&mut self, reason: StopReason) {
+        if self.leading {
+            self.leading = false;
+            self.emit(Event::Stop {
+                serial: self.serial,
+                reason,
+            });
+        }
+    }
+
+    /// Campaigns until `resign` is set (then resigns) or the locker closes.
+    pub async fn run(mut self, mut resign: watch::Receiver<bool>) {
+        let shared = self.shared.clone();
+        let mut closing = shared.closing.subscribe();
+        let mut lease_state = shared.session.subscribe();
+        let mut wake = shared.watcher.subscribe(&self.name);
+        let mut held: Option<Held> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut errors = Throttle::new();
+
+        // Campaign only once the watch is in place, so that no deletion can go unnoticed.
+        tokio::select! {
+            _ = shared.watcher.synced() => {}
+            _ = resign.wait_for(|r| *r) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
+
+        loop {
+            if *closing.borrow() {
+                // Closing revokes the lease, which deletes every key at once.
+                self.step_down(StopReason::Closed);
+                break;
+            }
+            if *resign.borrow() {
+                self.step_down(StopReason::Removed);
+                if self.resign(held, &mut closing, &mut lease_state).await {
+                    self.emit(Event::Removed {
+                        serial: self.serial,
+                    });
+                }
+                break;
+            }
+            let state = *lease_state.borrow_and_update();
+            let Some(lease) = state.lease else {
+                self.step_down(StopReason::LeaseLost);
+                held = None;
+                tokio::select! {
+                    _ = changed(&mut lease_state) => {}
+                    _ = changed(&mut resign) => {}
+                    _ = changed(&mut closing) => {}
+                }
+                continue;
+            };
+            if held.is_some_and(|h| h.lease != lease) {
+                self.step_down(StopReason::LeaseLost);
+                held = None;
+            }
+            if !state.valid {
+                self.step_down(StopReason::Deadline);
+            }
+
+            wake.borrow_and_update();
+            let look = async {
+                match held {
+                    Some(_) => self.check(lease).await,
+                    None => self.campaign(lease).await,
+                }
+            };
+            // Anything that changes the picture mid-request starts the round over; a repeated
+            // campaign is harmless, its transaction only creates the key if absent.
+            let result = tokio::select! {
+                r = look => r,
+                _ = changed(&mut lease_state) => continue,
+                _ = changed(&mut resign) => continue,
+                _ = changed(&mut closing) => continue,
+            };
+
+            match result {
+                Ok(Standing::Leader { token }) => {
+                    backoff.reset();
+                    errors.reset();
+                    held = Some(Held {
+                        lease,
+                        revision: token,
+                    });
+                    if !self.leading && shared.session.is_valid(lease) {
+                        self.leading = true;
+                        self.emit(Event::Start {
+                            serial: self.serial,
+                            token,
+                        });
+                    }
+                }
+                Ok(Standing::Waiting { revision }) => {
+                    backoff.reset();
+                    errors.reset();
+                    // A lower key can only appear ahead of a leader whose own key was replaced.
+                    self.step_down(StopReason::KeyDeleted);
+                    held = Some(Held { lease, revision });
+                }
+                Ok(Standing::Gone) => {
+                    self.step_down(StopReason::KeyDeleted);
+                    held = None;
+                    // Campaign again at once with the same lease; if the lease is gone too, the
+                    // put says so and the session grants a new one.
+                    continue;
+                }
+                Err(Failure::LeaseNotFound) => {
+                    self.step_down(StopReason::LeaseLost);
+                    held = None;
+                    shared.session.report_lost(lease);
+                    tokio::select! {
+                        _ = lease_state.wait_for(|s| s.lease != Some(lease)) => {}
+                        _ = changed(&mut resign) => {}
+                        _ = changed(&mut closing) => {}
+                    }
+                    continue;
+                }
+                Err(failure) => {
+                    if errors.should_report() {
+                        self.emit(Event::error(Some(self.serial), &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut lease_state) => {}
+                        _ = changed(&mut resign) => {}
+                        _ = changed(&mut closing) => {}
+                    }
+                    continue;
+                }
+            }
+
+            // Nothing to do until a key of this name is deleted or the lease changes.
+            loop {
+                tokio::select! {
+                    _ = changed(&mut wake) => break,
+                    _ = changed(&mut lease_state) => {
+                        let now = *lease_state.borrow();
+                        if self.needs_look(lease, now) {
+                            break;
+                        }
+                    }
+                    _ = changed(&mut resign) => break,
+                    _ = changed(&mut closing) => break,
+                }
+            }
+        }
+        shared.watcher.release(&self.name);
+    }
+
+    /// Whether a lease transition changes anything for us: another lease, a leader whose deadline
+    /// passed, or a candidate that may now lead again.
+    fn needs_look(&self, lease: i64, now: LeaseState) -> bool {
+        now.lease != Some(lease) || now.valid != self.leading
+    }
+
+    /// Creates our key if absent and reads where we stand, in one transaction.
+    async fn campaign(&self, lease: i64) -> Result<Standing, Failure> {
+        let key = self.key(lease);
+        let value = self.shared.id.clone();
+        let lowest = self.lowest_key();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::get(key.clone(), None),
+                lowest.clone(),
+            ])
+            .or_else([TxnOp::get(key.clone(), None), lowest]);
+        let response = self
+            .shared
+            .cluster
+            .request(|mut c: Client| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(standing(&key, lease, &response))
+    }
+
+    /// Reads where we stand without writing.
+    async fn check(&self, lease: i64) -> Result<Standing, Failure> {
+        let key = self.key(lease);
+        let txn = Txn::new().and_then([TxnOp::get(key.clone(), None), self.lowest_key()]);
+        let response = self
+            .shared
+            .cluster
+            .request(|mut c: Client| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(standing(&key, lease, &response))
+    }
+
+    fn lowest_key(&self) -> TxnOp {
+        TxnOp::get(
+            self.prefix.clone(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_limit(1)
+                    .with_keys_only(),
+            ),
+        )
+    }
+
+    /// Deletes our key, guarded so that only our own key of this term can go. Keeps trying
+    /// until etcd confirms (a resign that gives up would leave the key blocking everyone for a
+    /// whole TTL). Returns false if closing took over (the lease revoke removes the key).
+    async fn resign(
+        &self,
+        held: Option<Held>,
+        closing: &mut watch::Receiver<bool>,
+        lease_state: &mut watch::Receiver<LeaseState>,
+    ) -> bool {
+        let Some(lease) = self.shared.session.lease() else {
+            // No lease, no key.
+            return true;
+        };
+        let key = self.key(lease);
+        let guard = match held {
+            Some(h) if h.lease == lease => {
+                Compare::create_revision(key.clone(), CompareOp::Equal, h.revision)
+            }
+            // A campaign may have been cut short after etcd applied it: whatever key of ours
+            // exists under this lease is ours to delete.
+            _ => Compare::lease(key.clone(), CompareOp::Equal, lease),
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut errors = Throttle::new();
+        loop {
+            let attempt = self.shared.cluster.request(|mut c: Client| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            });
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = closing.wait_for(|c| *c) => return false,
+                // The lease went away, and the key with it.
+                _ = lease_state.wait_for(|s| s.lease != Some(lease)) => return true,
+            };
+            match result {
+                Ok(_) | Err(Failure::LeaseNotFound) => return true,
+                Err(failure) => {
+                    if errors.should_report() {
+                        self.emit(Event::error(Some(self.serial), &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = closing.wait_for(|c| *c) => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn standing(key: &str, lease: i64, response: &TxnResponse) -> Standing {
+    let gets: Vec<_> = response
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        })
+        .collect();
+    let [own, lowest] = gets.as_slice() else {
+        return Standing::Gone;
+    };
+    let Some(own) = own.kvs().first() else {
+        return Standing::Gone;
+    };
+    if own.key() != key.as_bytes() || own.lease() != lease {
+        return Standing::Gone;
+    }
+    match lowest.kvs().first() {
+        Some(first) if first.key() == own.key() => Standing::Leader {
+            token: own.create_revision(),
+        },
+        _ => Standing::Waiting {
+            revision: own.create_revision(),
+        },
+    }
+}

@@ -1,0 +1,102 @@
+//! What the core reports to its user (the binding turns these into JavaScript events).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Failure;
+
+/// Why a leader stopped leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The user removed the singleton.
+    Removed,
+    /// No keepalive was answered in time: etcd may expire the lease soon.
+    Deadline,
+    /// etcd says the lease is gone (expired or revoked).
+    LeaseLost,
+    /// The leader's key was deleted by someone else.
+    KeyDeleted,
+    /// The locker was closed.
+    Closed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Removed => "removed",
+            StopReason::Deadline => "deadline",
+            StopReason::LeaseLost => "lease-lost",
+            StopReason::KeyDeleted => "key-deleted",
+            StopReason::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The singleton `serial` was elected; `token` is its key's create revision.
+    Start {
+        serial: u32,
+        token: i64,
+    },
+    Stop {
+        serial: u32,
+        reason: StopReason,
+    },
+    /// A resign finished: the key is gone (or the lease that held it is).
+    Removed {
+        serial: u32,
+    },
+    /// Something failed; `serial` is `None` for locker-wide (connection) trouble.
+    Error {
+        serial: Option<u32>,
+        code: &'static str,
+        message: String,
+    },
+    /// The locker is closed; `error` says why the lease could not be revoked, if it could not.
+    Closed {
+        error: Option<Failure>,
+    },
+}
+
+impl Event {
+    pub fn error(serial: Option<u32>, failure: &Failure) -> Event {
+        Event::Error {
+            serial,
+            code: failure.code(),
+            message: failure.message(),
+        }
+    }
+}
+
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Reports the first failure of a streak at once, then at most one every few seconds, so an
+/// outage does not flood the event loop.
+pub struct Throttle {
+    last: Option<Instant>,
+}
+
+const THROTTLE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Throttle {
+    pub fn new() -> Throttle {
+        Throttle { last: None }
+    }
+
+    pub fn should_report(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < THROTTLE_INTERVAL => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// A success ends the streak.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}

@@ -1,0 +1,228 @@
+//! The locker: one session (lease) and one watch for any number of singletons, a registry of
+//! their elections, and an orderly close.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, Failure};
+use crate::election::Election;
+use crate::events::{Event, EventSink};
+use crate::session::Session;
+use crate::watcher::Watcher;
+
+pub struct Options {
+    pub endpoints: Vec<String>,
+    pub ttl: i64,
+    pub prefix: String,
+    pub id: String,
+}
+
+/// What every election of a locker shares.
+pub struct Shared {
+    pub id: String,
+    pub prefix: String,
+    pub cluster: Arc<Cluster>,
+    pub session: Arc<Session>,
+    pub watcher: Arc<Watcher>,
+    pub events: EventSink,
+    /// Set when the locker closes: elections step down and end without touching etcd.
+    pub closing: watch::Sender<bool>,
+    registry: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    serial: u32,
+    resign: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    AlreadyRegistered,
+    Closed,
+}
+
+pub struct Locker {
+    shared: Arc<Shared>,
+    runtime: Handle,
+    /// Ends the background tasks (keepalive, deadline guard, watch).
+    stop: watch::Sender<bool>,
+    closed: AtomicBool,
+    next_serial: Mutex<u32>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Locker {
+    /// Must be called outside the runtime (it briefly enters it to set up the connections).
+    pub fn new(options: Options, events: EventSink, runtime: Handle) -> Result<Locker, Failure> {
+        let cluster = Arc::new(runtime.block_on(Cluster::connect(options.endpoints))?);
+        let session = Arc::new(Session::new(cluster.clone(), options.ttl, events.clone()));
+        let watcher = Arc::new(Watcher::new(format!("{}/", options.prefix)));
+        let stop = watch::channel(false).0;
+        let background = vec![
+            runtime.spawn(session.clone().run(stop.subscribe())),
+            runtime.spawn(session.clone().guard_deadline(stop.subscribe())),
+            runtime.spawn(
+                watcher
+                    .clone()
+                    .run(cluster.clone(), events.clone(), stop.subscribe()),
+            ),
+        ];
+        let shared = Arc::new(Shared {
+            id: options.id,
+            prefix: options.prefix,
+            cluster,
+            session,
+            watcher,
+            events,
+            closing: watch::channel(false).0,
+            registry: Mutex::new(HashMap::new()),
+        });
+        Ok(Locker {
+            shared,
+            runtime,
+            stop,
+            closed: AtomicBool::new(false),
+            next_serial: Mutex::new(0),
+            background: Mutex::new(background),
+        })
+    }
+
+    /// Starts campaigning for `name`; returns the serial that tags its events. A name whose
+    /// previous registration is still resigning campaigns once that resign is confirmed.
+    pub fn register(&self, name: &str) -> Result<u32, RegisterError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(RegisterError::Closed);
+        }
+        let mut registry = lock(&self.shared.registry);
+        let previous = match registry.get(name) {
+            Some(entry) if !*entry.resign.borrow() => return Err(RegisterError::AlreadyRegistered),
+            Some(entry) => Some(entry.done.clone()),
+            None => None,
+        };
+        let serial = {
+            let mut next = lock(&self.next_serial);
+            *next = next.wrapping_add(1);
+            *next
+        };
+        let (resign_tx, resign_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(false);
+        registry.insert(
+            name.to_string(),
+            Entry {
+                serial,
+                resign: resign_tx,
+                done: done_rx,
+            },
+        );
+        let shared = self.shared.clone();
+        let name = name.to_string();
+        self.runtime.spawn(async move {
+            if let Some(mut previous) = previous {
+                let _ = previous.wait_for(|done| *done).await;
+            }
+            Election::new(shared.clone(), serial, name.clone())
+                .run(resign_rx)
+                .await;
+            done_tx.send_replace(true);
+            let mut registry = lock(&shared.registry);
+            if registry.get(&name).is_some_and(|e| e.serial == serial) {
+                registry.remove(&name);
+            }
+        });
+        Ok(serial)
+    }
+
+    /// Asks the election of `name` to resign; `Event::Removed` follows once etcd confirmed.
+    pub fn remove(&self, name: &str) -> bool {
+        let registry = lock(&self.shared.registry);
+        match registry.get(name) {
+            Some(entry) if !*entry.resign.borrow() => {
+                entry.resign.send_replace(true);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn begin_close(&self) -> bool {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.shared.closing.send_replace(true);
+        true
+    }
+
+    fn pending_elections(&self) -> Vec<watch::Receiver<bool>> {
+        lock(&self.shared.registry)
+            .values()
+            .map(|e| e.done.clone())
+            .collect()
+    }
+
+    /// Steps every leader down, revokes the lease (deleting every key at once), stops all
+    /// tasks, then emits `Event::Closed`.
+    pub fn close(&self) {
+        if !self.begin_close() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let pending = self.pending_elections();
+        let stop = self.stop.clone();
+        let background: Vec<_> = lock(&self.background).drain(..).collect();
+        self.runtime.spawn(async move {
+            for mut done in pending {
+                let _ = done.wait_for(|d| *d).await;
+            }
+            let result = shared.session.revoke().await;
+            stop.send_replace(true);
+            for task in background {
+                let _ = task.await;
+            }
+            (shared.events)(Event::Closed {
+                error: result.err(),
+            });
+        });
+    }
+
+    /// For process exit and worker termination, when nothing asynchronous will run again:
+    /// revokes the lease, waiting at most `cap`, and ends every task.
+    pub fn close_now(&self, cap: Duration) {
+        if !self.begin_close() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let session = self.shared.session.clone();
+        self.runtime.spawn(async move {
+            let _ = tokio::time::timeout(cap, session.revoke()).await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(cap + Duration::from_millis(50));
+        self.stop.send_replace(true);
+        for task in lock(&self.background).drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+}
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        // A locker dropped without close: end its tasks; its lease expires on its own.
+        self.shared.closing.send_replace(true);
+        self.stop.send_replace(true);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

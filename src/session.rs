@@ -1,0 +1,271 @@
+//! The session: one etcd lease per locker, kept alive, and the leadership deadline it implies.
+//!
+//! The deadline is the send time of the last answered keepalive plus the TTL etcd granted, minus
+//! a margin. etcd cannot expire the lease before it received that keepalive plus the TTL, so a
+//! leader that stops by the deadline stops before anyone else can be elected, even when etcd is
+//! silent (frozen, partitioned). The lease itself is kept after a local step-down: etcd renews
+//! leases after a restart or a raft leader change, and giving the lease up early would leave the
+//! old key blocking the successor. Only etcd saying the lease is gone makes us grant a new one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
+use crate::events::{Event, EventSink, Throttle};
+use crate::wait::changed;
+
+/// What elections need to know about the lease. Published only on transitions (a new lease,
+/// the deadline passed, renewed again), never on every keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    pub lease: Option<i64>,
+    /// The leadership deadline has not passed.
+    pub valid: bool,
+}
+
+pub struct Session {
+    cluster: Arc<Cluster>,
+    ttl: i64,
+    state: watch::Sender<LeaseState>,
+    deadline: Mutex<Option<Instant>>,
+    /// Lease ids that elections learned from etcd to be gone.
+    lost: watch::Sender<i64>,
+    events: EventSink,
+}
+
+enum KeepAliveEnd {
+    LeaseGone,
+    Stopped,
+}
+
+/// The safety margin subtracted from the lease TTL: room for the `stop` event to reach the
+/// application's code before etcd could elect someone else.
+pub fn margin(ttl: i64) -> Duration {
+    Duration::from_millis((ttl as u64 * 150).clamp(300, 1500))
+}
+
+impl Session {
+    pub fn new(cluster: Arc<Cluster>, ttl: i64, events: EventSink) -> Session {
+        Session {
+            cluster,
+            ttl,
+            state: watch::channel(LeaseState {
+                lease: None,
+                valid: false,
+            })
+            .0,
+            deadline: Mutex::new(None),
+            lost: watch::channel(0).0,
+            events,
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
+    }
+
+    pub fn lease(&self) -> Option<i64> {
+        self.state.borrow().lease
+    }
+
+    /// Whether a leader holding `lease` may act now: checked right before `start`.
+    pub fn is_valid(&self, lease: i64) -> bool {
+        let deadline = self.lock_deadline();
+        let state = *self.state.borrow();
+        state.lease == Some(lease) && deadline.is_some_and(|d| Instant::now() < d)
+    }
+
+    /// An election learned from etcd that `lease` is gone (a put failed with "lease not found").
+    pub fn report_lost(&self, lease: i64) {
+        self.lost.send_replace(lease);
+    }
+
+    fn lock_deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn renewed(&self, lease: i64, sent: Instant, ttl: i64) {
+        let mut deadline = self.lock_deadline();
+        let until = sent + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
+        *deadline = Some(until);
+        let valid = Instant::now() < until;
+        self.state.send_if_modified(|s| {
+            let next = LeaseState {
+                lease: Some(lease),
+                valid,
+            };
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+    }
+
+    fn clear(&self) {
+        let mut deadline = self.lock_deadline();
+        *deadline = None;
+        self.state.send_if_modified(|s| {
+            let changed = s.lease.is_some() || s.valid;
+            *s = LeaseState {
+                lease: None,
+                valid: false,
+            };
+            changed
+        });
+    }
+
+    /// Grants a lease, keeps it alive, grants a new one when etcd says it is gone; until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut errors = Throttle::new();
+        while !*stop.borrow() {
+            let sent = Instant::now();
+            let ttl = self.ttl;
+            let granted = tokio::select! {
+                r = self.cluster.request(|mut c: Client| async move { c.lease_grant(ttl, None).await }) => r,
+                _ = changed(&mut stop) => return,
+            };
+            match granted {
+                Ok(grant) => {
+                    backoff.reset();
+                    errors.reset();
+                    self.renewed(grant.id(), sent, grant.ttl());
+                    match self.keep_alive(grant.id(), &mut stop).await {
+                        KeepAliveEnd::Stopped => return,
+                        KeepAliveEnd::LeaseGone => {
+                            self.clear();
+                            (self.events)(Event::error(None, &Failure::LeaseNotFound));
+                        }
+                    }
+                }
+                Err(failure) => {
+                    if errors.should_report() {
+                        (self.events)(Event::error(None, &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut stop) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn keep_alive(&self, lease: i64, stop: &mut watch::Receiver<bool>) -> KeepAliveEnd {
+        let period = Duration::from_millis(self.ttl as u64 * 1000 / 3);
+        let answer_within = period.clamp(Duration::from_millis(500), REQUEST_TIMEOUT);
+        let retry_after = (period / 2).min(Duration::from_millis(500));
+        let mut lost = self.lost.subscribe();
+        let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)> = None;
+        let mut errors = Throttle::new();
+        let mut next = Instant::now() + period;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = changed(&mut lost) => {
+                    if *lost.borrow_and_update() == lease {
+                        return KeepAliveEnd::LeaseGone;
+                    }
+                    continue;
+                }
+                _ = changed(stop) => return KeepAliveEnd::Stopped,
+            }
+            let member = self.cluster.member();
+            if stream.as_ref().is_some_and(|s| s.2 != member.generation) {
+                stream = None;
+            }
+            let sent = Instant::now();
+            let exchange = async {
+                match stream.as_mut() {
+                    Some((keeper, answers, _)) => {
+                        keeper.keep_alive().await?;
+                        answers.message().await
+                    }
+                    None => {
+                        // Opening the stream sends the first keepalive.
+                        let mut client = member.client.clone();
+                        let (keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                        let answer = answers.message().await;
+                        stream = Some((keeper, answers, member.generation));
+                        answer
+                    }
+                }
+            };
+            let outcome = match tokio::time::timeout(answer_within, exchange).await {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(answer.ttl()),
+                // An answer with TTL 0 is etcd's way of saying the lease is gone.
+                Ok(Ok(Some(_))) => Err(Failure::LeaseNotFound),
+                Ok(Ok(None)) => Err(Failure::Unavailable("keepalive stream closed".into())),
+                Ok(Err(err)) => Err(Failure::from_etcd(err)),
+                Err(_) => Err(Failure::Unavailable(format!(
+                    "keepalive not answered within {} ms",
+                    answer_within.as_millis()
+                ))),
+            };
+            match outcome {
+                Ok(ttl) => {
+                    errors.reset();
+                    self.renewed(lease, sent, ttl);
+                    next = sent + period;
+                }
+                Err(Failure::LeaseNotFound) => return KeepAliveEnd::LeaseGone,
+                Err(failure) => {
+                    stream = None;
+                    if errors.should_report() {
+                        (self.events)(Event::error(None, &failure));
+                    }
+                    self.cluster.failed(member.generation).await;
+                    next = Instant::now() + retry_after;
+                }
+            }
+        }
+    }
+
+    /// Publishes the step-down when the deadline passes without a renewal. One timer for the
+    /// whole locker, however many singletons it leads.
+    pub async fn guard_deadline(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut state = self.subscribe();
+        loop {
+            tokio::select! {
+                r = state.wait_for(|s| s.valid) => if r.is_err() { return },
+                _ = changed(&mut stop) => return,
+            }
+            loop {
+                let deadline = *self.lock_deadline();
+                let Some(deadline) = deadline else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = changed(&mut stop) => return,
+                }
+                let current = self.lock_deadline();
+                if current.is_none_or(|d| Instant::now() >= d) {
+                    self.state
+                        .send_if_modified(|s| std::mem::replace(&mut s.valid, false));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Revokes the lease, deleting every key bound to it at once.
+    pub async fn revoke(&self) -> Result<(), Failure> {
+        let Some(lease) = self.lease() else {
+            return Ok(());
+        };
+        let result = self
+            .cluster
+            .request(|mut c: Client| async move { c.lease_revoke(lease).await })
+            .await;
+        match result {
+            Ok(_) | Err(Failure::LeaseNotFound) => {
+                self.clear();
+                Ok(())
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+}

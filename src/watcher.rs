@@ -1,0 +1,173 @@
+//! One watch stream per locker over the whole prefix, waking the elections of the names whose
+//! keys were deleted.
+//!
+//! Waiting candidates need to learn when a key ahead of them goes, and leaders when their own key
+//! goes. Instead of one watch per singleton, a single watch on `<prefix>/` (deletions only) bumps a
+//! per-name counter; each election re-reads its standing when its counter moves. The watch resumes
+//! from the revision after the last event it saw, so reconnecting loses nothing; after a
+//! compaction, when events may have been lost, every election looks again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
+use crate::events::{Event, EventSink, Throttle};
+use crate::wait::changed;
+
+pub struct Watcher {
+    /// `<prefix>/`
+    prefix: String,
+    names: Mutex<HashMap<String, watch::Sender<u64>>>,
+    synced: watch::Sender<bool>,
+}
+
+impl Watcher {
+    pub fn new(prefix: String) -> Watcher {
+        Watcher {
+            prefix,
+            names: Mutex::new(HashMap::new()),
+            synced: watch::channel(false).0,
+        }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A counter that moves whenever a key of election `name` is deleted.
+    pub fn subscribe(&self, name: &str) -> watch::Receiver<u64> {
+        self.names()
+            .entry(name.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Forgets `name` once no election listens to it any more.
+    pub fn release(&self, name: &str) {
+        let mut names = self.names();
+        if names.get(name).is_some_and(|tx| tx.receiver_count() == 0) {
+            names.remove(name);
+        }
+    }
+
+    /// Resolves once the watch is established: from then on no deletion goes unnoticed.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn deleted(&self, key: &[u8]) {
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return;
+        };
+        let Some(slash) = rest.iter().rposition(|b| *b == b'/') else {
+            return;
+        };
+        let Ok(name) = std::str::from_utf8(&rest[..slash]) else {
+            return;
+        };
+        if let Some(tx) = self.names().get(name) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn wake_all(&self) {
+        for tx in self.names().values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        cluster: Arc<Cluster>,
+        events: EventSink,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // 0 means "from now"; afterwards the revision after the last one seen.
+        let mut next_revision = 0i64;
+        let mut member_changes = cluster.generation();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut errors = Throttle::new();
+        while !*stop.borrow() {
+            member_changes.borrow_and_update();
+            let member = cluster.member();
+            let mut options = WatchOptions::new()
+                .with_prefix()
+                .with_filters([WatchFilterType::NoPut]);
+            if next_revision > 0 {
+                options = options.with_start_revision(next_revision);
+            }
+            let mut client = member.client.clone();
+            let opened = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, client.watch(self.prefix.clone(), Some(options))) => r,
+                _ = changed(&mut stop) => return,
+            };
+            let failure = match opened {
+                Ok(Ok(mut stream)) => loop {
+                    let message = tokio::select! {
+                        m = stream.message() => m,
+                        // Requests moved to another member: follow them.
+                        _ = changed(&mut member_changes) => break None,
+                        _ = changed(&mut stop) => return,
+                    };
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        Ok(None) => break Some(Failure::Unavailable("watch stream closed".into())),
+                        Err(err) => {
+                            break Some(Failure::Unavailable(format!("watch failed: {err}")));
+                        }
+                    };
+                    if response.compact_revision() > 0 {
+                        // Events before the compaction are gone: everyone looks again.
+                        next_revision = response.compact_revision();
+                        self.wake_all();
+                        break None;
+                    }
+                    if response.canceled() {
+                        self.wake_all();
+                        break Some(Failure::Unavailable(format!(
+                            "watch canceled: {}",
+                            response.cancel_reason()
+                        )));
+                    }
+                    if response.created() {
+                        if next_revision == 0 {
+                            let revision = response.header().map_or(0, |h| h.revision());
+                            next_revision = revision + 1;
+                        }
+                        backoff.reset();
+                        errors.reset();
+                        self.synced.send_replace(true);
+                    }
+                    for event in response.events() {
+                        if let Some(kv) = event.kv() {
+                            next_revision = next_revision.max(kv.mod_revision() + 1);
+                            if event.event_type() == EventType::Delete {
+                                self.deleted(kv.key());
+                            }
+                        }
+                    }
+                },
+                Ok(Err(err)) => Some(Failure::Unavailable(format!("watch failed: {err}"))),
+                Err(_) => Some(Failure::Unavailable("watch not established in time".into())),
+            };
+            if let Some(failure) = failure {
+                if errors.should_report() {
+                    events(Event::error(None, &failure));
+                }
+                cluster.failed(member.generation).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = changed(&mut stop) => return,
+                }
+            }
+        }
+    }
+}
