@@ -1,0 +1,91 @@
+import { EventEmitter } from 'node:events'
+
+declare namespace locked {
+  /** Options of `locked(hosts, options)`. */
+  interface LockerOptions {
+    /** Lease TTL in seconds (whole number, 2 to 3600). Default 10. */
+    ttl?: number
+    /** Key prefix in etcd; keys are `<prefix>/<name>/<lease id hex>`. Default `'locked'`. */
+    prefix?: string
+    /** This locker's id, stored as the value of its keys. Default: a random UUID v4. */
+    id?: string
+  }
+
+  /** Handed to `fn` and to `'start'` listeners for each term this host leads. */
+  interface Term {
+    /**
+     * The create revision of this host's key: it grows with every new term cluster-wide, so a
+     * resource can reject writes carrying a lower token than one it has seen (fencing).
+     */
+    readonly token: number
+  }
+
+  /** Why a leader stopped leading. */
+  type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed'
+
+  /** Stable values of `LockedError.code`. */
+  type ErrorCode =
+    | 'ETCD_UNAVAILABLE'
+    | 'ETCD_REJECTED'
+    | 'LEASE_NOT_FOUND'
+    | 'USER_FN_THREW'
+    | 'LOCKER_CLOSED'
+    | 'ALREADY_REGISTERED'
+
+  class LockedError extends Error {
+    readonly code: ErrorCode
+  }
+
+  /** Called each time this host is elected; `remove()` un-registers this host. */
+  type SingletonFn = (this: Singleton, remove: () => Promise<void>, term: Term) => unknown
+
+  class Singleton extends EventEmitter {
+    readonly name: string
+    /** Steps down if leading, then deletes this host's key; resolves once etcd confirmed. */
+    remove (): Promise<void>
+
+    on (event: 'start', listener: (term: Term) => void): this
+    on (event: 'stop', listener: (reason: StopReason) => void): this
+    on (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'start', listener: (term: Term) => void): this
+    once (event: 'stop', listener: (reason: StopReason) => void): this
+    once (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'start', listener: (term: Term) => void): this
+    off (event: 'stop', listener: (reason: StopReason) => void): this
+    off (event: 'error', listener: (err: LockedError) => void): this
+    addListener (event: 'start', listener: (term: Term) => void): this
+    addListener (event: 'stop', listener: (reason: StopReason) => void): this
+    addListener (event: 'error', listener: (err: LockedError) => void): this
+    removeListener (event: 'start', listener: (term: Term) => void): this
+    removeListener (event: 'stop', listener: (reason: StopReason) => void): this
+    removeListener (event: 'error', listener: (err: LockedError) => void): this
+  }
+
+  /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
+  interface Locker extends EventEmitter {
+    (name: string, fn?: SingletonFn): Singleton
+    /** This locker's id. */
+    id (): string
+    /** The singletons registered on this locker, by name. */
+    singletons (): Record<string, Singleton>
+    /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */
+    close (): Promise<void>
+
+    on (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'error', listener: (err: LockedError) => void): this
+  }
+}
+
+/**
+ * Creates a locker on the given etcd hosts: an array of `'host:port'`, or one string of
+ * comma-separated `'host:port'` (an `http://` prefix is allowed).
+ */
+declare function locked (hosts: string | readonly string[], options?: locked.LockerOptions): locked.Locker
+
+declare namespace locked {
+  export { locked }
+  export { locked as default }
+}
+
+export = locked
