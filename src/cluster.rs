@@ -69,6 +69,9 @@ impl Failure {
                     _ => Failure::Rejected(msg),
                 }
             }
+            EtcdError::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+                Failure::LeaseNotFound
+            }
             EtcdError::InvalidArgs(m) => Failure::Rejected(m),
             other => Failure::Unavailable(other.to_string()),
         }

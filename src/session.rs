@@ -134,7 +134,7 @@ impl Session {
                     backoff.reset();
                     errors.reset();
                     self.renewed(grant.id(), sent, grant.ttl());
-                    match self.keep_alive(grant.id(), &mut stop).await {
+                    match self.keep_alive(grant.id(), grant.ttl(), &mut stop).await {
                         KeepAliveEnd::Stopped => return,
                         KeepAliveEnd::LeaseGone => {
                             self.clear();
@@ -155,7 +155,12 @@ impl Session {
         }
     }
 
-    async fn keep_alive(&self, lease: i64, stop: &mut watch::Receiver<bool>) -> KeepAliveEnd {
+    async fn keep_alive(
+        &self,
+        lease: i64,
+        granted_ttl: i64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> KeepAliveEnd {
         let period = Duration::from_millis(self.ttl as u64 * 1000 / 3);
         let answer_within = period.clamp(Duration::from_millis(500), REQUEST_TIMEOUT);
         let retry_after = (period / 2).min(Duration::from_millis(500));
@@ -183,15 +188,24 @@ impl Session {
                 match stream.as_mut() {
                     Some((keeper, answers, _)) => {
                         keeper.keep_alive().await?;
-                        answers.message().await
+                        answers
+                            .message()
+                            .await?
+                            .ok_or_else(|| {
+                                etcd_client::Error::LeaseKeepAliveError(
+                                    "keepalive stream closed".into(),
+                                )
+                            })
+                            .map(Some)
                     }
                     None => {
-                        // Opening the stream sends the first keepalive.
+                        // Opening the stream sends the first keepalive and consumes its answer
+                        // (failing if it says the lease is gone), which renews the lease to
+                        // the TTL granted.
                         let mut client = member.client.clone();
-                        let (keeper, mut answers) = client.lease_keep_alive(lease).await?;
-                        let answer = answers.message().await;
+                        let (keeper, answers) = client.lease_keep_alive(lease).await?;
                         stream = Some((keeper, answers, member.generation));
-                        answer
+                        Ok(None)
                     }
                 }
             };
@@ -199,6 +213,7 @@ impl Session {
                 Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(answer.ttl()),
                 // An answer with TTL 0 is etcd's way of saying the lease is gone.
                 Ok(Ok(Some(_))) => Err(Failure::LeaseNotFound),
+                Ok(Ok(None)) if stream.is_some() => Ok(granted_ttl),
                 Ok(Ok(None)) => Err(Failure::Unavailable("keepalive stream closed".into())),
                 Ok(Err(err)) => Err(Failure::from_etcd(err)),
                 Err(_) => Err(Failure::Unavailable(format!(
