@@ -175,6 +175,10 @@ impl Cluster {
         }
     }
 
+    pub fn members(&self) -> usize {
+        self.endpoints.len()
+    }
+
     /// Subscribes to member changes (for streams that must move along).
     pub fn generation(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()

@@ -167,6 +167,7 @@ impl Session {
         let mut lost = self.lost.subscribe();
         let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)> = None;
         let mut errors = Throttle::new();
+        let mut failures = 0usize;
         let mut next = Instant::now() + period;
         loop {
             tokio::select! {
@@ -224,16 +225,23 @@ impl Session {
             match outcome {
                 Ok(ttl) => {
                     errors.reset();
+                    failures = 0;
                     self.renewed(lease, sent, ttl);
                     next = sent + period;
                 }
                 Err(Failure::LeaseNotFound) => return KeepAliveEnd::LeaseGone,
                 Err(failure) => {
                     stream = None;
+                    failures += 1;
+                    self.cluster.failed(member.generation).await;
+                    if failures < self.cluster.members() {
+                        // Another member may answer: try it at once, without alarming anyone.
+                        next = Instant::now();
+                        continue;
+                    }
                     if errors.should_report() {
                         (self.events)(Event::error(None, &failure));
                     }
-                    self.cluster.failed(member.generation).await;
                     next = Instant::now() + retry_after;
                 }
             }

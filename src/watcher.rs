@@ -95,6 +95,9 @@ impl Watcher {
         let mut member_changes = cluster.generation();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
+        // Failures since the watch last worked: one member failing is not worth reporting while
+        // another one can take over.
+        let mut failures = 0usize;
         while !*stop.borrow() {
             member_changes.borrow_and_update();
             let member = cluster.member();
@@ -144,6 +147,7 @@ impl Watcher {
                         }
                         backoff.reset();
                         errors.reset();
+                        failures = 0;
                         self.synced.send_replace(true);
                     }
                     for event in response.events() {
@@ -159,13 +163,16 @@ impl Watcher {
                 Err(_) => Some(Failure::Unavailable("watch not established in time".into())),
             };
             if let Some(failure) = failure {
-                if errors.should_report() {
-                    events(Event::error(None, &failure));
-                }
+                failures += 1;
                 cluster.failed(member.generation).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = changed(&mut stop) => return,
+                if failures >= cluster.members() {
+                    if errors.should_report() {
+                        events(Event::error(None, &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut stop) => return,
+                    }
                 }
             }
         }
