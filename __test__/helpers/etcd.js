@@ -1,0 +1,460 @@
+'use strict'
+// Test fixture: real etcd processes on free loopback ports, in a fresh temp dir.
+//
+//   const { startEtcd } = require('./helpers/etcd')
+//   const cluster = await startEtcd({ members: 3 })
+//   cluster.endpoints            // ['127.0.0.1:p1', ...]
+//   cluster.members[0].kill()    // SIGKILL and wait for exit; .start() brings it back (same data, same ports)
+//   await cluster.leader()       // the member that is the raft leader
+//   await cluster.keys('locked/build/')   // [{ key, value, lease, leaseHex, createRevision, modRevision }]
+//   await cluster.etcdctl(['lease', 'revoke', hex])
+//   await cluster.close()        // SIGKILL everything, remove the temp dir
+//
+// Every etcd started here is SIGKILLed when this process exits, whatever happened to the test.
+
+const { spawn, execFile } = require('node:child_process')
+const fs = require('node:fs')
+const http = require('node:http')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+
+const ETCD = process.env.ETCD_BIN || 'etcd'
+const ETCDCTL = process.env.ETCDCTL_BIN || 'etcdctl'
+
+// ---- safety net ------------------------------------------------------------------------------
+const liveProcs = new Set()
+const liveDirs = new Set()
+
+function killEverythingSync () {
+  for (const proc of liveProcs) {
+    try { proc.kill('SIGKILL') } catch {}
+  }
+  liveProcs.clear()
+  for (const dir of liveDirs) {
+    try { fs.rmSync(dir, { recursive: true, force: true }) } catch {}
+  }
+  liveDirs.clear()
+}
+
+process.on('exit', killEverythingSync)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  // Clean up, then die of the same signal (the listener is gone after `once`).
+  process.once(sig, () => {
+    killEverythingSync()
+    process.kill(process.pid, sig)
+  })
+}
+
+// ---- small utilities -------------------------------------------------------------------------
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function tempBase () {
+  if (process.env.LOCKED_TEST_TMP) return process.env.LOCKED_TEST_TMP
+  // tmpfs makes etcd's fsyncs cheap, which keeps raft stable on a loaded machine.
+  try {
+    fs.accessSync('/dev/shm', fs.constants.W_OK)
+    if (fs.statSync('/dev/shm').isDirectory()) return '/dev/shm'
+  } catch {}
+  return os.tmpdir()
+}
+
+// `count` distinct free loopback ports: all are held open until every one is chosen.
+async function freePorts (count) {
+  const servers = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const srv = net.createServer()
+      servers.push(srv)
+      await new Promise((resolve, reject) => {
+        srv.once('error', reject)
+        srv.listen(0, '127.0.0.1', resolve)
+      })
+    }
+    return servers.map((s) => s.address().port)
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(() => resolve()))))
+  }
+}
+
+// Minimal HTTP/JSON request with a hard timeout. Resolves { status, body } (body parsed if JSON).
+function httpJson (url, { method = 'GET', body, timeoutMs = 1000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
+    const req = http.request(url, {
+      method,
+      agent: false,
+      headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+      timeout: timeoutMs
+    }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let parsed = text
+        try { parsed = JSON.parse(text) } catch {}
+        resolve({ status: res.statusCode, body: parsed })
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${method} ${url}`)))
+    req.on('error', reject)
+    if (data) req.write(data)
+    req.end()
+  })
+}
+
+const b64 = (s) => Buffer.from(s, 'utf8').toString('base64')
+const unb64 = (s) => Buffer.from(s || '', 'base64').toString('utf8')
+
+// The end of the key range for "every key starting with prefix" (etcd's clientv3.GetPrefixRangeEnd).
+function prefixRangeEnd (prefix) {
+  const buf = Buffer.from(prefix, 'utf8')
+  for (let i = buf.length - 1; i >= 0; i--) {
+    if (buf[i] < 0xff) {
+      const end = Buffer.from(buf.subarray(0, i + 1))
+      end[i]++
+      return end
+    }
+  }
+  return Buffer.from([0])
+}
+
+function tailFile (file, lines = 30) {
+  try {
+    const text = fs.readFileSync(file, 'utf8').trimEnd().split('\n')
+    return text.slice(-lines).join('\n')
+  } catch {
+    return '(no log)'
+  }
+}
+
+// ---- one member ------------------------------------------------------------------------------
+class Member {
+  constructor ({ name, dir, clientPort, peerPort, initialCluster, token, heartbeatMs, electionMs, extraArgs }) {
+    this.name = name
+    this.dir = dir
+    this.dataDir = path.join(dir, `${name}.etcd`)
+    this.logFile = path.join(dir, `${name}.log`)
+    this.stderrFile = path.join(dir, `${name}.stderr`)
+    this.clientPort = clientPort
+    this.peerPort = peerPort
+    this.clientUrl = `http://127.0.0.1:${clientPort}`
+    this.peerUrl = `http://127.0.0.1:${peerPort}`
+    this.endpoint = `127.0.0.1:${clientPort}`
+    this.args = [
+      '--name', name,
+      '--data-dir', this.dataDir,
+      '--listen-client-urls', this.clientUrl,
+      '--advertise-client-urls', this.clientUrl,
+      '--listen-peer-urls', this.peerUrl,
+      '--initial-advertise-peer-urls', this.peerUrl,
+      '--initial-cluster', initialCluster,
+      '--initial-cluster-state', 'new',
+      '--initial-cluster-token', token,
+      '--heartbeat-interval', String(heartbeatMs),
+      '--election-timeout', String(electionMs),
+      '--logger', 'zap',
+      '--log-outputs', this.logFile,
+      ...extraArgs
+    ]
+    this.proc = null
+    this.paused = false
+    this._exited = null
+    this.starts = 0
+  }
+
+  get running () {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null
+  }
+
+  get pid () {
+    return this.proc ? this.proc.pid : undefined
+  }
+
+  // Spawn the process (no health wait). Resolves once spawned (rejects if it cannot be spawned).
+  _spawn () {
+    if (this.running) throw new Error(`etcd member ${this.name} is already running (pid ${this.proc.pid})`)
+    const errFd = fs.openSync(this.stderrFile, 'a')
+    let proc
+    try {
+      proc = spawn(ETCD, this.args, { stdio: ['ignore', errFd, errFd] })
+    } finally {
+      fs.closeSync(errFd)
+    }
+    // Not ref'd: a forgotten cluster must not keep the test process alive (the exit hook kills it).
+    // Explicit waits (stop/kill) ref it again until the exit arrives.
+    proc.unref()
+    this.proc = proc
+    this.paused = false
+    this.starts++
+    liveProcs.add(proc)
+    this._exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => {
+        liveProcs.delete(proc)
+        resolve({ code, signal })
+      })
+    })
+    return new Promise((resolve, reject) => {
+      proc.once('spawn', resolve)
+      proc.once('error', (err) => {
+        liveProcs.delete(proc)
+        reject(new Error(`cannot run ${ETCD}: ${err.message} (install etcd: apt-get install etcd-server etcd-client)`))
+      })
+    })
+  }
+
+  async health (timeoutMs = 1000) {
+    try {
+      const res = await httpJson(`${this.clientUrl}/health`, { timeoutMs })
+      return res.status === 200 && res.body && String(res.body.health) === 'true'
+    } catch {
+      return false
+    }
+  }
+
+  // Poll /health until it says true. Fails early if the process exits.
+  async waitHealthy (timeoutMs = 20000) {
+    const deadline = Date.now() + timeoutMs
+    while (true) {
+      if (!this.running) {
+        const err = new Error(`etcd member ${this.name} exited while starting:\n${tailFile(this.stderrFile)}\n${tailFile(this.logFile, 10)}`)
+        err.exited = true
+        err.addressInUse = /address already in use/i.test(tailFile(this.stderrFile, 200) + tailFile(this.logFile, 200))
+        throw err
+      }
+      if (await this.health(1000)) return
+      if (Date.now() > deadline) {
+        throw new Error(`etcd member ${this.name} (${this.clientUrl}) not healthy after ${timeoutMs} ms; log ${this.logFile}:\n${tailFile(this.logFile, 15)}`)
+      }
+      await delay(100)
+    }
+  }
+
+  // Restart with the same data dir and ports, and wait until healthy (pass { wait: false } to skip,
+  // e.g. when several members of a cluster without quorum come back together).
+  async start ({ wait = true, timeoutMs = 20000 } = {}) {
+    await this._spawn()
+    if (wait) await this.waitHealthy(timeoutMs)
+    return this
+  }
+
+  async _signalAndWait (signal) {
+    if (!this.running) return this._exited ? this._exited : { code: null, signal: null }
+    const proc = this.proc
+    proc.ref()
+    proc.kill(signal)
+    // A stopped process only acts on SIGTERM once continued (SIGKILL works regardless).
+    if (this.paused && signal !== 'SIGKILL') this.proc.kill('SIGCONT')
+    this.paused = false
+    const result = await this._exited
+    proc.unref()
+    return result
+  }
+
+  // Graceful stop: SIGTERM, wait for the exit.
+  stop () { return this._signalAndWait('SIGTERM') }
+  // Crash: SIGKILL, wait for the exit.
+  kill () { return this._signalAndWait('SIGKILL') }
+
+  // Freeze (like a partition or a VM stall: connections stay open, nothing answers).
+  pause () {
+    if (!this.running) throw new Error(`etcd member ${this.name} is not running`)
+    this.proc.kill('SIGSTOP')
+    this.paused = true
+  }
+
+  resume () {
+    if (!this.running) throw new Error(`etcd member ${this.name} is not running`)
+    this.proc.kill('SIGCONT')
+    this.paused = false
+  }
+
+  // { memberId, leaderId, raftTerm, revision, ... } from the gRPC gateway (ids as decimal strings).
+  async status (timeoutMs = 1000) {
+    const res = await httpJson(`${this.clientUrl}/v3/maintenance/status`, { method: 'POST', body: {}, timeoutMs })
+    if (res.status !== 200 || typeof res.body !== 'object') throw new Error(`status of ${this.name}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+    const b = res.body
+    return {
+      memberId: String(b.header && b.header.member_id),
+      leaderId: String(b.leader || '0'),
+      raftTerm: Number(b.raftTerm || b.raft_term || 0),
+      revision: Number(b.header && b.header.revision),
+      raw: b
+    }
+  }
+
+  log (lines = 40) { return tailFile(this.logFile, lines) }
+}
+
+// ---- the cluster -----------------------------------------------------------------------------
+async function startEtcdOnce (opts) {
+  const count = opts.members || 1
+  const heartbeatMs = opts.heartbeatMs || 100
+  const electionMs = opts.electionMs || 1000
+  const extraArgs = opts.extraArgs || []
+  const dir = fs.mkdtempSync(path.join(opts.tmpDir || tempBase(), 'locked-etcd-'))
+  liveDirs.add(dir)
+  const ports = await freePorts(count * 2)
+  const names = Array.from({ length: count }, (_, i) => `m${i}`)
+  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[2 * i + 1]}`).join(',')
+  const token = `locked-test-${process.pid}-${path.basename(dir)}`
+  const members = names.map((name, i) => new Member({
+    name, dir, clientPort: ports[2 * i], peerPort: ports[2 * i + 1], initialCluster, token, heartbeatMs, electionMs, extraArgs
+  }))
+  const cluster = new Cluster(dir, members)
+  try {
+    await Promise.all(members.map((m) => m._spawn()))
+    await Promise.all(members.map((m) => m.waitHealthy(opts.timeoutMs || 30000)))
+  } catch (err) {
+    await cluster.close()
+    throw err
+  }
+  return cluster
+}
+
+// startEtcd({ members: 1 | 3, heartbeatMs = 100, electionMs = 1000, extraArgs = [], timeoutMs = 30000 })
+async function startEtcd (opts = {}) {
+  let lastErr
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      return await startEtcdOnce(opts)
+    } catch (err) {
+      lastErr = err
+      if (!err.addressInUse) throw err // only a port race is worth a retry
+    }
+  }
+  throw lastErr
+}
+
+class Cluster {
+  constructor (dir, members) {
+    this.dir = dir
+    this.members = members
+    this.closed = false
+  }
+
+  get endpoints () { return this.members.map((m) => m.endpoint) }
+  get clientUrls () { return this.members.map((m) => m.clientUrl) }
+
+  member (nameOrEndpoint) {
+    return this.members.find((m) => m.name === nameOrEndpoint || m.endpoint === nameOrEndpoint || m.clientUrl === nameOrEndpoint)
+  }
+
+  // Members that can answer now (running and not frozen).
+  live () { return this.members.filter((m) => m.running && !m.paused) }
+
+  // The member that is the raft leader, as seen by a live member that knows one. Retries while an
+  // election is in progress, up to timeoutMs.
+  async leader ({ timeoutMs = 10000 } = {}) {
+    const deadline = Date.now() + timeoutMs
+    let last = 'no live member'
+    while (true) {
+      for (const m of this.live()) {
+        try {
+          const st = await m.status(1000)
+          if (st.leaderId === '0') { last = `${m.name} sees no leader`; continue }
+          const leader = await this._memberById(st.leaderId)
+          if (leader) return leader
+          last = `leader id ${st.leaderId} matches no live member`
+        } catch (err) {
+          last = err.message
+        }
+      }
+      if (Date.now() > deadline) throw new Error(`no raft leader found within ${timeoutMs} ms (${last})`)
+      await delay(100)
+    }
+  }
+
+  async _memberById (id) {
+    for (const m of this.live()) {
+      try {
+        if ((await m.status(1000)).memberId === id) return m
+      } catch {}
+    }
+    return undefined
+  }
+
+  // Run etcdctl against the live members (or the given endpoints). Resolves stdout.
+  etcdctl (args, { endpoints, timeoutMs = 10000 } = {}) {
+    const eps = endpoints || this.live().map((m) => m.endpoint)
+    return new Promise((resolve, reject) => {
+      execFile(ETCDCTL, [`--endpoints=${eps.join(',')}`, '--dial-timeout=2s', '--command-timeout=5s', ...args], {
+        env: { ...process.env, ETCDCTL_API: '3' },
+        timeout: timeoutMs
+      }, (err, stdout, stderr) => {
+        if (err) {
+          err.message = `etcdctl ${args.join(' ')} failed: ${err.message}\n${stderr}`
+          reject(err)
+        } else {
+          resolve(stdout)
+        }
+      })
+    })
+  }
+
+  // POST to the gRPC gateway of the first live member that answers.
+  async gateway (route, body, timeoutMs = 3000) {
+    let lastErr
+    for (const m of this.live()) {
+      try {
+        const res = await httpJson(`${m.clientUrl}${route}`, { method: 'POST', body, timeoutMs })
+        if (res.status === 200) return res.body
+        lastErr = new Error(`${route} on ${m.name}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+      } catch (err) {
+        lastErr = err
+      }
+    }
+    throw lastErr || new Error('no live etcd member')
+  }
+
+  // Every key under prefix, ordered by create revision:
+  // [{ key, value, lease (decimal string), leaseHex, createRevision, modRevision }]
+  async keys (prefix) {
+    const body = await this.gateway('/v3/kv/range', {
+      key: b64(prefix),
+      range_end: prefixRangeEnd(prefix).toString('base64')
+    })
+    const kvs = (body.kvs || []).map((kv) => ({
+      key: unb64(kv.key),
+      value: unb64(kv.value),
+      lease: String(kv.lease || '0'),
+      leaseHex: BigInt(kv.lease || 0).toString(16),
+      createRevision: Number(kv.create_revision),
+      modRevision: Number(kv.mod_revision)
+    }))
+    return kvs.sort((a, b) => a.createRevision - b.createRevision)
+  }
+
+  // Poll keys(prefix) until predicate(kvs) is truthy; resolves its value.
+  async waitKeys (prefix, predicate, timeoutMs = 10000, description = 'keys condition') {
+    const deadline = Date.now() + timeoutMs
+    let kvs = []
+    while (true) {
+      try {
+        kvs = await this.keys(prefix)
+        const v = predicate(kvs)
+        if (v) return v
+      } catch {}
+      if (Date.now() > deadline) {
+        throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}; keys under ${prefix}: ${JSON.stringify(kvs.map((k) => [k.key, k.value, k.createRevision]))}`)
+      }
+      await delay(50)
+    }
+  }
+
+  // Revoke a lease (hex id as in the election keys) with etcdctl, a second, independent client.
+  revoke (leaseHex) {
+    return this.etcdctl(['lease', 'revoke', leaseHex])
+  }
+
+  async close () {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all(this.members.map((m) => m.kill()))
+    try { fs.rmSync(this.dir, { recursive: true, force: true }) } catch {}
+    liveDirs.delete(this.dir)
+  }
+}
+
+module.exports = { startEtcd, freePorts, httpJson, prefixRangeEnd, delay }
