@@ -6,10 +6,12 @@
 
 const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
+const { performance } = require('node:perf_hooks')
 const { NativeLocker } = require('./binding.js')
 
 const DEFAULT_TTL = 10
 const DEFAULT_PREFIX = 'locked'
+const DEFAULT_DRAIN_TIMEOUT = 10000
 
 class LockedError extends Error {
   constructor (message, code, options) {
@@ -70,7 +72,7 @@ function normalizeOptions (options) {
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
   }
-  const { ttl = DEFAULT_TTL, prefix = DEFAULT_PREFIX, id } = options
+  const { ttl = DEFAULT_TTL, prefix = DEFAULT_PREFIX, id, drainTimeout = DEFAULT_DRAIN_TIMEOUT, handleSignals = false } = options
   if (typeof ttl !== 'number' || Number.isNaN(ttl)) {
     throw typeError(`locked: options.ttl must be a number of seconds, got ${describe(ttl)}`)
   }
@@ -86,7 +88,14 @@ function normalizeOptions (options) {
     throw typeError(`locked: options.id must be a string, got ${describe(id)}`)
   }
   if (id === '') throw rangeError('locked: options.id must not be empty')
-  return { ttl, prefix: trimmed, id: id === undefined ? randomUUID() : id }
+  if (typeof drainTimeout !== 'number' || Number.isNaN(drainTimeout)) {
+    throw typeError(`locked: options.drainTimeout must be a number of milliseconds, got ${describe(drainTimeout)}`)
+  }
+  if (drainTimeout < 0) throw rangeError(`locked: options.drainTimeout must not be negative, got ${drainTimeout}`)
+  if (typeof handleSignals !== 'boolean') {
+    throw typeError(`locked: options.handleSignals must be a boolean, got ${describe(handleSignals)}`)
+  }
+  return { ttl, prefix: trimmed, id: id === undefined ? randomUUID() : id, drainTimeout, handleSignals }
 }
 
 // Lockers still open when the process exits: `process.exit()` skips native cleanup hooks, so
@@ -96,18 +105,73 @@ process.on('exit', () => {
   for (const native of openLockers) native.closeSync()
 })
 
-class Singleton extends EventEmitter {
-  #remove
+// Lockers created with `handleSignals: true`: on SIGTERM/SIGINT they close (stepping down and
+// revoking the lease), then the signal takes its default course unless the application listens too.
+const signalLockers = new Set()
+function onSignal (signal) {
+  const closing = [...signalLockers].map((l) => l.close().catch(() => {}))
+  Promise.all(closing).then(() => {
+    process.removeListener('SIGTERM', onSignal)
+    process.removeListener('SIGINT', onSignal)
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+  })
+}
+function watchSignals (locker) {
+  if (signalLockers.size === 0) {
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  }
+  signalLockers.add(locker)
+}
+function unwatchSignals (locker) {
+  if (signalLockers.delete(locker) && signalLockers.size === 0) {
+    process.removeListener('SIGTERM', onSignal)
+    process.removeListener('SIGINT', onSignal)
+  }
+}
 
-  constructor (name, remove) {
+class Singleton extends EventEmitter {
+  #state
+
+  constructor (name, state) {
     super()
-    this.#remove = remove
+    this.#state = state
     Object.defineProperty(this, 'name', { value: name, enumerable: true })
   }
 
   /** Un-registers this host: steps down if leading, then deletes its key. */
   remove () {
-    return this.#remove()
+    return this.#state.remove()
+  }
+
+  /** Whether this host leads now, checked against the leadership deadline at the time of the call. */
+  isLeader () {
+    return this.#state.isLeader()
+  }
+
+  /** The locker id of the current leader, or null when nobody leads (or not known yet). */
+  leader () {
+    return this.#state.leader
+  }
+}
+
+class Observer extends EventEmitter {
+  #state
+
+  constructor (name, state) {
+    super()
+    this.#state = state
+    Object.defineProperty(this, 'name', { value: name, enumerable: true })
+  }
+
+  /** The locker id of the current leader, or null when nobody leads (or not known yet). */
+  leader () {
+    return this.#state.leader
+  }
+
+  /** Stops observing. */
+  close () {
+    this.#state.close()
   }
 }
 
@@ -117,6 +181,7 @@ function locked (hosts, options) {
 
   const bySerial = new Map() // serial -> state of registrations not yet confirmed removed
   const byName = new Map() // name -> Singleton, the registered ones
+  const observers = new Map() // serial -> observer state
   let closing = null // the close() promise once close was called
   let resolveClose
   let active = false
@@ -155,6 +220,7 @@ function locked (hosts, options) {
   function stopLeading (state, reason) {
     if (!state.leading) return
     state.leading = false
+    state.term.end(reason)
     try {
       state.singleton.emit('stop', reason)
     } catch (err) {
@@ -162,10 +228,44 @@ function locked (hosts, options) {
     }
   }
 
+  function makeTerm (state, token) {
+    const controller = new AbortController()
+    let endedAt = null
+    const term = Object.freeze({
+      token,
+      signal: controller.signal,
+      get validUntil () {
+        return endedAt ?? performance.now() + native.validFor()
+      }
+    })
+    return {
+      term,
+      end (reason) {
+        endedAt = performance.now()
+        const err = new LockedError(`leadership of ${JSON.stringify(state.singleton.name)} ended: ${reason}`, 'LEADERSHIP_ENDED')
+        err.reason = reason
+        controller.abort(err)
+      }
+    }
+  }
+
+  // Waits for the work a leader's fn returned (bounded by drainTimeout) so that the next leader
+  // does not overlap work that is still winding down.
+  function drained (states) {
+    const work = states.map((s) => s.work).filter(Boolean)
+    if (work.length === 0) return Promise.resolve()
+    let timer
+    const timeout = new Promise((resolve) => { timer = setTimeout(resolve, opts.drainTimeout) })
+    return Promise.race([Promise.allSettled(work), timeout]).finally(() => clearTimeout(timer))
+  }
+
   function onEvent (ev) {
     if (ev.kind === 'closed') {
       for (const state of bySerial.values()) state.resolveRemove?.()
       bySerial.clear()
+      for (const observer of observers.values()) observer.closed = true
+      observers.clear()
+      unwatchSignals(locker)
       byName.clear()
       openLockers.delete(native)
       const done = resolveClose
@@ -178,19 +278,32 @@ function locked (hosts, options) {
       }
       return
     }
+    const observer = ev.serial == null ? undefined : observers.get(ev.serial)
+    if (observer) {
+      if (ev.kind === 'leader') {
+        observer.leader = ev.leader ?? null
+        observer.emitter.emit('leader', observer.leader)
+      } else if (ev.kind === 'error') {
+        reportError(observer.emitter, new LockedError(`observer ${JSON.stringify(observer.emitter.name)}: ${ev.message}`, ev.code))
+      }
+      return
+    }
     const state = ev.serial == null ? undefined : bySerial.get(ev.serial)
     switch (ev.kind) {
       case 'start': {
         // A start that crossed a remove() or close() in flight is not acted on.
         if (!state || state.removing || closing) return
         state.leading = true
-        const term = Object.freeze({ token: ev.token })
+        state.term = makeTerm(state, ev.token)
+        const term = state.term.term
         try {
           state.singleton.emit('start', term)
           if (state.leading) {
             const result = state.fn.call(state.singleton, state.removeFn, term)
             if (result && typeof result.then === 'function') {
-              result.then(null, (err) => userError(state, err))
+              const work = Promise.resolve(result).then(null, (err) => userError(state, err))
+              state.work = work
+              work.finally(() => { if (state.work === work) state.work = null })
             }
           }
         } catch (err) {
@@ -198,6 +311,11 @@ function locked (hosts, options) {
         }
         return
       }
+      case 'leader':
+        if (!state) return
+        state.leader = ev.leader ?? null
+        state.singleton.emit('leader', state.leader)
+        return
       case 'stop':
         if (state) stopLeading(state, ev.reason)
         return
@@ -234,8 +352,18 @@ function locked (hosts, options) {
     if (byName.has(name)) {
       throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
     }
-    const state = { fn, leading: false, removing: null, resolveRemove: null }
-    state.singleton = new Singleton(name, () => removeSingleton(state))
+    const state = {
+      fn,
+      leading: false,
+      removing: null,
+      resolveRemove: null,
+      leader: null,
+      term: null,
+      work: null,
+      remove: () => removeSingleton(state),
+      isLeader: () => state.leading && !state.removing && !closing && native.validFor() > 0
+    }
+    state.singleton = new Singleton(name, state)
     state.removeFn = () => state.singleton.remove()
     state.serial = native.register(name)
     bySerial.set(state.serial, state)
@@ -251,8 +379,32 @@ function locked (hosts, options) {
     byName.delete(state.singleton.name)
     // Stop before the native resign deletes the key: no other host can start before this.
     stopLeading(state, 'removed')
-    native.remove(state.singleton.name)
+    drained([state]).then(() => native.remove(state.singleton.name))
     return state.removing
+  }
+
+  function observe (name) {
+    if (typeof name !== 'string') {
+      throw typeError(`locker.observe(name): name must be a string, got ${describe(name)}`)
+    }
+    if (name === '' || name.includes('/')) {
+      throw rangeError(`locker.observe(name): name must be a non-empty string without '/', got ${JSON.stringify(name)}`)
+    }
+    if (closing) throw new LockedError('locker is closed', 'LOCKER_CLOSED')
+    const state = {
+      leader: null,
+      closed: false,
+      close: () => {
+        if (state.closed) return
+        state.closed = true
+        observers.delete(state.serial)
+        native.unobserve(state.serial)
+      }
+    }
+    state.emitter = new Observer(name, state)
+    state.serial = native.observe(name)
+    observers.set(state.serial, state)
+    return state.emitter
   }
 
   const locker = function locker (name, fn) {
@@ -260,20 +412,23 @@ function locked (hosts, options) {
   }
   Object.setPrototypeOf(locker, LockerPrototype)
   EventEmitter.call(locker)
+  if (opts.handleSignals) watchSignals(locker)
 
   Object.defineProperties(locker, {
     id: { value: () => opts.id },
     singletons: {
       value: () => Object.fromEntries(byName)
     },
+    observe: { value: observe },
     close: {
       value: () => {
         if (closing) return closing
         closing = new Promise((resolve, reject) => { resolveClose = { resolve, reject } })
         updateActive()
-        for (const state of bySerial.values()) stopLeading(state, 'closed')
+        const states = [...bySerial.values()]
+        for (const state of states) stopLeading(state, 'closed')
         byName.clear()
-        native.close()
+        drained(states).then(() => native.close())
         return closing
       }
     }
@@ -293,4 +448,5 @@ module.exports = locked
 module.exports.locked = locked
 module.exports.default = locked
 module.exports.Singleton = Singleton
+module.exports.Observer = Observer
 module.exports.LockedError = LockedError

@@ -26,12 +26,12 @@ use crate::session::LeaseState;
 use crate::wait::changed;
 
 /// Where a candidate stands, as of one consistent read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Standing {
     /// Our key is the lowest: `token` is its create revision.
     Leader { token: i64 },
-    /// Keys with lower create revisions exist.
-    Waiting { revision: i64 },
+    /// Keys with lower create revisions exist; the lowest holds `leader`'s id.
+    Waiting { revision: i64, leader: String },
     /// Our key is gone, or no longer bound to our lease.
     Gone,
 }
@@ -50,6 +50,8 @@ pub struct Election {
     /// `<prefix>/<name>/`
     prefix: String,
     leading: bool,
+    /// The leader last reported to the user (`Some(None)`: reported "no leader").
+    reported_leader: Option<Option<String>>,
 }
 
 impl Election {
@@ -61,6 +63,7 @@ impl Election {
             name,
             prefix,
             leading: false,
+            reported_leader: None,
         }
     }
 
@@ -82,12 +85,22 @@ impl Election {
         }
     }
 
+    fn report_leader(&mut self, leader: Option<String>) {
+        if self.reported_leader.as_ref() != Some(&leader) {
+            self.reported_leader = Some(leader.clone());
+            self.emit(Event::Leader {
+                serial: self.serial,
+                leader,
+            });
+        }
+    }
+
     /// Campaigns until `resign` is set (then resigns) or the locker closes.
     pub async fn run(mut self, mut resign: watch::Receiver<bool>) {
         let shared = self.shared.clone();
         let mut closing = shared.closing.subscribe();
         let mut lease_state = shared.session.subscribe();
-        let mut wake = shared.watcher.subscribe(&self.name);
+        let mut wake = shared.watcher.deletions(&self.name);
         let mut held: Option<Held> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
@@ -159,17 +172,19 @@ impl Election {
                     });
                     if !self.leading && shared.session.is_valid(lease) {
                         self.leading = true;
+                        self.report_leader(Some(shared.id.clone()));
                         self.emit(Event::Start {
                             serial: self.serial,
                             token,
                         });
                     }
                 }
-                Ok(Standing::Waiting { revision }) => {
+                Ok(Standing::Waiting { revision, leader }) => {
                     backoff.reset();
                     errors.reset();
                     // A lower key can only appear ahead of a leader whose own key was replaced.
                     self.step_down(StopReason::KeyDeleted);
+                    self.report_leader(Some(leader));
                     held = Some(Held { lease, revision });
                 }
                 Ok(Standing::Gone) => {
@@ -219,6 +234,7 @@ impl Election {
                 }
             }
         }
+        drop(wake);
         shared.watcher.release(&self.name);
     }
 
@@ -278,8 +294,7 @@ impl Election {
                 GetOptions::new()
                     .with_prefix()
                     .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1)
-                    .with_keys_only(),
+                    .with_limit(1),
             ),
         )
     }
@@ -360,8 +375,14 @@ fn standing(key: &str, lease: i64, response: &TxnResponse) -> Standing {
         Some(first) if first.key() == own.key() => Standing::Leader {
             token: own.create_revision(),
         },
-        _ => Standing::Waiting {
+        Some(first) => Standing::Waiting {
             revision: own.create_revision(),
+            leader: String::from_utf8_lossy(first.value()).into_owned(),
+        },
+        // Our key exists, so the range cannot be empty; treat it as "not first" to be safe.
+        None => Standing::Waiting {
+            revision: own.create_revision(),
+            leader: String::new(),
         },
     }
 }

@@ -43,6 +43,11 @@ pub enum Event {
         serial: u32,
         reason: StopReason,
     },
+    /// The leader of the election changed: the id of the locker that leads, or none.
+    Leader {
+        serial: u32,
+        leader: Option<String>,
+    },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
         serial: u32,

@@ -5,6 +5,7 @@ mod cluster;
 mod election;
 mod events;
 mod locker;
+mod observer;
 mod session;
 mod wait;
 mod watcher;
@@ -47,7 +48,7 @@ pub struct LockerOptions {
     pub id: String,
 }
 
-/// One event for JavaScript. `kind` is start | stop | removed | error | closed.
+/// One event for JavaScript. `kind` is start | stop | leader | removed | error | closed.
 #[napi(object)]
 pub struct LockerEvent {
     pub kind: String,
@@ -55,6 +56,8 @@ pub struct LockerEvent {
     pub serial: Option<u32>,
     pub token: Option<f64>,
     pub reason: Option<String>,
+    /// For `leader` events: the leader's locker id; absent when nobody leads.
+    pub leader: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
 }
@@ -66,6 +69,7 @@ impl From<Event> for LockerEvent {
             serial: None,
             token: None,
             reason: None,
+            leader: None,
             code: None,
             message: None,
         };
@@ -79,6 +83,11 @@ impl From<Event> for LockerEvent {
                 out.kind = "stop".into();
                 out.serial = Some(serial);
                 out.reason = Some(reason.as_str().into());
+            }
+            Event::Leader { serial, leader } => {
+                out.kind = "leader".into();
+                out.serial = Some(serial);
+                out.leader = leader;
             }
             Event::Removed { serial } => {
                 out.kind = "removed".into();
@@ -182,6 +191,27 @@ impl NativeLocker {
                 Error::new(Status::GenericFailure, "the locker is closed".to_string())
             }
         })
+    }
+
+    /// Starts observing the leader of `name`; returns the serial its `leader` events carry.
+    #[napi]
+    pub fn observe(&self, name: String) -> Result<u32> {
+        self.locker
+            .observe(&name)
+            .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
+    }
+
+    #[napi]
+    pub fn unobserve(&self, serial: u32) {
+        self.locker.unobserve(serial);
+    }
+
+    /// Milliseconds until the leadership deadline (0 when passed or without a lease).
+    #[napi]
+    pub fn valid_for(&self) -> f64 {
+        self.locker
+            .valid_for()
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 
     /// Starts resigning `name`; a `removed` event follows once etcd confirmed.

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Cluster, Failure};
 use crate::election::Election;
 use crate::events::{Event, EventSink};
+use crate::observer::Observer;
 use crate::session::Session;
 use crate::watcher::Watcher;
 
@@ -34,6 +35,7 @@ pub struct Shared {
     /// Set when the locker closes: elections step down and end without touching etcd.
     pub closing: watch::Sender<bool>,
     registry: Mutex<HashMap<String, Entry>>,
+    observers: Mutex<HashMap<u32, watch::Sender<bool>>>,
 }
 
 struct Entry {
@@ -83,6 +85,7 @@ impl Locker {
             events,
             closing: watch::channel(false).0,
             registry: Mutex::new(HashMap::new()),
+            observers: Mutex::new(HashMap::new()),
         });
         Ok(Locker {
             shared,
@@ -106,11 +109,7 @@ impl Locker {
             Some(entry) => Some(entry.done.clone()),
             None => None,
         };
-        let serial = {
-            let mut next = lock(&self.next_serial);
-            *next = next.wrapping_add(1);
-            *next
-        };
+        let serial = self.next_serial();
         let (resign_tx, resign_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
         registry.insert(
@@ -149,6 +148,40 @@ impl Locker {
             }
             _ => false,
         }
+    }
+
+    /// Starts reporting the leader of `name` (as `Event::Leader` with the returned serial).
+    pub fn observe(&self, name: &str) -> Result<u32, RegisterError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(RegisterError::Closed);
+        }
+        let serial = self.next_serial();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        lock(&self.shared.observers).insert(serial, cancel_tx);
+        let shared = self.shared.clone();
+        let observer = Observer::new(shared.clone(), serial, name.to_string());
+        self.runtime.spawn(async move {
+            observer.run(cancel_rx).await;
+            lock(&shared.observers).remove(&serial);
+        });
+        Ok(serial)
+    }
+
+    pub fn unobserve(&self, serial: u32) {
+        if let Some(cancel) = lock(&self.shared.observers).remove(&serial) {
+            cancel.send_replace(true);
+        }
+    }
+
+    fn next_serial(&self) -> u32 {
+        let mut next = lock(&self.next_serial);
+        *next = next.wrapping_add(1);
+        *next
+    }
+
+    /// How long leaders of this locker may still act (negative: the deadline has passed).
+    pub fn valid_for(&self) -> Option<Duration> {
+        self.shared.session.valid_for()
     }
 
     fn begin_close(&self) -> bool {

@@ -80,6 +80,15 @@ impl Session {
         state.lease == Some(lease) && deadline.is_some_and(|d| Instant::now() < d)
     }
 
+    /// Time left until the leadership deadline; `None` if it has passed or there is no lease.
+    /// Read straight from the clock, so a process resuming from a pause learns the truth before
+    /// any timer had a chance to fire.
+    pub fn valid_for(&self) -> Option<Duration> {
+        let deadline = *self.lock_deadline();
+        let now = Instant::now();
+        deadline.filter(|d| *d > now).map(|d| d - now)
+    }
+
     /// An election learned from etcd that `lease` is gone (a put failed with "lease not found").
     pub fn report_lost(&self, lease: i64) {
         self.lost.send_replace(lease);

@@ -1,17 +1,19 @@
-//! One watch stream per locker over the whole prefix, waking the elections of the names whose
-//! keys were deleted.
+//! One watch stream per locker over the whole prefix, waking the elections and observers of the
+//! names whose keys changed.
 //!
-//! Waiting candidates need to learn when a key ahead of them goes, and leaders when their own key
-//! goes. Instead of one watch per singleton, a single watch on `<prefix>/` (deletions only) bumps a
-//! per-name counter; each election re-reads its standing when its counter moves. The watch resumes
-//! from the revision after the last event it saw, so reconnecting loses nothing; after a
-//! compaction, when events may have been lost, every election looks again.
+//! Waiting candidates need to learn when a key ahead of them goes, leaders when their own key
+//! goes, observers when any key of the name comes or goes. Instead of one watch per singleton, a
+//! single watch on `<prefix>/` bumps per-name counters; each election or observer re-reads when its
+//! counter moves. Elections only count deletions (a new key never changes who is ahead of an
+//! existing one). The watch resumes from the revision after the last event it saw, so
+//! reconnecting loses nothing; after a compaction, when events may have been lost, everyone looks
+//! again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
@@ -19,10 +21,31 @@ use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink, Throttle};
 use crate::wait::changed;
 
+/// Counters of one name.
+struct NameWatch {
+    /// Moves when a key of the name is deleted.
+    deleted: watch::Sender<u64>,
+    /// Moves when a key of the name is created, changed or deleted.
+    changed: watch::Sender<u64>,
+}
+
+impl NameWatch {
+    fn new() -> NameWatch {
+        NameWatch {
+            deleted: watch::channel(0).0,
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+fn bump(counter: &watch::Sender<u64>) {
+    counter.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 pub struct Watcher {
     /// `<prefix>/`
     prefix: String,
-    names: Mutex<HashMap<String, watch::Sender<u64>>>,
+    names: Mutex<HashMap<String, NameWatch>>,
     synced: watch::Sender<bool>,
 }
 
@@ -35,22 +58,31 @@ impl Watcher {
         }
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, NameWatch>> {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A counter that moves whenever a key of election `name` is deleted.
-    pub fn subscribe(&self, name: &str) -> watch::Receiver<u64> {
-        self.names()
-            .entry(name.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+    pub fn deletions(&self, name: &str) -> watch::Receiver<u64> {
+        let mut names = self.names();
+        let entry = names.entry(name.to_string()).or_insert_with(NameWatch::new);
+        entry.deleted.subscribe()
     }
 
-    /// Forgets `name` once no election listens to it any more.
+    /// A counter that moves whenever a key of election `name` is created, changed or deleted.
+    pub fn changes(&self, name: &str) -> watch::Receiver<u64> {
+        let mut names = self.names();
+        let entry = names.entry(name.to_string()).or_insert_with(NameWatch::new);
+        entry.changed.subscribe()
+    }
+
+    /// Forgets `name` once nobody listens to it any more.
     pub fn release(&self, name: &str) {
         let mut names = self.names();
-        if names.get(name).is_some_and(|tx| tx.receiver_count() == 0) {
+        if names
+            .get(name)
+            .is_some_and(|n| n.deleted.receiver_count() == 0 && n.changed.receiver_count() == 0)
+        {
             names.remove(name);
         }
     }
@@ -63,7 +95,7 @@ impl Watcher {
         }
     }
 
-    fn deleted(&self, key: &[u8]) {
+    fn changed(&self, key: &[u8], deleted: bool) {
         let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
             return;
         };
@@ -73,14 +105,18 @@ impl Watcher {
         let Ok(name) = std::str::from_utf8(&rest[..slash]) else {
             return;
         };
-        if let Some(tx) = self.names().get(name) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some(counters) = self.names().get(name) {
+            if deleted {
+                bump(&counters.deleted);
+            }
+            bump(&counters.changed);
         }
     }
 
     fn wake_all(&self) {
-        for tx in self.names().values() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        for counters in self.names().values() {
+            bump(&counters.deleted);
+            bump(&counters.changed);
         }
     }
 
@@ -101,9 +137,7 @@ impl Watcher {
         while !*stop.borrow() {
             member_changes.borrow_and_update();
             let member = cluster.member();
-            let mut options = WatchOptions::new()
-                .with_prefix()
-                .with_filters([WatchFilterType::NoPut]);
+            let mut options = WatchOptions::new().with_prefix();
             if next_revision > 0 {
                 options = options.with_start_revision(next_revision);
             }
@@ -153,9 +187,7 @@ impl Watcher {
                     for event in response.events() {
                         if let Some(kv) = event.kv() {
                             next_revision = next_revision.max(kv.mod_revision() + 1);
-                            if event.event_type() == EventType::Delete {
-                                self.deleted(kv.key());
-                            }
+                            self.changed(kv.key(), event.event_type() == EventType::Delete);
                         }
                     }
                 },

@@ -1,0 +1,117 @@
+//! Observing an election without taking part: who leads, and every change, including "nobody".
+//!
+//! The leader is always the key with the lowest create revision, re-read after every change of
+//! the name's keys (so a batch of events can never leave a stale answer), and the shared watch
+//! resumes from the last seen revision after errors and compactions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::cluster::Failure;
+use crate::events::{Event, Throttle};
+use crate::locker::Shared;
+use crate::wait::changed;
+
+pub struct Observer {
+    shared: Arc<Shared>,
+    serial: u32,
+    name: String,
+    /// `<prefix>/<name>/`
+    prefix: String,
+}
+
+impl Observer {
+    pub fn new(shared: Arc<Shared>, serial: u32, name: String) -> Observer {
+        let prefix = format!("{}/{}/", shared.prefix, name);
+        Observer {
+            shared,
+            serial,
+            name,
+            prefix,
+        }
+    }
+
+    /// Reports the leader until `cancel` is set or the locker closes.
+    pub async fn run(self, mut cancel: watch::Receiver<bool>) {
+        let shared = self.shared.clone();
+        let mut closing = shared.closing.subscribe();
+        let mut changes = shared.watcher.changes(&self.name);
+        let mut reported: Option<Option<String>> = None;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut errors = Throttle::new();
+        tokio::select! {
+            _ = shared.watcher.synced() => {}
+            _ = cancel.wait_for(|c| *c) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
+        while !*cancel.borrow() && !*closing.borrow() {
+            changes.borrow_and_update();
+            let read = tokio::select! {
+                r = self.leader() => r,
+                _ = changed(&mut cancel) => break,
+                _ = changed(&mut closing) => break,
+            };
+            match read {
+                Ok(leader) => {
+                    backoff.reset();
+                    errors.reset();
+                    if reported.as_ref() != Some(&leader) {
+                        reported = Some(leader.clone());
+                        (shared.events)(Event::Leader {
+                            serial: self.serial,
+                            leader,
+                        });
+                    }
+                    tokio::select! {
+                        _ = changed(&mut changes) => {}
+                        _ = changed(&mut cancel) => {}
+                        _ = changed(&mut closing) => {}
+                    }
+                }
+                Err(failure) => {
+                    if errors.should_report() {
+                        (shared.events)(Event::error(Some(self.serial), &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut cancel) => {}
+                        _ = changed(&mut closing) => {}
+                    }
+                }
+            }
+        }
+        drop(changes);
+        shared.watcher.release(&self.name);
+    }
+
+    async fn leader(&self) -> Result<Option<String>, Failure> {
+        let prefix = self.prefix.clone();
+        let response = self
+            .shared
+            .cluster
+            .request(|mut c: Client| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(
+                        prefix,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                                .with_limit(1),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+}
