@@ -9,6 +9,13 @@ declare namespace locked {
     prefix?: string
     /** This locker's id, stored as the value of its keys. Default: a random UUID v4. */
     id?: string
+    /**
+     * How long `remove()` and `close()` wait, in milliseconds, for the promise a leader's `fn`
+     * returned to settle before resigning. Default 10000.
+     */
+    drainTimeout?: number
+    /** Close this locker on SIGTERM/SIGINT, then let the signal take its course. Default false. */
+    handleSignals?: boolean
   }
 
   /** Handed to `fn` and to `'start'` listeners for each term this host leads. */
@@ -18,6 +25,13 @@ declare namespace locked {
      * resource can reject writes carrying a lower token than one it has seen (fencing).
      */
     readonly token: number
+    /** Aborted when this term ends; `signal.reason` is a `LockedError` with `reason` set. */
+    readonly signal: AbortSignal
+    /**
+     * The local leadership deadline, comparable with `performance.now()`; moves forward with
+     * every renewal and is frozen once the term ended.
+     */
+    readonly validUntil: number
   }
 
   /** Why a leader stopped leading. */
@@ -31,9 +45,12 @@ declare namespace locked {
     | 'USER_FN_THREW'
     | 'LOCKER_CLOSED'
     | 'ALREADY_REGISTERED'
+    | 'LEADERSHIP_ENDED'
 
   class LockedError extends Error {
     readonly code: ErrorCode
+    /** On the error a term's signal is aborted with: why the term ended. */
+    readonly reason?: StopReason
   }
 
   /** Called each time this host is elected; `remove()` un-registers this host. */
@@ -43,13 +60,19 @@ declare namespace locked {
     readonly name: string
     /** Steps down if leading, then deletes this host's key; resolves once etcd confirmed. */
     remove (): Promise<void>
+    /** Whether this host leads now, checked against the leadership deadline at call time. */
+    isLeader (): boolean
+    /** The locker id of the current leader, or null when nobody leads or it is not known yet. */
+    leader (): string | null
 
     on (event: 'start', listener: (term: Term) => void): this
     on (event: 'stop', listener: (reason: StopReason) => void): this
     on (event: 'error', listener: (err: LockedError) => void): this
+    on (event: 'leader', listener: (leader: string | null) => void): this
     once (event: 'start', listener: (term: Term) => void): this
     once (event: 'stop', listener: (reason: StopReason) => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'leader', listener: (leader: string | null) => void): this
     off (event: 'start', listener: (term: Term) => void): this
     off (event: 'stop', listener: (reason: StopReason) => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
@@ -59,6 +82,23 @@ declare namespace locked {
     removeListener (event: 'start', listener: (term: Term) => void): this
     removeListener (event: 'stop', listener: (reason: StopReason) => void): this
     removeListener (event: 'error', listener: (err: LockedError) => void): this
+    removeListener (event: 'leader', listener: (leader: string | null) => void): this
+  }
+
+  /** Follows the leader of an election without taking part in it. */
+  class Observer extends EventEmitter {
+    readonly name: string
+    /** The locker id of the current leader, or null when nobody leads or it is not known yet. */
+    leader (): string | null
+    /** Stops observing. */
+    close (): void
+
+    on (event: 'leader', listener: (leader: string | null) => void): this
+    on (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'leader', listener: (leader: string | null) => void): this
+    once (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'leader', listener: (leader: string | null) => void): this
+    off (event: 'error', listener: (err: LockedError) => void): this
   }
 
   /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
@@ -68,6 +108,8 @@ declare namespace locked {
     id (): string
     /** The singletons registered on this locker, by name. */
     singletons (): Record<string, Singleton>
+    /** Follows the leader of `name` without campaigning. */
+    observe (name: string): Observer
     /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */
     close (): Promise<void>
 

@@ -1,13 +1,62 @@
+// Compiled with `tsc --strict` by the test suite: every line must type-check, and every
+// `@ts-expect-error` line must fail to.
 import locked = require('../..')
-const l = locked(['127.0.0.1:2379'], { ttl: 5 })
-const s = l('x', (remove, term) => { const n: number = term.token; void remove() })
-s.on('stop', (r) => { const x: locked.StopReason = r })
-s.on('error', (e) => e.code)
-const id: string = l.id()
-void l.close()
-const d = locked.default('a:1')
-const e = locked.locked('a:1')
-// @ts-expect-error
-l(5)
-// @ts-expect-error
-locked(['a:1'], { ttl: '5' })
+
+const locker: locked.Locker = locked(['127.0.0.1:2379'], { ttl: 5, prefix: 'app', id: 'a', drainTimeout: 1000, handleSignals: true })
+locked('127.0.0.1:2379,127.0.0.1:22379')
+locked.default('127.0.0.1:2379')
+locked.locked('127.0.0.1:2379')
+
+const job: locked.Singleton = locker('job', async function (remove, term) {
+  const token: number = term.token
+  const signal: AbortSignal = term.signal
+  const until: number = term.validUntil
+  const self: locked.Singleton = this
+  void token; void signal; void until; void self
+  await remove()
+})
+locker('bare')
+const name: string = job.name
+const leads: boolean = job.isLeader()
+const leader: string | null = job.leader()
+void name; void leads; void leader
+job.on('start', (term) => { const n: number = term.token; void n })
+job.on('stop', (reason) => {
+  const r: 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' = reason
+  void r
+})
+job.on('error', (err) => { const code: locked.ErrorCode = err.code; void code })
+job.on('leader', (id) => { const s: string | null = id; void s })
+const removed: Promise<void> = job.remove()
+void removed
+
+const all: Record<string, locked.Singleton> = locker.singletons()
+void all
+const id: string = locker.id()
+void id
+locker.on('error', (err: locked.LockedError) => { void err.message })
+const observer: locked.Observer = locker.observe('job')
+observer.on('leader', (id) => { const s: string | null = id; void s })
+observer.close()
+const closed: Promise<void> = locker.close()
+void closed
+
+// @ts-expect-error: a name must be a string
+locker(5)
+// @ts-expect-error: fn must be a function
+locker('x', 'not a function')
+// @ts-expect-error: ttl is a number
+locked(['127.0.0.1:2379'], { ttl: '5' })
+// @ts-expect-error: unknown option
+locked(['127.0.0.1:2379'], { tll: 5 })
+// @ts-expect-error: hosts are strings
+locked([2379])
+// @ts-expect-error: stop listeners get a reason string, not a term
+job.on('stop', (reason: locked.Term) => { void reason })
+// @ts-expect-error: there is no such event
+job.on('elected', () => {})
+// @ts-expect-error: term.token is read-only
+job.on('start', (term) => { term.token = 1 })
+// @ts-expect-error: isLeader returns a boolean
+const wrong: string = job.isLeader()
+void wrong
