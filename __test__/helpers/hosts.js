@@ -1,0 +1,292 @@
+'use strict'
+// The parent side of host.js: spawn competing host processes, collect their events on one
+// timeline, wait for events with timeouts, and make sure no host outlives the test.
+//
+//   const { spawnHost, killAll, now, timeline, assertOneLeaderAtATime } = require('./helpers/hosts')
+//   const a = spawnHost({ endpoints, ttl: 2, prefix: 'p1', names: ['build'] }, 'A')
+//   await a.ready                                   // the 'ready' event
+//   const ev = await a.waitFor({ ev: 'start', name: 'build' }, 5000, 'A elected')
+//   a.send({ cmd: 'remove', name: 'build' })
+//   a.kill('SIGKILL'); await a.exited              // { code, signal, t }
+//   after(killAll)
+//
+// Times: `t` of every event is process.hrtime.bigint() in the host, as a BigInt. On Linux that is
+// CLOCK_MONOTONIC, the same clock in every process of the machine, so events of different hosts
+// (and now() here) can be ordered on one timeline.
+
+const { spawn } = require('node:child_process')
+const path = require('node:path')
+
+const HOST = path.join(__dirname, 'host.js')
+const live = new Set()
+let counter = 0
+
+const now = () => process.hrtime.bigint()
+const ms = (ns) => Number(ns) / 1e6
+
+process.on('exit', () => {
+  for (const h of live) {
+    try { h.proc.kill('SIGKILL') } catch {}
+  }
+})
+
+// A predicate may be a function or an object whose fields must all be equal (===) in the event.
+function toPredicate (pred) {
+  if (typeof pred === 'function') return pred
+  if (pred && typeof pred === 'object') {
+    const entries = Object.entries(pred)
+    return (e) => entries.every(([k, v]) => e[k] === v)
+  }
+  throw new TypeError('predicate must be a function or an object')
+}
+
+function describePred (pred) {
+  return typeof pred === 'function' ? (pred.name || 'predicate') : JSON.stringify(pred)
+}
+
+function compact (e, t0) {
+  const { t, ev, name, i, host, ...rest } = e
+  delete rest.id
+  const rel = t0 !== undefined ? `+${ms(t - t0).toFixed(1)}ms` : String(t)
+  const extra = Object.keys(rest).length ? ' ' + JSON.stringify(rest) : ''
+  return `${rel} ${host || ''}#${i} ${ev}${name != null ? ' ' + name : ''}${extra}`
+}
+
+class Host {
+  constructor (config, label, options = {}) {
+    this.label = label || `host${++counter}`
+    this.config = config
+    this.events = []
+    this.stderr = ''
+    this.waiters = []
+    this.exitInfo = null
+    this.killedAt = null
+    this.startedAt = now()
+    const script = options.script || HOST
+    this.proc = spawn(process.execPath, [...(options.execArgv || []), script, JSON.stringify(config)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      cwd: options.cwd || path.join(__dirname, '..', '..'),
+      env: { ...process.env, ...(options.env || {}) }
+    })
+    this.pid = this.proc.pid
+    live.add(this)
+    // Commands to a host that is gone are dropped, not thrown.
+    this.proc.stdin.on('error', () => {})
+    let buf = ''
+    this.proc.stdout.setEncoding('utf8')
+    this.proc.stdout.on('data', (chunk) => {
+      buf += chunk
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i)
+        buf = buf.slice(i + 1)
+        if (line.trim()) this._line(line)
+      }
+    })
+    this.proc.stderr.setEncoding('utf8')
+    this.proc.stderr.on('data', (chunk) => {
+      this.stderr += chunk
+      if (this.stderr.length > 200000) this.stderr = this.stderr.slice(-100000)
+      if (process.env.LOCKED_TEST_VERBOSE) process.stderr.write(`[${this.label} stderr] ${chunk}`)
+    })
+    this.exited = new Promise((resolve) => {
+      // 'close': the process is gone and its stdout fully read.
+      this.proc.once('close', (code, signal) => {
+        live.delete(this)
+        this.exitInfo = { code, signal, t: now() }
+        resolve(this.exitInfo)
+        for (const w of this.waiters.splice(0)) {
+          w.reject(this._error(`host ${this.label} exited (code ${code}, signal ${signal}) before ${w.description}`))
+        }
+      })
+    })
+    this.ready = this.waitFor({ ev: 'ready' }, options.readyTimeoutMs || 15000, `${this.label} ready`)
+    // A test that never awaits `ready` must not get an unhandled rejection from it.
+    this.ready.catch(() => {})
+  }
+
+  get id () {
+    const r = this.events.find((e) => e.ev === 'ready')
+    return r && r.id
+  }
+
+  get alive () { return this.exitInfo === null }
+
+  _line (line) {
+    let e
+    try {
+      e = JSON.parse(line)
+    } catch {
+      e = { t: String(now()), ev: 'garbage', line }
+    }
+    e.t = BigInt(e.t)
+    e.i = this.events.length
+    e.host = this.label
+    this.events.push(e)
+    if (process.env.LOCKED_TEST_VERBOSE) process.stderr.write(`[${this.label}] ${line}\n`)
+    for (const w of [...this.waiters]) {
+      if (w.pred(e)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1)
+        w.resolve(e)
+      }
+    }
+  }
+
+  _error (message) {
+    const t0 = this.startedAt
+    const last = this.events.slice(-20).map((e) => '    ' + compact(e, t0)).join('\n')
+    const err = new Error(`${message}\n  last events of ${this.label} (pid ${this.pid}):\n${last || '    (none)'}` +
+      (this.stderr ? `\n  stderr of ${this.label}:\n${this.stderr.trimEnd().split('\n').slice(-20).map((l) => '    ' + l).join('\n')}` : ''))
+    return err
+  }
+
+  // The first event matching pred — already received or future. Options: { since: index } to
+  // ignore events before that index (see mark()).
+  waitFor (pred, timeoutMs = 10000, description, { since = 0, signal } = {}) {
+    const base = toPredicate(pred)
+    const match = (e) => e.i >= since && base(e)
+    const desc = description || describePred(pred)
+    const found = this.events.find(match)
+    if (found) return Promise.resolve(found)
+    if (!this.alive) return Promise.reject(this._error(`host ${this.label} exited (code ${this.exitInfo.code}, signal ${this.exitInfo.signal}) before ${desc}`))
+    return new Promise((resolve, reject) => {
+      const w = { pred: match, description: desc }
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(w)
+        if (i >= 0) this.waiters.splice(i, 1)
+        reject(this._error(`timeout after ${timeoutMs} ms waiting for ${desc} on ${this.label}`))
+      }, timeoutMs)
+      const onAbort = () => {
+        const i = this.waiters.indexOf(w)
+        if (i >= 0) this.waiters.splice(i, 1)
+        clearTimeout(timer)
+        reject(new Error(`aborted waiting for ${desc}`))
+      }
+      if (signal) signal.addEventListener('abort', onAbort, { once: true })
+      w.resolve = (e) => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); resolve(e) }
+      w.reject = (err) => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); reject(err) }
+      this.waiters.push(w)
+    })
+  }
+
+  // Index of the next event: pass as { since } to wait only for events after this point.
+  mark () { return this.events.length }
+
+  // Events matching pred (function or object), received so far.
+  find (pred) { return this.events.filter(toPredicate(pred)) }
+
+  send (cmd) {
+    if (!this.alive || this.proc.stdin.destroyed) return false
+    this.proc.stdin.write(JSON.stringify(cmd) + '\n')
+    return true
+  }
+
+  // Send a command and wait for the event it produces.
+  async request (cmd, pred, timeoutMs = 10000, description) {
+    const since = this.mark()
+    this.send(cmd)
+    return this.waitFor(pred, timeoutMs, description || `${JSON.stringify(pred)} after ${JSON.stringify(cmd)}`, { since })
+  }
+
+  kill (signal = 'SIGKILL') {
+    if (!this.alive) return false
+    if (signal === 'SIGKILL' || signal === 9) this.killedAt = now()
+    try { return this.proc.kill(signal) } catch { return false }
+  }
+
+  // Close stdin: host.js exits (process.exit(0)) when its parent goes away.
+  endInput () { this.proc.stdin.end() }
+}
+
+function spawnHost (config, label, options) {
+  return new Host(config, label, options)
+}
+
+// SIGKILL every host still running and wait for them to be gone. after(killAll) in each file.
+async function killAll () {
+  const hosts = [...live]
+  for (const h of hosts) h.kill('SIGKILL')
+  await Promise.all(hosts.map((h) => h.exited))
+}
+
+// All events of the given hosts (optionally filtered) in hrtime order.
+function timeline (hosts, pred) {
+  const match = pred ? toPredicate(pred) : () => true
+  return hosts.flatMap((h) => h.events.filter(match)).sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0))
+}
+
+function formatTimeline (hosts, pred, t0) {
+  const events = timeline(hosts, pred)
+  const base = t0 !== undefined ? t0 : (events.length ? events[0].t : 0n)
+  return events.map((e) => '  ' + compact(e, base)).join('\n')
+}
+
+// Checks that, for one election name, no two hosts ever led at the same time on the shared
+// monotonic timeline: each 'start' comes after the previous leader's 'stop' (or its death:
+// an 'exiting' / 'uncaught' line, or the moment it was SIGKILLed by the test). Returns the
+// sequence of terms [{ host, start, end }]. Throws an assertion-style error otherwise.
+function assertOneLeaderAtATime (hosts, name, { allowOverlapMs = 0 } = {}) {
+  const points = []
+  for (const h of hosts) {
+    for (const e of h.events) {
+      if (e.name === name && (e.ev === 'start' || e.ev === 'stop')) points.push({ t: e.t, kind: e.ev, host: h, e })
+      if (e.ev === 'exiting' || e.ev === 'uncaught') points.push({ t: e.t, kind: 'dead', host: h, e })
+    }
+    if (h.killedAt !== null) points.push({ t: h.killedAt, kind: 'dead', host: h })
+  }
+  points.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0))
+  const leading = new Map() // host -> start time
+  const terms = []
+  for (const p of points) {
+    if (p.kind === 'start') {
+      for (const [other, since] of leading) {
+        if (other !== p.host && ms(p.t - since) >= 0) {
+          const overlap = other.events.find((e) => e.name === name && e.ev === 'stop' && e.t > p.t)
+          const overlapMs = overlap ? ms(overlap.t - p.t) : Infinity
+          if (overlapMs > allowOverlapMs) {
+            throw new Error(`two leaders of ${name}: ${p.host.label} started while ${other.label} still led ` +
+              `(${other.label} stopped ${overlap ? overlapMs.toFixed(1) + ' ms later' : 'never'})\n` +
+              formatTimeline(hosts, (e) => e.name === name || e.ev === 'exiting'))
+          }
+        }
+      }
+      if (leading.has(p.host)) {
+        throw new Error(`${p.host.label} got two starts of ${name} without a stop\n${formatTimeline(hosts, { name })}`)
+      }
+      leading.set(p.host, p.t)
+      terms.push({ host: p.host, start: p.t, end: null, token: p.e.token })
+    } else if (leading.has(p.host)) {
+      leading.delete(p.host)
+      const term = terms.findLast((x) => x.host === p.host && x.end === null)
+      if (term) term.end = p.t
+    }
+  }
+  return terms
+}
+
+// Wait until one of the hosts emits an event matching pred; resolves { host, event }.
+function waitForAny (hosts, pred, timeoutMs = 10000, description, { since } = {}) {
+  const base = toPredicate(pred)
+  const ac = new AbortController()
+  return new Promise((resolve, reject) => {
+    let done = false
+    const timer = setTimeout(() => {
+      if (done) return
+      done = true
+      ac.abort()
+      reject(new Error(`timeout after ${timeoutMs} ms waiting for ${description || describePred(pred)} on any of ${hosts.map((h) => h.label).join(', ')}\n${formatTimeline(hosts)}`))
+    }, timeoutMs)
+    hosts.forEach((h, k) => {
+      const from = since ? since[k] : 0
+      h.waitFor(base, timeoutMs + 1000, description, { since: from, signal: ac.signal }).then((event) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        ac.abort()
+        resolve({ host: h, event })
+      }, () => {})
+    })
+  })
+}
+
+module.exports = { spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, waitForAny, Host }
