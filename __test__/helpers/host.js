@@ -4,7 +4,8 @@
 //   node host.js '{"endpoints":["127.0.0.1:2379"],"ttl":2,"prefix":"t1","names":["build"]}'
 //
 // Config (argv[2], JSON): { endpoints, ttl, prefix, id, names: [], throw: [names whose fn throws],
-//   noErrorListeners: bool (do not listen to 'error' events), stdinExit: bool (default true: exit
+//   noErrorListeners: bool (do not listen to 'error' events; an uncaught exception is printed as
+//   'uncaught' and exits 1, or only printed with uncaught: 'log'), stdinExit: bool (default true: exit
 //   when stdin closes, i.e. when the parent died), keepAlive: bool (default true: stdin keeps the
 //   process alive; false leaves the process lifetime to the addon alone) }.
 //
@@ -51,7 +52,7 @@ if (config.noErrorListeners) {
   // Report what reached the top, then die like Node would.
   process.on('uncaughtException', (err) => {
     emit('uncaught', { message: err && err.message, code: err && err.code })
-    process.exit(1)
+    if (config.uncaught !== 'log') process.exit(1)
   })
 }
 
