@@ -32,7 +32,8 @@ function killEverythingSync () {
   }
   liveProcs.clear()
   for (const dir of liveDirs) {
-    try { fs.rmSync(dir, { recursive: true, force: true }) } catch {}
+    // A process that was just SIGKILLed may still be dying on the other CPU: retry briefly.
+    try { fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }) } catch {}
   }
   liveDirs.clear()
 }

@@ -62,6 +62,7 @@ class Host {
     this.exitInfo = null
     this.killedAt = null
     this.startedAt = now()
+    this.onEvent = options.onEvent || null // (event, host) => void, for live printing
     const script = options.script || HOST
     this.proc = spawn(process.execPath, [...(options.execArgv || []), script, JSON.stringify(config)], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -123,6 +124,7 @@ class Host {
     e.i = this.events.length
     e.host = this.label
     this.events.push(e)
+    if (this.onEvent) this.onEvent(e, this)
     if (process.env.LOCKED_TEST_VERBOSE) process.stderr.write(`[${this.label}] ${line}\n`)
     for (const w of [...this.waiters]) {
       if (w.pred(e)) {

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `npm test` and `npm run demo` (their pre-scripts): system packages (etcd,
+# etcdctl, protoc), Rust, npm packages, then an incremental build of the native addon.
+# One line per step on success; the full output of a failing step otherwise.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+LOG="$(mktemp "${TMPDIR:-/tmp}/locked-setup.XXXXXX")"
+trap 'rm -f "$LOG"' EXIT
+# Run a step quietly; on failure show its output and stop.
+quiet() {
+  if ! "$@" >"$LOG" 2>&1; then
+    cat "$LOG" >&2
+    die "failed: $*"
+  fi
+}
+
+SYSTEM_PACKAGES=(etcd-server etcd-client protobuf-compiler)
+
+# 1. etcd, etcdctl (tests and demo) and protoc (the build of etcd-client's protobufs).
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${SYSTEM_PACKAGES[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    quiet apt-get update
+    quiet apt-get install -y --no-install-recommends "${SYSTEM_PACKAGES[@]}"
+    for tool in etcd etcdctl protoc; do
+      command -v "$tool" >/dev/null || die "$tool is still missing after apt-get install ${SYSTEM_PACKAGES[*]}"
+    done
+  else
+    missing=()
+    command -v etcd >/dev/null || missing+=(etcd)
+    command -v etcdctl >/dev/null || missing+=(etcdctl)
+    command -v protoc >/dev/null || missing+=(protoc)
+    {
+      echo "setup: missing: ${missing[*]}"
+      echo "setup: on Debian/Ubuntu install them with:"
+      echo "    sudo apt-get update && sudo apt-get install -y ${SYSTEM_PACKAGES[*]}"
+      echo "setup: (or run this as root and it installs them; elsewhere: etcd 3.4+ from https://etcd.io and protoc from your package manager)"
+    } >&2
+    exit 1
+  fi
+fi
+say "etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), $(protoc --version)"
+
+# 2. Rust (builds the addon).
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+  {
+    echo "setup: cargo (Rust) is missing; install it with rustup:"
+    echo "    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y"
+    echo "    . \"\$HOME/.cargo/env\""
+    echo "setup: then run this command again."
+  } >&2
+  exit 1
+fi
+say "$(cargo --version)"
+
+# 3. npm packages.
+if [ ! -d node_modules/@napi-rs/cli ]; then
+  say "installing npm packages (npm install)"
+  quiet npm install --no-audit --no-fund
+else
+  say "npm packages present"
+fi
+
+# 4. The addon (incremental: quick when nothing changed; the first build takes a few minutes).
+say "building the addon (npm run build)"
+quiet npm run build
