@@ -4,6 +4,7 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
+const { spawn } = require('node:child_process')
 const { startEtcd } = require('./helpers/etcd')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny } = require('./helpers/hosts')
 const { uniquePrefix, observe } = require('./helpers/util')
@@ -33,6 +34,45 @@ async function queue (labels, { prefix, names, ttl = TTL, extra = {} }) {
 }
 
 const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
+
+// `etcdctl elect ...` as a child process: lines(n, timeoutMs) resolves its first n output lines.
+function etcdctlElect (t, args) {
+  const proc = spawn('etcdctl', [`--endpoints=${etcd.endpoints.join(',')}`, 'elect', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL') })
+  let out = ''
+  let err = ''
+  const waiters = []
+  proc.stdout.setEncoding('utf8')
+  proc.stdout.on('data', (chunk) => {
+    out += chunk
+    for (const w of [...waiters]) w()
+  })
+  proc.stderr.on('data', (chunk) => { err += chunk })
+  return {
+    proc,
+    output: () => out,
+    lines (n, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const lines = out.split('\n')
+          if (lines.length > n) {
+            waiters.splice(waiters.indexOf(check), 1)
+            clearTimeout(timer)
+            resolve(lines.slice(0, n))
+            return true
+          }
+          return false
+        }
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(check), 1)
+          reject(new Error(`etcdctl elect ${args.join(' ')}: no ${n} lines within ${timeoutMs} ms; output ${JSON.stringify(out)} stderr ${err}`))
+        }, timeoutMs)
+        waiters.push(check)
+        check()
+      })
+    }
+  }
+}
 
 describe('election between host processes', { timeout: 120000 }, () => {
   it('one host is elected and fn(remove, term) runs once', async (t) => {
@@ -231,6 +271,13 @@ describe('election between host processes', { timeout: 120000 }, () => {
     // A prefix "build" that is not followed by '/' would put build2's keys in build's queue.
     const build = await etcd.keys(`${prefix}/build/`)
     assert.deepStrictEqual(build.map((kv) => kv.value), [a.id, b.id])
+    // One lease per locker, whatever the number of singletons.
+    const all = await etcd.keys(`${prefix}/`)
+    for (const h of [a, b]) {
+      const leases = new Set(all.filter((kv) => kv.value === h.id).map((kv) => kv.leaseHex))
+      assert.strictEqual(leases.size, 1, `${h.label} holds one lease for all its keys: ${[...leases]}`)
+      assert.ok(all.filter((kv) => kv.value === h.id).every((kv) => kv.key.endsWith('/' + [...leases][0])), 'key ends in the lease id in hex')
+    }
     assert.deepStrictEqual(a.find({ ev: 'stop' }), [])
     assert.deepStrictEqual(b.find({ ev: 'stop' }), [])
     assert.deepStrictEqual(b.find({ ev: 'start', name: 'build' }), [], 'B waits for build')
@@ -264,6 +311,32 @@ describe('election between host processes', { timeout: 120000 }, () => {
     await b.waitFor({ ev: 'start', name: 'bad' }, 5000, 'B takes over bad')
     assertOneLeaderAtATime([a, b], 'good')
     assertOneLeaderAtATime([a, b], 'bad')
+  })
+
+  it('interoperates with etcdctl elect (Go concurrency.Election) on the same keys', async (t) => {
+    const prefix = uniquePrefix('interop')
+    const election = `${prefix}/job`
+    const [a] = await queue(['A'], { prefix, names: ['job'] })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    // An observer and a Go candidate.
+    const observer = etcdctlElect(t, ['-l', election])
+    const [leaderKey, leaderValue] = await observer.lines(2, 5000)
+    const aKey = keyOf(await etcd.keys(`${prefix}/job/`), a)
+    assert.deepStrictEqual([leaderKey, leaderValue], [aKey.key, a.id], 'etcdctl elect -l sees the Node leader')
+    const go = etcdctlElect(t, [election, 'go-candidate'])
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.some((kv) => kv.value === 'go-candidate'), 5000, 'the Go candidate queued')
+    const [b] = await queue(['B'], { prefix, names: ['job'] })
+    assert.strictEqual(go.output(), '', 'the Go candidate waits while A leads')
+    // A goes: the Go candidate (next in line) is elected, B waits.
+    a.send({ cmd: 'remove', name: 'job' })
+    const [goKey, goValue] = await go.lines(2, 5000)
+    assert.strictEqual(goValue, 'go-candidate')
+    assert.match(goKey, new RegExp(`^${election}/[0-9a-f]+$`))
+    // The Go candidate resigns on SIGINT: B is elected.
+    go.proc.kill('SIGINT')
+    const bStart = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start after the Go candidate resigned')
+    assert.ok(bStart.token > aKey.createRevision)
+    assert.deepStrictEqual(b.find({ ev: 'start' }).length, 1)
   })
 
   it('a user fn that throws with no error listener is an uncaught exception', async () => {
