@@ -1,0 +1,421 @@
+'use strict'
+// The scenarios of issue 5, each run for both libraries against the same etcd, with competing
+// hosts as separate processes (bench/host.js). Every time is a difference of two
+// `process.hrtime.bigint()` readings, possibly taken in different processes: on Linux it is
+// CLOCK_MONOTONIC, one clock for the whole machine.
+//
+// Each scenario takes the run context { etcd, admin, quick, log, libs, sizes } and returns plain
+// data; bench/run.js turns it into tables.
+
+const { Host, TimeoutError, stopAll } = require('./hosts')
+const { ms } = require('./stats')
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const now = () => process.hrtime.bigint()
+
+/** Where a library keeps the candidate keys of election `name` under `prefix`. */
+function keyPrefix (lib, prefix, name) {
+  return lib === 'locked' ? `${prefix}/${name}/` : `${prefix}/election/${name}/`
+}
+
+async function countKeys (admin, prefix) {
+  return Number(await admin.getAll().prefix(prefix).count())
+}
+
+/** Polls until `prefix` holds `n` keys (every 10 ms, at most `timeoutMs`). */
+async function waitKeys (admin, prefix, n, timeoutMs) {
+  const deadline = Date.now() + timeoutMs
+  const every = n > 100 ? 100 : 10 // do not load etcd with counts of big ranges
+  let count = -1
+  while (Date.now() < deadline) {
+    count = await countKeys(admin, prefix)
+    if (count === n) return
+    await delay(every)
+  }
+  throw new TimeoutError(`${prefix}: ${count} keys, expected ${n} within ${timeoutMs} ms`)
+}
+
+async function leaseCount (admin) {
+  const res = await admin.leaseClient.leaseLeases()
+  return res.leases.length
+}
+
+/** Waits (bounded) until no lease is left from earlier scenarios, so counts start clean. */
+async function waitNoLeases (admin, timeoutMs) {
+  const deadline = Date.now() + timeoutMs
+  let count = await leaseCount(admin)
+  while (count > 0 && Date.now() < deadline) {
+    await delay(200)
+    count = await leaseCount(admin)
+  }
+  return count
+}
+
+function spawnHost (ctx, lib, extra) {
+  return new Host({ lib, endpoint: ctx.etcd.endpoint, ttl: 5, quiet: false, lockedPath: ctx.lockedPath, ...extra })
+}
+
+let uniq = 0
+const unique = (label) => `${label}${Date.now().toString(36)}${(uniq++).toString(36)}`
+
+// ---- 7. the floor ----------------------------------------------------------------------------
+
+/** etcd's own delete → watch event latency: the harness deletes, another process watches. */
+async function floor (ctx) {
+  const rounds = ctx.quick ? 3 : 50
+  const prefix = unique('bench-floor')
+  const watcher = spawnHost(ctx, 'etcd3', { prefix })
+  const values = []
+  const rpc = []
+  try {
+    await watcher.ready()
+    await watcher.request('floorWatch', { prefix: `${prefix}/` })
+    for (let i = 0; i < rounds; i++) {
+      const key = `${prefix}/k${i}`
+      await ctx.admin.put(key).value('x')
+      await delay(20)
+      const mark = watcher.mark()
+      const t0 = now()
+      await ctx.admin.delete().key(key)
+      const t1 = now()
+      const ev = await watcher.waitFor((e) => e.seq >= mark && e.type === 'deleted' && e.key === key, 5000, `delete event of ${key}`)
+      values.push(ms(t0, ev.t))
+      rpc.push(ms(t0, t1))
+    }
+  } finally {
+    await stopAll([watcher])
+  }
+  return { deleteToEvent: values, deleteRoundTrip: rpc }
+}
+
+// ---- 1. first election -----------------------------------------------------------------------
+
+async function firstElection (ctx, lib) {
+  const warmRounds = ctx.quick ? 1 : 20
+  const freshRounds = ctx.quick ? 1 : 8
+  const prefix = unique(`bench-first-${lib}`)
+  const warm = []
+  const fresh = []
+  const freshFromSpawn = []
+
+  // Warm: a process whose client is connected and has been elected once already.
+  const host = spawnHost(ctx, lib, { prefix })
+  try {
+    await host.ready()
+    await host.request('register', { names: ['warmup'] })
+    await host.waitEvent('start', 'warmup', 15000)
+    for (let i = 0; i < warmRounds; i++) {
+      const name = `warm${i}`
+      const reply = await host.request('register', { names: [name] })
+      const ev = await host.waitEvent('start', name, 15000)
+      warm.push(ms(reply.t0, ev.t))
+      await delay(20)
+    }
+  } finally {
+    await stopAll([host])
+  }
+
+  // Fresh: a new process creates its client and registers at once.
+  for (let i = 0; i < freshRounds; i++) {
+    const name = `fresh${i}`
+    const tSpawn = now()
+    const h = spawnHost(ctx, lib, { prefix, register: [name] })
+    try {
+      const ready = await h.ready()
+      const ev = await h.waitEvent('start', name, 15000)
+      fresh.push(ms(ready.tCreate, ev.t))
+      freshFromSpawn.push(ms(tSpawn, ev.t))
+    } finally {
+      await stopAll([h])
+    }
+  }
+  return { warm, fresh, freshFromSpawn }
+}
+
+// ---- 2. graceful handoff ---------------------------------------------------------------------
+
+async function handoff (ctx, lib) {
+  const rounds = ctx.quick ? 1 : 30
+  const prefix = unique(`bench-handoff-${lib}`)
+  const name = 'job'
+  const keys = keyPrefix(lib, prefix, name)
+  const hosts = [0, 1, 2].map(() => spawnHost(ctx, lib, { prefix }))
+  const values = []
+  const requests = {} // etcd requests by method, summed over rounds, remove → start + 20 ms
+  let doubleStarts = 0
+  let errors = 0
+  try {
+    await Promise.all(hosts.map((h) => h.ready()))
+    // Queue up in order: A leads, B then C wait.
+    await hosts[0].request('register', { names: [name] })
+    await hosts[0].waitEvent('start', name, 15000)
+    await hosts[1].request('register', { names: [name] })
+    await waitKeys(ctx.admin, keys, 2, 10000)
+    await hosts[2].request('register', { names: [name] })
+    await waitKeys(ctx.admin, keys, 3, 10000)
+    let leader = hosts[0]
+    for (let i = 0; i < rounds; i++) {
+      await delay(50) // let the newest waiter settle (etcd3 sets up its watch after the put)
+      const marks = hosts.map((h) => h.mark())
+      const m0 = await etcdSnapshot(ctx)
+      const reply = await leader.request('remove', { name })
+      const others = hosts.filter((h) => h !== leader)
+      const ev = await Promise.any(others.map((h) => h.waitEventAfter(marks[hosts.indexOf(h)], 'start', name, 10000)))
+      const next = others.find((h) => h.events.includes(ev))
+      values.push(ms(reply.t0, ev.t))
+      await delay(20)
+      requestsBetween(m0, await etcdSnapshot(ctx), requests)
+      // The old leader re-registers at the back of the queue.
+      await leader.request('register', { names: [name] })
+      await waitKeys(ctx.admin, keys, 3, 10000)
+      await delay(20)
+      const starts = others.filter((h) => h.events.some((e) => e.seq >= marks[hosts.indexOf(h)] && e.type === 'start'))
+      if (starts.length > 1) doubleStarts++
+      leader = next
+    }
+  } finally {
+    errors = hosts.reduce((n, h) => n + h.errors.length, 0)
+    await stopAll(hosts)
+  }
+  for (const method of Object.keys(requests)) requests[method] /= rounds
+  return { handoff: values, doubleStarts, requestsPerHandoff: requests, errors }
+}
+
+// ---- 3. crash failover -----------------------------------------------------------------------
+
+const FAILOVER_TTL = 2
+
+/** Spawns leader A and waiter B on a fresh name; resolves once B is queued. */
+async function leaderAndWaiter (ctx, lib, label, extraA = {}) {
+  const prefix = unique(`bench-${label}-${lib}`)
+  const name = 'job'
+  const a = spawnHost(ctx, lib, { prefix, ttl: FAILOVER_TTL, register: [name], ...extraA })
+  let b
+  try {
+    await a.ready()
+    await a.waitEvent('start', name, 15000)
+    b = spawnHost(ctx, lib, { prefix, ttl: FAILOVER_TTL, register: [name] })
+    await b.ready()
+    await waitKeys(ctx.admin, keyPrefix(lib, prefix, name), 2, 10000)
+    await delay(100)
+  } catch (err) {
+    await stopAll([a, b])
+    throw err
+  }
+  return { a, b, name }
+}
+
+async function crashFailover (ctx, lib) {
+  const rounds = ctx.quick ? 1 : 10
+  const values = []
+  let errors = 0
+  for (let i = 0; i < rounds; i++) {
+    const { a, b, name } = await leaderAndWaiter(ctx, lib, 'crash')
+    try {
+      // Kill at a random point of the keepalive period (TTL/3), the same spread for both.
+      await delay(Math.floor(Math.random() * (FAILOVER_TTL * 1000) / 3))
+      const mark = b.mark()
+      const tKill = a.signal('SIGKILL')
+      const ev = await b.waitEventAfter(mark, 'start', name, FAILOVER_TTL * 1000 + 10000)
+      values.push(ms(tKill, ev.t))
+    } finally {
+      errors += b.errors.length
+      await stopAll([a, b])
+    }
+  }
+  return { failover: values, ttlMs: FAILOVER_TTL * 1000, errors }
+}
+
+// ---- 4. pause (SIGSTOP longer than the TTL) --------------------------------------------------
+
+const PAUSE_MS = 4000
+
+async function pause (ctx, lib) {
+  const rounds = ctx.quick ? 1 : 5
+  const takeover = []
+  const resumeToStop = []
+  const overlap = []
+  let stillLeadingAtFirstTick = 0
+  let noStop = 0
+  for (let i = 0; i < rounds; i++) {
+    const { a, b, name } = await leaderAndWaiter(ctx, lib, 'pause', { heartbeat: true })
+    try {
+      await delay(Math.floor(Math.random() * (FAILOVER_TTL * 1000) / 3))
+      const markA = a.mark()
+      const markB = b.mark()
+      const tStop = a.signal('SIGSTOP')
+      const bStart = await b.waitEventAfter(markB, 'start', name, PAUSE_MS + 10000)
+      takeover.push(ms(tStop, bStart.t))
+      const rest = PAUSE_MS - ms(tStop, now())
+      if (rest > 0) await delay(rest)
+      const tCont = a.signal('SIGCONT')
+      try {
+        const aStop = await a.waitEventAfter(markA, 'stop', name, 10000)
+        resumeToStop.push(ms(tCont, aStop.t))
+        overlap.push(ms(bStart.t, aStop.t))
+      } catch (err) {
+        if (!(err instanceof TimeoutError)) throw err
+        noStop++
+      }
+      const resumed = a.events.find((e) => e.seq >= markA && e.type === 'resumed')
+      if (resumed && resumed.leading > 0) stillLeadingAtFirstTick++
+    } finally {
+      await stopAll([a, b])
+    }
+  }
+  return { takeover, resumeToStop, overlap, stillLeadingAtFirstTick, noStop, rounds, pauseMs: PAUSE_MS, ttlMs: FAILOVER_TTL * 1000 }
+}
+
+// ---- 5 + 6. idle cost and scale --------------------------------------------------------------
+
+function grpcCounters (metrics) {
+  const received = {}
+  const open = {}
+  for (const [key, value] of metrics) {
+    const m = /^(grpc_server_msg_received_total|grpc_server_started_total|grpc_server_handled_total)\{(.*)\}$/.exec(key)
+    if (!m) continue
+    const labels = Object.fromEntries([...m[2].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (!labels.grpc_service.startsWith('etcdserverpb.')) continue
+    const method = labels.grpc_method
+    if (m[1] === 'grpc_server_msg_received_total') received[method] = (received[method] || 0) + value
+    else if (labels.grpc_type === 'bidi_stream') {
+      open[method] = (open[method] || 0) + (m[1] === 'grpc_server_started_total' ? value : -value)
+    }
+  }
+  return { received, open }
+}
+
+async function etcdSnapshot (ctx) {
+  const metrics = await ctx.etcd.metrics()
+  const { received, open } = grpcCounters(metrics)
+  return {
+    t: now(),
+    received,
+    open,
+    watchStreams: metrics.get('etcd_debugging_mvcc_watch_stream_total') ?? NaN,
+    watchers: metrics.get('etcd_debugging_mvcc_watcher_total') ?? NaN,
+    etcdCpu: ctx.etcd.cpuSeconds()
+  }
+}
+
+/** etcd requests (gRPC messages received) by method between two snapshots. */
+function requestsBetween (a, b, into = {}) {
+  for (const [method, value] of Object.entries(b.received)) {
+    const d = value - (a.received[method] || 0)
+    if (d > 0) into[method] = (into[method] || 0) + d
+  }
+  return into
+}
+
+function cpuSeconds (stats) {
+  return (stats.cpu.user + stats.cpu.system) / 1e6
+}
+
+/**
+ * One host registers `n` names: time until all started and RSS growth; then an idle window
+ * (etcd requests/s by method, CPU, leases, watch streams); then, for the scale sizes, a
+ * competitor queues on every name, the host closes, and the competitor takes over all of them.
+ */
+async function idleAndScale (ctx, lib, n, withCompetitor) {
+  const idleMs = ctx.quick ? 2000 : 10000
+  const cap = ctx.capMs(lib, n)
+  const prefix = unique(`bench-scale-${lib}-${n}-`)
+  const names = Array.from({ length: n }, (_, i) => `s${i}`)
+  const out = { lib, n, capMs: cap }
+  const leftover = await waitNoLeases(ctx.admin, 20000)
+  const before = await etcdSnapshot(ctx)
+  const leasesBefore = await leaseCount(ctx.admin)
+  out.leftoverLeases = leftover
+  let host
+  let competitor
+  try {
+    host = spawnHost(ctx, lib, { prefix, quiet: true })
+    await host.ready()
+    await delay(200)
+    const s0 = await host.request('stats')
+    const r0 = await etcdSnapshot(ctx)
+    const reply = await host.request('register', { names, expectAll: true }, cap)
+    try {
+      const all = await host.waitEvent('allStarted', undefined, cap)
+      out.allStarted = ms(reply.t0, all.t)
+      out.startupRequests = requestsBetween(r0, await etcdSnapshot(ctx))
+    } catch (err) {
+      if (!(err instanceof TimeoutError)) throw err
+      const s = await host.request('stats', {}, 30000).catch(() => null)
+      out.didNotFinish = `did not finish within ${cap / 1000} s (${s ? s.started : '?'} of ${n} started)`
+      return out
+    }
+    const s1 = await host.request('stats', {}, 60000)
+    out.rssBefore = s0.rss
+    out.rssAfter = s1.rss
+    out.rssGrowth = s1.rss - s0.rss
+    out.heapGrowth = s1.heapUsed - s0.heapUsed
+
+    // Idle window: nothing happens but what the library does on its own.
+    await delay(ctx.quick ? 500 : 2000)
+    const e0 = await etcdSnapshot(ctx)
+    const h0 = await host.request('stats', {}, 60000)
+    await delay(idleMs)
+    const e1 = await etcdSnapshot(ctx)
+    const h1 = await host.request('stats', {}, 60000)
+    const seconds = ms(e0.t, e1.t) / 1000
+    const perMethod = {}
+    let total = 0
+    for (const [method, value] of Object.entries(e1.received)) {
+      const d = value - (e0.received[method] || 0)
+      if (d > 0) {
+        perMethod[method] = d / seconds
+        total += d
+      }
+    }
+    out.idle = {
+      seconds,
+      requestsPerSecond: total / seconds,
+      perMethod,
+      hostCpuPercent: (cpuSeconds(h1) - cpuSeconds(h0)) / (ms(h0.t, h1.t) / 1000) * 100,
+      etcdCpuPercent: (e1.etcdCpu - e0.etcdCpu) / seconds * 100,
+      rss: h1.rss,
+      started: h1.started,
+      leases: (await leaseCount(ctx.admin)) - leasesBefore,
+      watchStreams: e1.watchStreams - before.watchStreams,
+      watchers: e1.watchers - before.watchers,
+      keepAliveStreams: (e1.open.LeaseKeepAlive || 0) - (before.open.LeaseKeepAlive || 0),
+      grpcWatchStreams: (e1.open.Watch || 0) - (before.open.Watch || 0)
+    }
+
+    if (withCompetitor) {
+      competitor = spawnHost(ctx, lib, { prefix, quiet: true })
+      await competitor.ready()
+      const creply = await competitor.request('register', { names, expectAll: true }, cap)
+      try {
+        await waitKeys(ctx.admin, `${prefix}/`, 2 * n, cap)
+      } catch (err) {
+        if (!(err instanceof TimeoutError)) throw err
+        out.competitorDidNotFinish = `competitor not queued on all ${n} names within ${cap / 1000} s`
+        return out
+      }
+      out.competitorQueued = ms(creply.t0, now())
+      await delay(ctx.quick ? 300 : 1000)
+      const closed = await host.request('close', {}, cap)
+      out.close = ms(closed.t0, closed.t1)
+      try {
+        const all = await competitor.waitEvent('allStarted', undefined, cap)
+        out.takeover = ms(closed.t0, all.t)
+      } catch (err) {
+        if (!(err instanceof TimeoutError)) throw err
+        const s = await competitor.request('stats', {}, 30000).catch(() => null)
+        out.takeoverDidNotFinish = `did not finish within ${cap / 1000} s (${s ? s.started : '?'} of ${n} started)`
+      }
+      const cs = await competitor.request('stats', {}, 30000).catch(() => null)
+      if (cs && cs.recampaigns) out.recampaigns = cs.recampaigns
+    }
+    return out
+  } finally {
+    const errs = [...(host ? host.errors : []), ...(competitor ? competitor.errors : [])]
+    out.errors = errs.length
+    if (errs.length) out.firstError = errs[0].message
+    await stopAll([host, competitor])
+  }
+}
+
+module.exports = { floor, firstElection, handoff, crashFailover, pause, idleAndScale, waitNoLeases }
