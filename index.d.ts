@@ -16,6 +16,10 @@ declare namespace locked {
     drainTimeout?: number
     /** Close this locker on SIGTERM/SIGINT, then let the signal take its course. Default false. */
     handleSignals?: boolean
+    /** Connect with TLS (`https`): the CA of the members, and a client certificate if required. */
+    tls?: { ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer }
+    /** etcd user; an expired auth token is renewed transparently. */
+    auth?: { username: string, password: string }
   }
 
   /** Handed to `fn` and to `'start'` listeners for each term this host leads. */

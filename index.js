@@ -72,7 +72,7 @@ function normalizeOptions (options) {
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
   }
-  const { ttl = DEFAULT_TTL, prefix = DEFAULT_PREFIX, id, drainTimeout = DEFAULT_DRAIN_TIMEOUT, handleSignals = false } = options
+  const { ttl = DEFAULT_TTL, prefix = DEFAULT_PREFIX, id, drainTimeout = DEFAULT_DRAIN_TIMEOUT, handleSignals = false, tls, auth } = options
   if (typeof ttl !== 'number' || Number.isNaN(ttl)) {
     throw typeError(`locked: options.ttl must be a number of seconds, got ${describe(ttl)}`)
   }
@@ -95,7 +95,49 @@ function normalizeOptions (options) {
   if (typeof handleSignals !== 'boolean') {
     throw typeError(`locked: options.handleSignals must be a boolean, got ${describe(handleSignals)}`)
   }
-  return { ttl, prefix: trimmed, id: id === undefined ? randomUUID() : id, drainTimeout, handleSignals }
+  return {
+    ttl,
+    prefix: trimmed,
+    id: id === undefined ? randomUUID() : id,
+    drainTimeout,
+    handleSignals,
+    tls: normalizeTls(tls),
+    auth: normalizeAuth(auth)
+  }
+}
+
+function pem (value, what) {
+  if (value === undefined) return undefined
+  if (Buffer.isBuffer(value)) return value.toString('utf8')
+  if (typeof value === 'string') return value
+  throw typeError(`locked: options.tls.${what} must be a PEM string or Buffer, got ${describe(value)}`)
+}
+
+function normalizeTls (tls) {
+  if (tls === undefined) return undefined
+  if (tls === null || typeof tls !== 'object' || Array.isArray(tls)) {
+    throw typeError(`locked: options.tls must be an object { ca, cert, key }, got ${describe(tls)}`)
+  }
+  const out = { ca: pem(tls.ca, 'ca'), cert: pem(tls.cert, 'cert'), key: pem(tls.key, 'key') }
+  if ((out.cert === undefined) !== (out.key === undefined)) {
+    throw rangeError('locked: options.tls.cert and options.tls.key must be given together')
+  }
+  return out
+}
+
+function normalizeAuth (auth) {
+  if (auth === undefined) return undefined
+  if (auth === null || typeof auth !== 'object' || Array.isArray(auth)) {
+    throw typeError(`locked: options.auth must be an object { username, password }, got ${describe(auth)}`)
+  }
+  // Never echo the values: they are credentials.
+  if (typeof auth.username !== 'string' || auth.username === '') {
+    throw typeError('locked: options.auth.username must be a non-empty string')
+  }
+  if (typeof auth.password !== 'string') {
+    throw typeError('locked: options.auth.password must be a string')
+  }
+  return { username: auth.username, password: auth.password }
 }
 
 // Lockers still open when the process exits: `process.exit()` skips native cleanup hooks, so

@@ -9,7 +9,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use etcd_client::{Channel, Client, ConnectOptions, Error as EtcdError};
+use etcd_client::{
+    Certificate, Channel, Client, ConnectOptions, Error as EtcdError, Identity, TlsOptions,
+};
 use tokio::sync::{Semaphore, watch};
 use tonic::Code;
 use tonic::transport::Endpoint;
@@ -99,7 +101,7 @@ pub fn parse_endpoints(hosts: &[String]) -> Result<Vec<String>, String> {
                     "invalid etcd host {part:?}: expected host:port, e.g. 127.0.0.1:2379"
                 ));
             }
-            out.push(format!("http://{bare}"));
+            out.push(bare.to_string());
         }
     }
     if out.is_empty() {
@@ -111,12 +113,30 @@ pub fn parse_endpoints(hosts: &[String]) -> Result<Vec<String>, String> {
 struct Current {
     index: usize,
     generation: u64,
-    clients: Vec<Client>,
+    /// Built on first use: with authentication, building a client talks to etcd.
+    clients: Vec<Option<Client>>,
+}
+
+/// How to reach and authenticate to the cluster.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// PEM: the CA that signed the members' certificates; enables TLS.
+    pub ca: Option<Vec<u8>>,
+    /// PEM: a client certificate and its key, for members that require one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// etcd user name and password.
+    pub user: Option<(String, String)>,
+}
+
+impl Security {
+    fn tls(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some()
+    }
 }
 
 pub struct Cluster {
     endpoints: Vec<String>,
-    options: ConnectOptions,
+    security: Security,
     current: Mutex<Current>,
     /// Bumped whenever requests move to another member; long-lived streams follow it.
     generation: watch::Sender<u64>,
@@ -130,21 +150,24 @@ pub struct Member {
 }
 
 impl Cluster {
-    pub async fn connect(endpoints: Vec<String>) -> Result<Cluster, Failure> {
-        // HTTP/2 pings no more often than etcd's default enforcement (5 s) allows.
-        let options = ConnectOptions::new()
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(3))
-            .with_connect_timeout(Duration::from_secs(1))
-            // A member cut off from its cluster fails requests and watches instead of stalling
-            // them, so they move to a member that can serve them.
-            .with_require_leader(true);
-        let mut clients = Vec::with_capacity(endpoints.len());
+    /// Sets up the members without contacting any: connections are made on first use.
+    pub fn new(endpoints: Vec<String>, security: Security) -> Result<Cluster, Failure> {
+        let scheme = if security.tls() { "https" } else { "http" };
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| {
+                let bare = e.strip_prefix("http://").unwrap_or(e);
+                format!("{scheme}://{bare}")
+            })
+            .collect();
+        // Fail now on what no retry can fix (a malformed endpoint or certificate).
         for endpoint in &endpoints {
-            clients.push(Self::client_for(endpoint, &options).await?);
+            Self::channel(endpoint, &security)?;
         }
+        let clients = vec![None; endpoints.len()];
         Ok(Cluster {
             endpoints,
-            options,
+            security,
             current: Mutex::new(Current {
                 index: 0,
                 generation: 0,
@@ -155,23 +178,84 @@ impl Cluster {
         })
     }
 
-    async fn client_for(endpoint: &str, options: &ConnectOptions) -> Result<Client, Failure> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
+    fn channel(endpoint: &str, security: &Security) -> Result<Endpoint, Failure> {
+        let mut channel = Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| Failure::Rejected(format!("invalid endpoint {endpoint}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
+            // HTTP/2 pings no more often than etcd's default enforcement (5 s) allows.
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .connect_lazy();
-        Client::from_channel(Channel::Tonic(channel), Some(options.clone()))
-            .await
-            .map_err(Failure::from_etcd)
+            .keep_alive_timeout(Duration::from_secs(3));
+        if security.tls() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &security.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &security.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            channel = channel
+                .tls_config(tls)
+                .map_err(|e| Failure::Rejected(format!("invalid TLS settings: {e}")))?;
+        }
+        Ok(channel)
     }
 
-    pub fn member(&self) -> Member {
-        let current = self.lock();
-        Member {
-            client: current.clients[current.index].clone(),
-            generation: current.generation,
+    async fn connect(&self, endpoint: &str) -> Result<Client, Failure> {
+        let channel = Self::channel(endpoint, &self.security)?.connect_lazy();
+        let mut options = ConnectOptions::new()
+            // A member cut off from its cluster fails requests and watches instead of stalling
+            // them, so they move to a member that can serve them.
+            .with_require_leader(true);
+        if let Some((name, password)) = &self.security.user {
+            // Tokens expire (`--auth-token-ttl`): a request refused for an expired token
+            // authenticates again and is retried, instead of failing.
+            options = options
+                .with_user(name.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
+        // With a user, this authenticates: bound it like any request.
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            Client::from_channel(Channel::Tonic(channel), Some(options)),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(Failure::from_etcd),
+            Err(_) => Err(Failure::Unavailable(format!(
+                "{endpoint} did not answer within {} ms",
+                REQUEST_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
+    /// The member to talk to now, connecting to it if needed. A member that cannot be reached
+    /// is reported failed, so the next call tries another one.
+    pub async fn member(&self) -> Result<Member, Failure> {
+        let (endpoint, generation) = {
+            let current = self.lock();
+            if let Some(client) = &current.clients[current.index] {
+                return Ok(Member {
+                    client: client.clone(),
+                    generation: current.generation,
+                });
+            }
+            (self.endpoints[current.index].clone(), current.generation)
+        };
+        match self.connect(&endpoint).await {
+            Ok(client) => {
+                let mut current = self.lock();
+                if current.generation == generation {
+                    let index = current.index;
+                    current.clients[index] = Some(client.clone());
+                }
+                Ok(Member { client, generation })
+            }
+            Err(failure) => {
+                if !matches!(failure, Failure::Rejected(_)) {
+                    self.failed(generation);
+                }
+                Err(failure)
+            }
         }
     }
 
@@ -185,24 +269,15 @@ impl Cluster {
     }
 
     /// Reports that the member handed out with `generation` failed: move on to the next one.
-    /// Concurrent reports about the same member move only once.
-    pub async fn failed(&self, generation: u64) {
-        let (endpoint, index) = {
-            let current = self.lock();
-            if current.generation != generation {
-                return;
-            }
-            (self.endpoints[current.index].clone(), current.index)
-        };
-        // A fresh channel for the member left behind: its old connection may be black-holed.
-        let fresh = Self::client_for(&endpoint, &self.options).await.ok();
+    /// Concurrent reports about the same member move only once. The member left behind gets a
+    /// fresh connection when its turn comes again: its old one may be black-holed.
+    pub fn failed(&self, generation: u64) {
         let mut current = self.lock();
         if current.generation != generation {
             return;
         }
-        if let Some(client) = fresh {
-            current.clients[index] = client;
-        }
+        let index = current.index;
+        current.clients[index] = None;
         current.index = (index + 1) % self.endpoints.len();
         current.generation += 1;
         let generation = current.generation;
@@ -232,7 +307,17 @@ impl Cluster {
         let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(400));
         let mut last = Failure::Unavailable("no attempt made".to_string());
         for attempt in 0..attempts {
-            let member = self.member();
+            let member = match self.member().await {
+                Ok(member) => member,
+                Err(failure @ Failure::Rejected(_)) => return Err(failure),
+                Err(failure) => {
+                    last = failure;
+                    if attempt + 1 < attempts {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                    continue;
+                }
+            };
             match tokio::time::timeout(REQUEST_TIMEOUT, call(member.client)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(err)) => {
@@ -249,7 +334,7 @@ impl Cluster {
                     ))
                 }
             }
-            self.failed(member.generation).await;
+            self.failed(member.generation);
             if attempt + 1 < attempts {
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -270,7 +355,7 @@ mod tests {
     fn parses_host_forms() {
         assert_eq!(
             parse_endpoints(&hosts(&["127.0.0.1:2379", "http://h:1, h2:3"])).unwrap(),
-            vec!["http://127.0.0.1:2379", "http://h:1", "http://h2:3"]
+            vec!["127.0.0.1:2379", "h:1", "h2:3"]
         );
     }
 

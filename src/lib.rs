@@ -18,6 +18,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::runtime::{Builder, Runtime};
 
+use crate::cluster::Security;
 use crate::events::Event;
 use crate::locker::{Locker, Options, RegisterError};
 
@@ -46,6 +47,22 @@ pub struct LockerOptions {
     pub ttl: u32,
     pub prefix: String,
     pub id: String,
+    pub tls: Option<TlsSettings>,
+    pub auth: Option<AuthSettings>,
+}
+
+/// PEM texts.
+#[napi(object)]
+pub struct TlsSettings {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[napi(object)]
+pub struct AuthSettings {
+    pub username: String,
+    pub password: String,
 }
 
 /// One event for JavaScript. `kind` is start | stop | leader | removed | error | closed.
@@ -153,9 +170,27 @@ impl NativeLocker {
         let sink: events::EventSink = Arc::new(move |event: Event| {
             sink_callback.call(event.into(), ThreadsafeFunctionCallMode::NonBlocking);
         });
+        let mut security = Security::default();
+        if let Some(tls) = options.tls {
+            security.ca = tls.ca.map(String::into_bytes);
+            match (tls.cert, tls.key) {
+                (Some(cert), Some(key)) => {
+                    security.identity = Some((cert.into_bytes(), key.into_bytes()))
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(Error::new(
+                        Status::InvalidArg,
+                        "tls.cert and tls.key go together".to_string(),
+                    ));
+                }
+            }
+        }
+        security.user = options.auth.map(|a| (a.username, a.password));
         let locker = Locker::new(
             Options {
                 endpoints,
+                security,
                 ttl: i64::from(options.ttl),
                 prefix: options.prefix,
                 id: options.id,

@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, Failure};
+use crate::cluster::{Cluster, Failure, Security};
 use crate::election::Election;
 use crate::events::{Event, EventSink};
 use crate::observer::Observer;
@@ -19,6 +19,7 @@ use crate::watcher::Watcher;
 
 pub struct Options {
     pub endpoints: Vec<String>,
+    pub security: Security,
     pub ttl: i64,
     pub prefix: String,
     pub id: String,
@@ -61,9 +62,8 @@ pub struct Locker {
 }
 
 impl Locker {
-    /// Must be called outside the runtime (it briefly enters it to set up the connections).
     pub fn new(options: Options, events: EventSink, runtime: Handle) -> Result<Locker, Failure> {
-        let cluster = Arc::new(runtime.block_on(Cluster::connect(options.endpoints))?);
+        let cluster = Arc::new(Cluster::new(options.endpoints, options.security)?);
         let session = Arc::new(Session::new(cluster.clone(), options.ttl, events.clone()));
         let watcher = Arc::new(Watcher::new(format!("{}/", options.prefix)));
         let stop = watch::channel(false).0;

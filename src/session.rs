@@ -189,7 +189,17 @@ impl Session {
                 }
                 _ = changed(stop) => return KeepAliveEnd::Stopped,
             }
-            let member = self.cluster.member();
+            let member = match self.cluster.member().await {
+                Ok(member) => member,
+                Err(failure) => {
+                    failures += 1;
+                    if failures >= self.cluster.members() && errors.should_report() {
+                        (self.events)(Event::error(None, &failure));
+                    }
+                    next = Instant::now() + retry_after;
+                    continue;
+                }
+            };
             if stream.as_ref().is_some_and(|s| s.2 != member.generation) {
                 stream = None;
             }
@@ -242,7 +252,7 @@ impl Session {
                 Err(failure) => {
                     stream = None;
                     failures += 1;
-                    self.cluster.failed(member.generation).await;
+                    self.cluster.failed(member.generation);
                     if failures < self.cluster.members() {
                         // Another member may answer: try it at once, without alarming anyone.
                         next = Instant::now();

@@ -136,7 +136,24 @@ impl Watcher {
         let mut failures = 0usize;
         while !*stop.borrow() {
             member_changes.borrow_and_update();
-            let member = cluster.member();
+            let member = tokio::select! {
+                m = cluster.member() => m,
+                _ = changed(&mut stop) => return,
+            };
+            let member = match member {
+                Ok(member) => member,
+                Err(failure) => {
+                    failures += 1;
+                    if failures >= cluster.members() && errors.should_report() {
+                        events(Event::error(None, &failure));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut stop) => return,
+                    }
+                    continue;
+                }
+            };
             let mut options = WatchOptions::new().with_prefix();
             if next_revision > 0 {
                 options = options.with_start_revision(next_revision);
@@ -196,7 +213,7 @@ impl Watcher {
             };
             if let Some(failure) = failure {
                 failures += 1;
-                cluster.failed(member.generation).await;
+                cluster.failed(member.generation);
                 if failures >= cluster.members() {
                     if errors.should_report() {
                         events(Event::error(None, &failure));
