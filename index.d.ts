@@ -89,6 +89,34 @@ declare namespace locked {
     removeListener (event: 'leader', listener: (leader: string | null) => void): this
   }
 
+  /** A snapshot for health endpoints and metrics: `locker.stats()`. */
+  interface Stats {
+    id: string
+    ttl: number
+    /** The lease id in hex (as in the keys), or null while there is none. */
+    lease: string | null
+    /** Milliseconds until the leadership deadline (0 when it has passed). */
+    validForMs: number
+    keepalive: {
+      /** Round trip of the last answered keepalive, in ms. */
+      roundTripMs: number | null
+      renewals: number
+      /** Milliseconds since the last answered keepalive was sent. */
+      sinceRenewalMs: number | null
+    }
+    singletons: Record<string, {
+      state: 'leader' | 'candidate' | 'stepped-down'
+      termsWon: number
+      /** The fencing token of the current term, or null when not leading. */
+      token: number | null
+      /** The current leader's locker id, or null. */
+      leader: string | null
+      /** When the state last changed (ms since the epoch). */
+      since: number
+      lastStop: StopReason | null
+    }>
+  }
+
   /** Follows the leader of an election without taking part in it. */
   class Observer extends EventEmitter {
     readonly name: string
@@ -112,6 +140,8 @@ declare namespace locked {
     id (): string
     /** The singletons registered on this locker, by name. */
     singletons (): Record<string, Singleton>
+    /** Lease health and the state of every singleton, for health endpoints and metrics. */
+    stats (): Stats
     /** Follows the leader of `name` without campaigning. */
     observe (name: string): Observer
     /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */

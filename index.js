@@ -262,6 +262,8 @@ function locked (hosts, options) {
   function stopLeading (state, reason) {
     if (!state.leading) return
     state.leading = false
+    state.lastStop = reason
+    state.since = Date.now()
     state.term.end(reason)
     try {
       state.singleton.emit('stop', reason)
@@ -336,6 +338,8 @@ function locked (hosts, options) {
         // A start that crossed a remove() or close() in flight is not acted on.
         if (!state || state.removing || closing) return
         state.leading = true
+        state.termsWon++
+        state.since = Date.now()
         state.term = makeTerm(state, ev.token)
         const term = state.term.term
         try {
@@ -402,6 +406,9 @@ function locked (hosts, options) {
       leader: null,
       term: null,
       work: null,
+      termsWon: 0,
+      since: Date.now(),
+      lastStop: null,
       remove: () => removeSingleton(state),
       isLeader: () => state.leading && !state.removing && !closing && native.validFor() > 0
     }
@@ -462,6 +469,35 @@ function locked (hosts, options) {
       value: () => Object.fromEntries(byName)
     },
     observe: { value: observe },
+    stats: {
+      value: () => {
+        const session = native.stats()
+        const singletons = {}
+        for (const [name, singleton] of byName) {
+          const state = [...bySerial.values()].find((s) => s.singleton === singleton)
+          singletons[name] = {
+            state: state.leading ? 'leader' : state.lastStop && state.lastStop !== 'removed' ? 'stepped-down' : 'candidate',
+            termsWon: state.termsWon,
+            token: state.leading ? state.term.term.token : null,
+            leader: state.leader,
+            since: state.since,
+            lastStop: state.lastStop
+          }
+        }
+        return {
+          id: opts.id,
+          ttl: opts.ttl,
+          lease: session.lease ?? null,
+          validForMs: session.validForMs,
+          keepalive: {
+            roundTripMs: session.keepaliveRoundTripMs ?? null,
+            renewals: session.renewals,
+            sinceRenewalMs: session.sinceRenewalMs ?? null
+          },
+          singletons
+        }
+      }
+    },
     close: {
       value: () => {
         if (closing) return closing

@@ -132,6 +132,19 @@ impl From<Event> for LockerEvent {
     }
 }
 
+/// Lease health for `locker.stats()`.
+#[napi(object)]
+pub struct SessionStats {
+    /// The lease id in hex, as in the keys; absent while there is none.
+    pub lease: Option<String>,
+    /// Milliseconds until the leadership deadline (0 when passed).
+    pub valid_for_ms: f64,
+    pub keepalive_round_trip_ms: Option<f64>,
+    pub renewals: f64,
+    /// Milliseconds since the last answered keepalive was sent.
+    pub since_renewal_ms: Option<f64>,
+}
+
 type EventCallback = ThreadsafeFunction<LockerEvent, (), LockerEvent, Status, false, true>;
 
 #[napi]
@@ -247,6 +260,19 @@ impl NativeLocker {
         self.locker
             .valid_for()
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> SessionStats {
+        let health = self.locker.health();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        SessionStats {
+            lease: health.lease.map(|l| format!("{l:x}")),
+            valid_for_ms: self.valid_for(),
+            keepalive_round_trip_ms: health.round_trip.map(ms),
+            renewals: health.renewals as f64,
+            since_renewal_ms: health.since_renewal.map(ms),
+        }
     }
 
     /// Starts resigning `name`; a `removed` event follows once etcd confirmed.

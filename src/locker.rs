@@ -184,6 +184,10 @@ impl Locker {
         self.shared.session.valid_for()
     }
 
+    pub fn health(&self) -> crate::session::Health {
+        self.shared.session.health()
+    }
+
     fn begin_close(&self) -> bool {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;

@@ -28,8 +28,20 @@ pub struct LeaseState {
     pub valid: bool,
 }
 
+/// Health of the lease, for monitoring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    pub lease: Option<i64>,
+    /// Round trip of the last answered keepalive.
+    pub round_trip: Option<Duration>,
+    pub renewals: u64,
+    /// Time since the last answered keepalive was sent.
+    pub since_renewal: Option<Duration>,
+}
+
 pub struct Session {
     cluster: Arc<Cluster>,
+    health: Mutex<(Option<Duration>, u64, Option<Instant>)>,
     ttl: i64,
     state: watch::Sender<LeaseState>,
     deadline: Mutex<Option<Instant>>,
@@ -60,6 +72,7 @@ impl Session {
             })
             .0,
             deadline: Mutex::new(None),
+            health: Mutex::new((None, 0, None)),
             lost: watch::channel(0).0,
             events,
         }
@@ -98,7 +111,21 @@ impl Session {
         self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn health(&self) -> Health {
+        let (round_trip, renewals, sent) = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        Health {
+            lease: self.lease(),
+            round_trip,
+            renewals,
+            since_renewal: sent.map(|s| s.elapsed()),
+        }
+    }
+
     fn renewed(&self, lease: i64, sent: Instant, ttl: i64) {
+        {
+            let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            *health = (Some(sent.elapsed()), health.1 + 1, Some(sent));
+        }
         let mut deadline = self.lock_deadline();
         let until = sent + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
         *deadline = Some(until);

@@ -35,6 +35,10 @@ void all
 const id: string = locker.id()
 void id
 locker.on('error', (err: locked.LockedError) => { void err.message })
+const stats: locked.Stats = locker.stats()
+const state: 'leader' | 'candidate' | 'stepped-down' = stats.singletons.job.state
+const rtt: number | null = stats.keepalive.roundTripMs
+void state; void rtt
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
 observer.close()
