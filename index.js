@@ -8,6 +8,7 @@ const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
 const { performance } = require('node:perf_hooks')
 const { NativeLocker } = require('./binding.js')
+const { createNode } = require('./v2.js')
 
 const DEFAULT_TTL = 10
 const DEFAULT_PREFIX = 'locked'
@@ -322,6 +323,10 @@ function locked (hosts, options) {
       }
       return
     }
+    if (ev.kind === 'renewed') {
+      locker.emit('renewed')
+      return
+    }
     const observer = ev.serial == null ? undefined : observers.get(ev.serial)
     if (observer) {
       if (ev.kind === 'leader') {
@@ -457,10 +462,17 @@ function locked (hosts, options) {
   }
 
   const locker = function locker (name, fn) {
+    // locked@2.x: locker({ id, path, value, ttl }) makes a value-consensus node.
+    if (name !== null && typeof name === 'object') return createNode(locked, endpoints, opts, name)
     return register(name, fn)
   }
   Object.setPrototypeOf(locker, LockerPrototype)
   EventEmitter.call(locker)
+  // Renewals cross into JavaScript only while someone listens for them.
+  locker.on('newListener', (event) => { if (event === 'renewed') native.reportRenewals(true) })
+  locker.on('removeListener', (event) => {
+    if (event === 'renewed' && locker.listenerCount('renewed') === 0) native.reportRenewals(false)
+  })
   if (opts.handleSignals) watchSignals(locker)
 
   Object.defineProperties(locker, {

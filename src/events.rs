@@ -58,6 +58,8 @@ pub enum Event {
         code: &'static str,
         message: String,
     },
+    /// A keepalive was answered (reported only when asked for).
+    Renewed,
     /// The locker is closed; `error` says why the lease could not be revoked, if it could not.
     Closed {
         error: Option<Failure>,

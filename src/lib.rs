@@ -65,7 +65,7 @@ pub struct AuthSettings {
     pub password: String,
 }
 
-/// One event for JavaScript. `kind` is start | stop | leader | removed | error | closed.
+/// One event for JavaScript. `kind` is start | stop | leader | removed | renewed | error | closed.
 #[napi(object)]
 pub struct LockerEvent {
     pub kind: String,
@@ -120,6 +120,7 @@ impl From<Event> for LockerEvent {
                 out.code = Some(code.into());
                 out.message = Some(message);
             }
+            Event::Renewed => out.kind = "renewed".into(),
             Event::Closed { error } => {
                 out.kind = "closed".into();
                 if let Some(failure) = error {
@@ -260,6 +261,12 @@ impl NativeLocker {
         self.locker
             .valid_for()
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// Whether to emit a `renewed` event for every answered keepalive.
+    #[napi]
+    pub fn report_renewals(&self, on: bool) {
+        self.locker.report_renewals(on);
     }
 
     #[napi]

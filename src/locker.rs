@@ -184,6 +184,13 @@ impl Locker {
         self.shared.session.valid_for()
     }
 
+    pub fn report_renewals(&self, on: bool) {
+        self.shared
+            .session
+            .report_renewals
+            .store(on, Ordering::Relaxed);
+    }
+
     pub fn health(&self) -> crate::session::Health {
         self.shared.session.health()
     }

@@ -40,6 +40,8 @@ pub struct Health {
 }
 
 pub struct Session {
+    /// Report every renewal as an event (for users who asked for them).
+    pub report_renewals: std::sync::atomic::AtomicBool,
     cluster: Arc<Cluster>,
     health: Mutex<(Option<Duration>, u64, Option<Instant>)>,
     ttl: i64,
@@ -64,6 +66,7 @@ pub fn margin(ttl: i64) -> Duration {
 impl Session {
     pub fn new(cluster: Arc<Cluster>, ttl: i64, events: EventSink) -> Session {
         Session {
+            report_renewals: std::sync::atomic::AtomicBool::new(false),
             cluster,
             ttl,
             state: watch::channel(LeaseState {
@@ -125,6 +128,12 @@ impl Session {
         {
             let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
             *health = (Some(sent.elapsed()), health.1 + 1, Some(sent));
+        }
+        if self
+            .report_renewals
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            (self.events)(Event::Renewed);
         }
         let mut deadline = self.lock_deadline();
         let until = sent + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
