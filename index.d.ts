@@ -133,9 +133,46 @@ declare namespace locked {
     off (event: 'error', listener: (err: LockedError) => void): this
   }
 
+  /** Options of a locked@2.x node: `locker({ id, path, value, ttl })`. */
+  interface NodeOptions {
+    /** This node's id; generated when absent. */
+    id?: string
+    /** The etcd path the nodes compete on, e.g. '/master'. */
+    path: string
+    /** This node's value: the cluster's value while this node is elected. */
+    value: string | number | boolean
+    /** Lease TTL of this node in seconds (at least 2). Default: the locker's. */
+    ttl?: number
+  }
+
+  /** A locked@2.x value-consensus node. */
+  class Node extends EventEmitter {
+    start (): void
+    /** Stops competing; a leader hands over at once. */
+    stop (): Promise<void>
+    /** The elected node's id, or null before any. */
+    id (): string | null
+    /** The elected node's value, or null before any. */
+    value (): string | null
+    localid (): string
+    localvalue (): string
+    /** `localid() + ':::' + localvalue()` */
+    localdata (): string
+    isSelected (): boolean
+
+    on (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
+    on (event: 'deselect', listener: () => void): this
+    on (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
+    once (event: 'deselect', listener: () => void): this
+    once (event: 'error', listener: (err: LockedError) => void): this
+  }
+
   /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
   interface Locker extends EventEmitter {
     (name: string, fn?: SingletonFn): Singleton
+    /** locked@2.x: a value-consensus node on `options.path`. */
+    (options: NodeOptions): Node
     /** This locker's id. */
     id (): string
     /** The singletons registered on this locker, by name. */
@@ -148,6 +185,8 @@ declare namespace locked {
     close (): Promise<void>
 
     on (event: 'error', listener: (err: LockedError) => void): this
+    /** Every answered keepalive of this locker's lease. */
+    on (event: 'renewed', listener: () => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
   }

@@ -42,11 +42,20 @@ void state; void rtt
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
 observer.close()
+const node: locked.Node = locker({ id: 'n1', path: '/master', value: 10, ttl: 10 })
+node.on('change', (value, leaderId) => { const v: string = value; const i: string = leaderId; void v; void i })
+node.on('deselect', () => {})
+node.start()
+const elected: string | null = node.value()
+void elected
+void node.stop()
 const closed: Promise<void> = locker.close()
 void closed
 
 // @ts-expect-error: a name must be a string
 locker(5)
+// @ts-expect-error: a node needs a path
+locker({ value: 1 })
 // @ts-expect-error: fn must be a function
 locker('x', 'not a function')
 // @ts-expect-error: ttl is a number
