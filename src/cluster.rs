@@ -298,11 +298,6 @@ impl Cluster {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, EtcdError>>,
     {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Failure::Unavailable("client closed".to_string()))?;
         let attempts = (self.endpoints.len() * 2).max(3);
         let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(400));
         let mut last = Failure::Unavailable("no attempt made".to_string());
@@ -318,7 +313,16 @@ impl Cluster {
                     continue;
                 }
             };
-            match tokio::time::timeout(REQUEST_TIMEOUT, call(member.client)).await {
+            // Held per attempt, not across backoff sleeps: retries waiting out an outage must
+            // not starve other requests of slots.
+            let permit = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Failure::Unavailable("client closed".to_string()))?;
+            let outcome = tokio::time::timeout(REQUEST_TIMEOUT, call(member.client)).await;
+            drop(permit);
+            match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(err)) => {
                     let failure = Failure::from_etcd(err);

@@ -120,7 +120,7 @@ impl Election {
             }
             if *resign.borrow() {
                 self.step_down(StopReason::Removed);
-                if self.resign(held, &mut closing, &mut lease_state).await {
+                if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
                     self.emit(Event::Removed {
                         serial: self.serial,
                     });
@@ -147,12 +147,14 @@ impl Election {
             }
 
             wake.borrow_and_update();
-            let look = async {
+            // Boxed: request futures are large, and thousands of idle elections should not each
+            // carry room for one.
+            let look = Box::pin(async {
                 match held {
                     Some(_) => self.check(lease).await,
                     None => self.campaign(lease).await,
                 }
-            };
+            });
             // Anything that changes the picture mid-request starts the round over; a repeated
             // campaign is harmless, its transaction only creates the key if absent.
             let result = tokio::select! {

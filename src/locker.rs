@@ -270,3 +270,35 @@ impl Drop for Locker {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_election_is_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let events: EventSink = Arc::new(|_| {});
+        let locker = Locker::new(
+            Options {
+                endpoints: vec!["127.0.0.1:1".into()],
+                security: Security::default(),
+                ttl: 2,
+                prefix: "p".into(),
+                id: "i".into(),
+            },
+            events,
+            rt.handle().clone(),
+        )
+        .unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let fut = Election::new(locker.shared.clone(), 1, "n".into()).run(rx);
+        // Every registered name keeps one such task for its whole life: keep it small (request
+        // futures are boxed while in flight).
+        let size = std::mem::size_of_val(&fut);
+        assert!(size < 2048, "an idle election takes {size} bytes");
+    }
+}
