@@ -141,6 +141,20 @@ function normalizeAuth (auth) {
   return { username: auth.username, password: auth.password }
 }
 
+// DEBUG=locked (or a pattern matching it, as the `debug` package reads it) or LOCKED_LOG=debug
+// narrates the election's steps on stderr.
+function debugEnabled () {
+  if (/^debug$/i.test(process.env.LOCKED_LOG || '')) return true
+  const patterns = (process.env.DEBUG || '').split(/[\s,]+/).filter(Boolean)
+  let on = false
+  for (const p of patterns) {
+    const negated = p.startsWith('-')
+    const re = new RegExp('^' + (negated ? p.slice(1) : p).replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$')
+    if (re.test('locked')) on = !negated
+  }
+  return on
+}
+
 // Lockers still open when the process exits: `process.exit()` skips native cleanup hooks, so
 // revoke their leases here and let other hosts take over at once instead of after a TTL.
 const openLockers = new Set()
@@ -229,7 +243,7 @@ function locked (hosts, options) {
   let resolveClose
   let active = false
 
-  const native = new NativeLocker(endpoints, opts, onEvent)
+  const native = new NativeLocker(endpoints, { ...opts, debug: debugEnabled() }, onEvent)
   openLockers.add(native)
 
   function updateActive () {
@@ -321,6 +335,10 @@ function locked (hosts, options) {
       } else {
         done.resolve()
       }
+      return
+    }
+    if (ev.kind === 'log') {
+      process.stderr.write(`locked ${opts.id} ${ev.message}\n`)
       return
     }
     if (ev.kind === 'renewed') {

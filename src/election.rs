@@ -72,12 +72,15 @@ impl Election {
     }
 
     fn emit(&self, event: Event) {
-        (self.shared.events)(event);
+        self.shared.events.emit(event);
     }
 
     fn step_down(&mut self, reason: StopReason) {
         if self.leading {
             self.leading = false;
+            self.shared
+                .events
+                .log(|| format!("{}: step down ({})", self.name, reason.as_str()));
             self.emit(Event::Stop {
                 serial: self.serial,
                 reason,
@@ -87,6 +90,13 @@ impl Election {
 
     fn report_leader(&mut self, leader: Option<String>) {
         if self.reported_leader.as_ref() != Some(&leader) {
+            self.shared.events.log(|| {
+                format!(
+                    "{}: leader is {}",
+                    self.name,
+                    leader.as_deref().unwrap_or("nobody")
+                )
+            });
             self.reported_leader = Some(leader.clone());
             self.emit(Event::Leader {
                 serial: self.serial,
@@ -174,6 +184,9 @@ impl Election {
                     });
                     if !self.leading && shared.session.is_valid(lease) {
                         self.leading = true;
+                        shared
+                            .events
+                            .log(|| format!("{}: elected with token {token}", self.name));
                         self.report_leader(Some(shared.id.clone()));
                         self.emit(Event::Start {
                             serial: self.serial,
@@ -249,6 +262,9 @@ impl Election {
     /// Creates our key if absent and reads where we stand, in one transaction.
     async fn campaign(&self, lease: i64) -> Result<Standing, Failure> {
         let key = self.key(lease);
+        self.shared
+            .events
+            .log(|| format!("{}: campaign with key {key}", self.name));
         let value = self.shared.id.clone();
         let lowest = self.lowest_key();
         let txn = Txn::new()
@@ -340,7 +356,12 @@ impl Election {
                 _ = lease_state.wait_for(|s| s.lease != Some(lease)) => return true,
             };
             match result {
-                Ok(_) | Err(Failure::LeaseNotFound) => return true,
+                Ok(_) | Err(Failure::LeaseNotFound) => {
+                    self.shared
+                        .events
+                        .log(|| format!("{}: resigned", self.name));
+                    return true;
+                }
                 Err(failure) => {
                     if errors.should_report() {
                         self.emit(Event::error(Some(self.serial), &failure));

@@ -58,6 +58,10 @@ pub enum Event {
         code: &'static str,
         message: String,
     },
+    /// A step of the election, for debug output.
+    Log {
+        line: String,
+    },
     /// A keepalive was answered (reported only when asked for).
     Renewed,
     /// The locker is closed; `error` says why the lease could not be revoked, if it could not.
@@ -76,7 +80,33 @@ impl Event {
     }
 }
 
-pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+/// Where events go, and whether the election's steps are also narrated (`DEBUG=locked`).
+pub struct Events {
+    deliver: Box<dyn Fn(Event) + Send + Sync>,
+    debug: bool,
+}
+
+pub type EventSink = Arc<Events>;
+
+impl Events {
+    pub fn new(deliver: impl Fn(Event) + Send + Sync + 'static, debug: bool) -> EventSink {
+        Arc::new(Events {
+            deliver: Box::new(deliver),
+            debug,
+        })
+    }
+
+    pub fn emit(&self, event: Event) {
+        (self.deliver)(event);
+    }
+
+    /// A debug line; the text is only built when debugging is on.
+    pub fn log(&self, line: impl FnOnce() -> String) {
+        if self.debug {
+            self.emit(Event::Log { line: line() });
+        }
+    }
+}
 
 /// Reports the first failure of a streak at once, then at most one every few seconds, so an
 /// outage does not flood the event loop.

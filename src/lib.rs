@@ -49,6 +49,8 @@ pub struct LockerOptions {
     pub id: String,
     pub tls: Option<TlsSettings>,
     pub auth: Option<AuthSettings>,
+    /// Narrate the election's steps as `log` events.
+    pub debug: Option<bool>,
 }
 
 /// PEM texts.
@@ -121,6 +123,10 @@ impl From<Event> for LockerEvent {
                 out.message = Some(message);
             }
             Event::Renewed => out.kind = "renewed".into(),
+            Event::Log { line } => {
+                out.kind = "log".into();
+                out.message = Some(line);
+            }
             Event::Closed { error } => {
                 out.kind = "closed".into();
                 if let Some(failure) = error {
@@ -181,9 +187,12 @@ impl NativeLocker {
                 .build()?,
         );
         let sink_callback = callback.clone();
-        let sink: events::EventSink = Arc::new(move |event: Event| {
-            sink_callback.call(event.into(), ThreadsafeFunctionCallMode::NonBlocking);
-        });
+        let sink = events::Events::new(
+            move |event: Event| {
+                sink_callback.call(event.into(), ThreadsafeFunctionCallMode::NonBlocking);
+            },
+            options.debug.unwrap_or(false),
+        );
         let mut security = Security::default();
         if let Some(tls) = options.tls {
             security.ca = tls.ca.map(String::into_bytes);

@@ -229,7 +229,7 @@ impl Locker {
             for task in background {
                 let _ = task.await;
             }
-            (shared.events)(Event::Closed {
+            shared.events.emit(Event::Closed {
                 error: result.err(),
             });
         });
@@ -281,7 +281,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let events: EventSink = Arc::new(|_| {});
+        let events = crate::events::Events::new(|_| {}, false);
         let locker = Locker::new(
             Options {
                 endpoints: vec!["127.0.0.1:1".into()],

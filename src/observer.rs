@@ -61,7 +61,7 @@ impl Observer {
                     errors.reset();
                     if reported.as_ref() != Some(&leader) {
                         reported = Some(leader.clone());
-                        (shared.events)(Event::Leader {
+                        shared.events.emit(Event::Leader {
                             serial: self.serial,
                             leader,
                         });
@@ -74,7 +74,9 @@ impl Observer {
                 }
                 Err(failure) => {
                     if errors.should_report() {
-                        (shared.events)(Event::error(Some(self.serial), &failure));
+                        shared
+                            .events
+                            .emit(Event::error(Some(self.serial), &failure));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}

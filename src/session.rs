@@ -133,12 +133,17 @@ impl Session {
             .report_renewals
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            (self.events)(Event::Renewed);
+            self.events.emit(Event::Renewed);
         }
         let mut deadline = self.lock_deadline();
         let until = sent + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
         *deadline = Some(until);
         let valid = Instant::now() < until;
+        let was_valid = self.state.borrow().valid;
+        if valid && !was_valid && self.state.borrow().lease == Some(lease) {
+            self.events
+                .log(|| format!("lease {lease:x} renewed again: leadership valid"));
+        }
         self.state.send_if_modified(|s| {
             let next = LeaseState {
                 lease: Some(lease),
@@ -178,18 +183,24 @@ impl Session {
                 Ok(grant) => {
                     backoff.reset();
                     errors.reset();
+                    self.events
+                        .log(|| format!("lease {:x} granted, ttl {} s", grant.id(), grant.ttl()));
                     self.renewed(grant.id(), sent, grant.ttl());
                     match self.keep_alive(grant.id(), grant.ttl(), &mut stop).await {
                         KeepAliveEnd::Stopped => return,
                         KeepAliveEnd::LeaseGone => {
+                            self.events.log(|| {
+                                format!("lease {:x} is gone; granting a new one", grant.id())
+                            });
                             self.clear();
-                            (self.events)(Event::error(None, &Failure::LeaseNotFound));
+                            self.events
+                                .emit(Event::error(None, &Failure::LeaseNotFound));
                         }
                     }
                 }
                 Err(failure) => {
                     if errors.should_report() {
-                        (self.events)(Event::error(None, &failure));
+                        self.events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -230,7 +241,7 @@ impl Session {
                 Err(failure) => {
                     failures += 1;
                     if failures >= self.cluster.members() && errors.should_report() {
-                        (self.events)(Event::error(None, &failure));
+                        self.events.emit(Event::error(None, &failure));
                     }
                     next = Instant::now() + retry_after;
                     continue;
@@ -286,6 +297,9 @@ impl Session {
                 }
                 Err(Failure::LeaseNotFound) => return KeepAliveEnd::LeaseGone,
                 Err(failure) => {
+                    self.events.log(|| {
+                        format!("keepalive of lease {lease:x} failed: {}", failure.message())
+                    });
                     stream = None;
                     failures += 1;
                     self.cluster.failed(member.generation);
@@ -295,7 +309,7 @@ impl Session {
                         continue;
                     }
                     if errors.should_report() {
-                        (self.events)(Event::error(None, &failure));
+                        self.events.emit(Event::error(None, &failure));
                     }
                     next = Instant::now() + retry_after;
                 }

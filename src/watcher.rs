@@ -145,7 +145,7 @@ impl Watcher {
                 Err(failure) => {
                     failures += 1;
                     if failures >= cluster.members() && errors.should_report() {
-                        events(Event::error(None, &failure));
+                        events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -179,6 +179,12 @@ impl Watcher {
                         }
                     };
                     if response.compact_revision() > 0 {
+                        events.log(|| {
+                            format!(
+                                "watch fell behind a compaction at revision {}: everyone looks again",
+                                response.compact_revision()
+                            )
+                        });
                         // Events before the compaction are gone: everyone looks again.
                         next_revision = response.compact_revision();
                         self.wake_all();
@@ -196,6 +202,9 @@ impl Watcher {
                             let revision = response.header().map_or(0, |h| h.revision());
                             next_revision = revision + 1;
                         }
+                        events.log(|| {
+                            format!("watching {} from revision {next_revision}", self.prefix)
+                        });
                         backoff.reset();
                         errors.reset();
                         failures = 0;
@@ -216,7 +225,7 @@ impl Watcher {
                 cluster.failed(member.generation);
                 if failures >= cluster.members() {
                     if errors.should_report() {
-                        events(Event::error(None, &failure));
+                        events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
