@@ -10,11 +10,18 @@
 //   await cluster.etcdctl(['lease', 'revoke', hex])
 //   await cluster.close()        // SIGKILL everything, remove the temp dir
 //
+// TLS: startEtcd({ tls: { ca, server, client, clientCertAuth = true } }) with certificates from
+// ./certs.js ({ certFile, keyFile, cert, key } each): the client URLs are https://, members require
+// a client certificate signed by `ca`, and the fixture itself (health, keys, etcdctl) uses `client`.
+// Auth: after `await cluster.enableAuth('rootpw')` (user root, `etcdctl auth enable`), the
+// fixture's own requests (keys, gateway, etcdctl) authenticate as root.
+//
 // Every etcd started here is SIGKILLed when this process exits, whatever happened to the test.
 
 const { spawn, execFile } = require('node:child_process')
 const fs = require('node:fs')
 const http = require('node:http')
+const https = require('node:https')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
@@ -79,14 +86,17 @@ async function freePorts (count) {
 }
 
 // Minimal HTTP/JSON request with a hard timeout. Resolves { status, body } (body parsed if JSON).
-function httpJson (url, { method = 'GET', body, timeoutMs = 1000 } = {}) {
+// For https:// URLs, `tls` is { ca, cert, key } (PEM texts) of the client.
+function httpJson (url, { method = 'GET', body, timeoutMs = 1000, tls, headers = {} } = {}) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
-    const req = http.request(url, {
+    const secure = url.startsWith('https:')
+    const req = (secure ? https : http).request(url, {
       method,
       agent: false,
-      headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
-      timeout: timeoutMs
+      headers: { ...headers, ...(data ? { 'content-type': 'application/json', 'content-length': data.length } : {}) },
+      timeout: timeoutMs,
+      ...(secure && tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {})
     }, (res) => {
       const chunks = []
       res.on('data', (c) => chunks.push(c))
@@ -132,7 +142,7 @@ function tailFile (file, lines = 30) {
 
 // ---- one member ------------------------------------------------------------------------------
 class Member {
-  constructor ({ name, dir, clientPort, peerPort, initialCluster, token, heartbeatMs, electionMs, extraArgs }) {
+  constructor ({ name, dir, clientPort, peerPort, initialCluster, token, heartbeatMs, electionMs, extraArgs, tls }) {
     this.name = name
     this.dir = dir
     this.dataDir = path.join(dir, `${name}.etcd`)
@@ -140,7 +150,9 @@ class Member {
     this.stderrFile = path.join(dir, `${name}.stderr`)
     this.clientPort = clientPort
     this.peerPort = peerPort
-    this.clientUrl = `http://127.0.0.1:${clientPort}`
+    this.clientUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`
+    // What the fixture's own requests to this member use: { ca, cert, key } PEM texts, or undefined.
+    this.clientTls = tls ? { ca: tls.ca.cert, cert: tls.client && tls.client.cert, key: tls.client && tls.client.key } : undefined
     this.peerUrl = `http://127.0.0.1:${peerPort}`
     this.endpoint = `127.0.0.1:${clientPort}`
     this.args = [
@@ -157,6 +169,10 @@ class Member {
       '--election-timeout', String(electionMs),
       '--logger', 'zap',
       '--log-outputs', this.logFile,
+      ...(tls
+        ? ['--cert-file', tls.server.certFile, '--key-file', tls.server.keyFile, '--trusted-ca-file', tls.ca.certFile,
+            ...(tls.clientCertAuth === false ? [] : ['--client-cert-auth'])]
+        : []),
       ...extraArgs
     ]
     this.proc = null
@@ -207,7 +223,7 @@ class Member {
 
   async health (timeoutMs = 1000) {
     try {
-      const res = await httpJson(`${this.clientUrl}/health`, { timeoutMs })
+      const res = await httpJson(`${this.clientUrl}/health`, { timeoutMs, tls: this.clientTls })
       return res.status === 200 && res.body && String(res.body.health) === 'true'
     } catch {
       return false
@@ -273,7 +289,7 @@ class Member {
 
   // { memberId, leaderId, raftTerm, revision, ... } from the gRPC gateway (ids as decimal strings).
   async status (timeoutMs = 1000) {
-    const res = await httpJson(`${this.clientUrl}/v3/maintenance/status`, { method: 'POST', body: {}, timeoutMs })
+    const res = await httpJson(`${this.clientUrl}/v3/maintenance/status`, { method: 'POST', body: {}, timeoutMs, tls: this.clientTls, headers: await this.cluster._authHeaders(this, timeoutMs) })
     if (res.status !== 200 || typeof res.body !== 'object') throw new Error(`status of ${this.name}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
     const b = res.body
     return {
@@ -301,9 +317,9 @@ async function startEtcdOnce (opts) {
   const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[2 * i + 1]}`).join(',')
   const token = `locked-test-${process.pid}-${path.basename(dir)}`
   const members = names.map((name, i) => new Member({
-    name, dir, clientPort: ports[2 * i], peerPort: ports[2 * i + 1], initialCluster, token, heartbeatMs, electionMs, extraArgs
+    name, dir, clientPort: ports[2 * i], peerPort: ports[2 * i + 1], initialCluster, token, heartbeatMs, electionMs, extraArgs, tls: opts.tls
   }))
-  const cluster = new Cluster(dir, members)
+  const cluster = new Cluster(dir, members, opts.tls)
   try {
     await Promise.all(members.map((m) => m._spawn()))
     await Promise.all(members.map((m) => m.waitHealthy(opts.timeoutMs || 30000)))
@@ -314,7 +330,7 @@ async function startEtcdOnce (opts) {
   return cluster
 }
 
-// startEtcd({ members: 1 | 3, heartbeatMs = 100, electionMs = 1000, extraArgs = [], timeoutMs = 30000 })
+// startEtcd({ members: 1 | 3, heartbeatMs = 100, electionMs = 1000, extraArgs = [], timeoutMs = 30000, tls })
 async function startEtcd (opts = {}) {
   let lastErr
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -329,10 +345,33 @@ async function startEtcd (opts = {}) {
 }
 
 class Cluster {
-  constructor (dir, members) {
+  constructor (dir, members, tls) {
     this.dir = dir
     this.members = members
+    for (const m of members) m.cluster = this
+    this.tls = tls
+    // { username, password } the fixture's own requests authenticate with (see enableAuth).
+    this.auth = null
     this.closed = false
+  }
+
+  // Headers for a gateway request to member m: with auth on, a fresh token (simple tokens may
+  // expire between two calls of a test, so none is kept).
+  async _authHeaders (m, timeoutMs = 3000) {
+    if (!this.auth) return {}
+    const res = await httpJson(`${m.clientUrl}/v3/auth/authenticate`, {
+      method: 'POST', body: { name: this.auth.username, password: this.auth.password }, timeoutMs, tls: m.clientTls
+    })
+    if (res.status !== 200 || !res.body || !res.body.token) throw new Error(`authenticate on ${m.name}: HTTP ${res.status}`)
+    return { authorization: res.body.token }
+  }
+
+  // Turns on etcd authentication: creates user root (role root) with this password, enables auth,
+  // and from then on the fixture authenticates as root.
+  async enableAuth (rootPassword) {
+    await this.etcdctl(['user', 'add', 'root', '--new-user-password', rootPassword])
+    await this.etcdctl(['auth', 'enable'])
+    this.auth = { username: 'root', password: rootPassword }
   }
 
   get endpoints () { return this.members.map((m) => m.endpoint) }
@@ -378,10 +417,18 @@ class Cluster {
 
   // Run etcdctl against the live members (or the given endpoints). Resolves stdout.
   etcdctl (args, { endpoints, timeoutMs = 10000 } = {}) {
-    const eps = endpoints || this.live().map((m) => m.endpoint)
+    const eps = endpoints || this.live().map((m) => (this.tls ? m.clientUrl : m.endpoint))
     return new Promise((resolve, reject) => {
-      execFile(ETCDCTL, [`--endpoints=${eps.join(',')}`, '--dial-timeout=2s', '--command-timeout=5s', ...args], {
-        env: { ...process.env, ETCDCTL_API: '3' },
+      const security = []
+      if (this.tls) {
+        security.push(`--cacert=${this.tls.ca.certFile}`)
+        if (this.tls.client) security.push(`--cert=${this.tls.client.certFile}`, `--key=${this.tls.client.keyFile}`)
+      }
+      // Through the environment, so that the password is not in the command line of an error.
+      const env = { ...process.env, ETCDCTL_API: '3' }
+      if (this.auth) env.ETCDCTL_USER = `${this.auth.username}:${this.auth.password}`
+      execFile(ETCDCTL, [`--endpoints=${eps.join(',')}`, '--dial-timeout=2s', '--command-timeout=5s', ...security, ...args], {
+        env,
         timeout: timeoutMs
       }, (err, stdout, stderr) => {
         if (err) {
@@ -399,7 +446,7 @@ class Cluster {
     let lastErr
     for (const m of this.live()) {
       try {
-        const res = await httpJson(`${m.clientUrl}${route}`, { method: 'POST', body, timeoutMs })
+        const res = await httpJson(`${m.clientUrl}${route}`, { method: 'POST', body, timeoutMs, tls: m.clientTls, headers: await this._authHeaders(m, timeoutMs) })
         if (res.status === 200) return res.body
         lastErr = new Error(`${route} on ${m.name}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
       } catch (err) {
@@ -412,10 +459,14 @@ class Cluster {
   // Every key under prefix, ordered by create revision:
   // [{ key, value, lease (decimal string), leaseHex, createRevision, modRevision }]
   async keys (prefix) {
-    const body = await this.gateway('/v3/kv/range', {
-      key: b64(prefix),
-      range_end: prefixRangeEnd(prefix).toString('base64')
-    })
+    // etcd's gateway refuses requests from a client with a certificate once auth is on; etcdctl
+    // answers the same range then.
+    const body = this.tls && this.auth
+      ? JSON.parse(await this.etcdctl(['get', '--prefix', '-w', 'json', prefix]))
+      : await this.gateway('/v3/kv/range', {
+        key: b64(prefix),
+        range_end: prefixRangeEnd(prefix).toString('base64')
+      })
     const kvs = (body.kvs || []).map((kv) => ({
       key: unb64(kv.key),
       value: unb64(kv.value),

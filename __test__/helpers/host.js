@@ -7,13 +7,24 @@
 //   noErrorListeners: bool (do not listen to 'error' events; an uncaught exception is printed as
 //   'uncaught' and exits 1, or only printed with uncaught: 'log'), stdinExit: bool (default true: exit
 //   when stdin closes, i.e. when the parent died), keepAlive: bool (default true: stdin keeps the
-//   process alive; false leaves the process lifetime to the addon alone) }.
+//   process alive; false leaves the process lifetime to the addon alone),
+//   drainTimeout, handleSignals, auth: { username, password } (passed to locked() as is),
+//   tlsFiles: { ca, cert, key } (PEM file paths, read here and passed as tls; tlsAs: 'buffer' passes
+//   Buffers instead of strings), work: { [name]: { settleAfterAbortMs } | { never: true } } (fn
+//   returns a promise that settles that long after term.signal aborted, or never),
+//   ownSignalListener: ['SIGTERM', ...] (the app's own listeners: print 'signal'),
+//   observe: [names] (locker.observe(name) at set-up) }.
 //
 // stdout: one JSON line per event: { t: <process.hrtime.bigint() as string>, ev, name, id, ...details }
 //   ready                       set up (every name of the config registered)
-//   start    { token }          the singleton's 'start' event (term.token)
+//   start    { token, validFor, isLeader, aborted, leader }   the singleton's 'start' event
+//                               (validFor = term.validUntil - performance.now() at that moment)
 //   fn       { token }          the user fn was called (after the 'start' listeners)
-//   stop     { reason }         the singleton's 'stop' event
+//   stop     { reason, isLeader, aborted, abortReason }   the singleton's 'stop' event
+//   aborted  { token, reason, code, errorName, stopSeen, isLeader, validFor }   term.signal aborted
+//   settled  { token, sinceAbortMs }   the promise fn returned (config.work) settled
+//   leader   { leader }         the singleton's 'leader' event;  observed { leader }: an observer's
+//   signal   { signal }         the app's own signal listener (ownSignalListener) ran
 //   error    { code, message, scope: 'singleton'|'locker'|'command' }
 //   registered / removed / closed / pong / singletons { names } / exiting { code }
 //   uncaught { message }        (only when noErrorListeners: an uncaught exception reached the top)
@@ -22,6 +33,18 @@
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
 //   { cmd: 'exit', code }  { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
 //   { cmd: 'leading' } (prints { ev: 'leading', names } — the names whose fn ran since the last start)
+//   { cmd: 'isLeader', name } -> isLeader { value, validFor, leader }
+//   { cmd: 'term', name }     -> term { token, validUntil, validFor, aborted } of the last term
+//   { cmd: 'observe', name } -> observing; { cmd: 'unobserve', name } -> unobserved
+//   { cmd: 'probe', name, gapMs = 1000, everyMs = 10 }: a setInterval calls isLeader() every
+//     everyMs; the first tick after a gap longer than gapMs (the process was stopped) prints
+//     resumed { value, stopSeen, gapMs, validFor } and ends the interval. Prints probing first.
+//   { cmd: 'block', name, ms }: prints blocking { value }, blocks the JS thread for ms (no event
+//     can be delivered meanwhile), then calls isLeader() before returning to the event loop and
+//     prints unblocked { value, blockedMs, stopSeen }.
+
+const fs = require('node:fs')
+const { performance } = require('node:perf_hooks')
 
 const config = JSON.parse(process.argv[2] || '{}')
 const locked = require(config.module || '../..')
@@ -47,6 +70,12 @@ const singletons = new Map() // name -> singleton
 const fnRemoves = new Map() // name -> the remove passed to the user fn
 const throwNext = new Set(config.throw || [])
 const leading = new Set()
+const terms = new Map() // name -> the last term handed to fn
+const stops = new Map() // name -> number of 'stop' events so far
+const observers = new Map() // name -> Observer
+
+const stopCount = (name) => stops.get(name) || 0
+const round = (x) => Math.round(x * 10) / 10
 
 if (config.noErrorListeners) {
   // Report what reached the top, then die like Node would.
@@ -64,29 +93,108 @@ function register (name) {
       throwNext.delete(name)
       throw new Error(`fn of ${name} threw on purpose`)
     }
+    if (!term) return
+    terms.set(name, term)
+    const stopsBefore = stopCount(name)
+    let abortedAt = null
+    term.signal.addEventListener('abort', () => {
+      abortedAt = performance.now()
+      const r = term.signal.reason
+      emit('aborted', {
+        name,
+        token: term.token,
+        reason: r && r.reason,
+        code: r && r.code,
+        errorName: r && r.name,
+        message: r && r.message,
+        isError: r instanceof Error,
+        isLockedError: r instanceof locked.LockedError,
+        stopSeen: stopCount(name) > stopsBefore,
+        isLeader: s.isLeader(),
+        validFor: round(term.validUntil - performance.now())
+      })
+    }, { once: true })
+    const work = config.work && config.work[name]
+    if (work) {
+      return new Promise((resolve) => {
+        if (work.never) return
+        const settle = () => setTimeout(() => {
+          emit('settled', { name, token: term.token, sinceAbortMs: round(performance.now() - abortedAt) })
+          resolve()
+        }, work.settleAfterAbortMs || 0)
+        if (term.signal.aborted) settle()
+        else term.signal.addEventListener('abort', settle, { once: true })
+      })
+    }
   })
   singletons.set(name, s)
   s.on('start', (term) => {
     leading.add(name)
-    emit('start', { name, token: term && term.token, termKeys: term ? Object.keys(term) : null })
+    emit('start', {
+      name,
+      token: term && term.token,
+      termKeys: term ? Object.keys(term) : null,
+      validFor: term ? round(term.validUntil - performance.now()) : null,
+      isLeader: s.isLeader(),
+      aborted: term ? term.signal.aborted : null,
+      leader: s.leader()
+    })
   })
   s.on('stop', (reason) => {
     leading.delete(name)
-    emit('stop', { name, reason })
+    stops.set(name, stopCount(name) + 1)
+    const term = terms.get(name)
+    emit('stop', {
+      name,
+      reason,
+      isLeader: s.isLeader(),
+      aborted: term ? term.signal.aborted : null,
+      abortReason: term && term.signal.reason ? term.signal.reason.reason : null
+    })
   })
+  s.on('leader', (leader) => emit('leader', { name, leader }))
   if (!config.noErrorListeners) s.on('error', (err) => emit('error', { name, scope: 'singleton', ...errorFields(err) }))
   return s
 }
 
+function observe (name) {
+  const o = locker.observe(name)
+  observers.set(name, o)
+  o.on('leader', (leader) => emit('observed', { name, leader }))
+  if (!config.noErrorListeners) o.on('error', (err) => emit('error', { name, scope: 'observer', ...errorFields(err) }))
+  return o
+}
+
 function main () {
   const opts = {}
-  if (config.ttl !== undefined) opts.ttl = config.ttl
-  if (config.prefix !== undefined) opts.prefix = config.prefix
-  if (config.id !== undefined) opts.id = config.id
+  for (const key of ['ttl', 'prefix', 'id', 'drainTimeout', 'handleSignals', 'auth']) {
+    if (config[key] !== undefined) opts[key] = config[key]
+  }
+  if (config.tlsFiles) {
+    opts.tls = {}
+    for (const [k, file] of Object.entries(config.tlsFiles)) {
+      const buf = fs.readFileSync(file)
+      opts.tls[k] = config.tlsAs === 'buffer' ? buf : buf.toString('utf8')
+    }
+  }
+  for (const signal of config.ownSignalListener || []) {
+    process.on(signal, () => emit('signal', { signal }))
+  }
   locker = locked(config.endpoints, opts)
   if (!config.noErrorListeners) locker.on('error', (err) => emit('error', { name: null, scope: 'locker', ...errorFields(err) }))
   for (const name of config.names || []) register(name)
+  for (const name of config.observe || []) observe(name)
   emit('ready', { names: config.names || [], pid: process.pid })
+}
+
+function isLeaderOf (name) {
+  const s = singletons.get(name)
+  return s ? s.isLeader() : null
+}
+
+function validFor (name) {
+  const term = terms.get(name)
+  return term ? round(term.validUntil - performance.now()) : null
 }
 
 function command (msg) {
@@ -141,6 +249,66 @@ function command (msg) {
     case 'leading':
       emit('leading', { names: [...leading] })
       break
+    case 'isLeader': {
+      const s = singletons.get(msg.name)
+      emit('isLeader', { name: msg.name, value: isLeaderOf(msg.name), validFor: validFor(msg.name), leader: s ? s.leader() : null })
+      break
+    }
+    case 'term': {
+      const term = terms.get(msg.name)
+      emit('term', {
+        name: msg.name,
+        token: term ? term.token : null,
+        validUntil: term ? term.validUntil : null,
+        validFor: validFor(msg.name),
+        aborted: term ? term.signal.aborted : null
+      })
+      break
+    }
+    case 'observe':
+      try {
+        observe(msg.name)
+        emit('observing', { name: msg.name })
+      } catch (err) {
+        emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
+      }
+      break
+    case 'unobserve': {
+      const o = observers.get(msg.name)
+      if (o) o.close()
+      observers.delete(msg.name)
+      emit('unobserved', { name: msg.name, leader: o ? o.leader() : null })
+      break
+    }
+    case 'probe': {
+      const gapMs = msg.gapMs || 1000
+      const stopsBefore = stopCount(msg.name)
+      let last = performance.now()
+      const timer = setInterval(() => {
+        const t = performance.now()
+        // isLeader() first: nothing else may run between the wake-up and this call.
+        const value = isLeaderOf(msg.name)
+        if (t - last > gapMs) {
+          clearInterval(timer)
+          emit('resumed', { name: msg.name, value, stopSeen: stopCount(msg.name) > stopsBefore, gapMs: round(t - last), validFor: validFor(msg.name) })
+        }
+        last = t
+      }, msg.everyMs || 10)
+      emit('probing', { name: msg.name, value: isLeaderOf(msg.name) })
+      break
+    }
+    case 'block': {
+      const stopsBefore = stopCount(msg.name)
+      emit('blocking', { name: msg.name, value: isLeaderOf(msg.name), validFor: validFor(msg.name) })
+      const start = performance.now()
+      const cell = new Int32Array(new SharedArrayBuffer(4))
+      // Bounded: at most ms of waiting in slices (a stopped process wakes up past its end).
+      while (performance.now() - start < msg.ms) Atomics.wait(cell, 0, 0, Math.min(50, msg.ms))
+      const value = isLeaderOf(msg.name)
+      const blockedMs = round(performance.now() - start)
+      emit('unblocked', { name: msg.name, value, blockedMs, stopSeen: stopCount(msg.name) > stopsBefore, validFor: validFor(msg.name) })
+      break
+    }
     default:
       emit('error', { name: null, scope: 'command', code: 'BAD_COMMAND', message: JSON.stringify(msg) })
   }
