@@ -1,0 +1,655 @@
+'use strict'
+// The leadership API against real etcd: the term object (fencing token, AbortSignal, validUntil),
+// isLeader() (also right after a SIGSTOP longer than the TTL), leader() / 'leader' events and
+// observers (also across watch errors and compaction: pitfall 9), drainTimeout, handleSignals.
+
+const { describe, it, before, after, afterEach } = require('node:test')
+const assert = require('node:assert')
+const { performance } = require('node:perf_hooks')
+const locked = require('..')
+const { startEtcd } = require('./helpers/etcd')
+const { startProxy } = require('./helpers/proxy')
+const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
+const { uniquePrefix, nextEvent, within, observe } = require('./helpers/util')
+
+const TTL = 2
+let etcd
+const lockers = []
+const proxies = []
+
+// Every in-process locker of this file, closed in after() even when a test failed.
+function open (hosts, options) {
+  const l = locked(hosts, options)
+  lockers.push(l)
+  return l
+}
+
+async function proxy () {
+  const p = await startProxy(etcd.endpoints[0])
+  proxies.push(p)
+  return p
+}
+
+before(async () => { etcd = await startEtcd({ members: 1 }) })
+after(async () => {
+  await Promise.allSettled(lockers.map((l) => Promise.race([l.close(), observe(3000)])))
+  await killAll()
+  await Promise.all(proxies.map((p) => p.close()))
+  if (etcd) await etcd.close()
+})
+afterEach(killAll)
+
+const keyOf = (kvs, id) => kvs.find((kv) => kv.value === id)
+const round = (x) => Math.round(x * 10) / 10
+
+// Hosts started one after the other, each queued in etcd before the next one starts, so the queue
+// order (create revision) is the order of `labels`.
+async function queue (labels, { prefix, names = ['job'], ttl = TTL, extra = {} }) {
+  const hosts = []
+  for (const label of labels) {
+    const h = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names, id: `${label}-${prefix}`, ...extra }, label)
+    await h.ready
+    for (const name of names) {
+      await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => keyOf(kvs, h.id), 10000, `key of ${label} for ${name}`)
+    }
+    hosts.push(h)
+  }
+  return hosts
+}
+
+// Records the 'start' / 'stop' / 'leader' events of an in-process emitter with performance.now().
+function record (emitter, events = ['start', 'stop', 'leader']) {
+  const log = []
+  for (const ev of events) emitter.on(ev, (arg) => log.push({ ev, arg, t: performance.now() }))
+  return log
+}
+
+// Polls fn() until it is truthy (bounded); resolves its value.
+async function until (fn, timeoutMs, description) {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}`)
+    await observe(20)
+  }
+}
+
+describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, () => {
+  it('fn and start get the same term; token = create revision of the own key, growing with every term', async (t) => {
+    const prefix = uniquePrefix('token')
+    const [a, b] = await queue(['A', 'B'], { prefix })
+    const terms = [] // { host, token, createRevision }
+    const check = async (h, since) => {
+      const start = await h.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.i >= since, 10000, `${h.label} start`)
+      const fn = await h.waitFor((e) => e.ev === 'fn' && e.name === 'job' && e.i > start.i, 5000, `${h.label} fn`)
+      assert.deepStrictEqual(start.termKeys.sort(), ['signal', 'token', 'validUntil'], 'term has token, signal, validUntil')
+      assert.strictEqual(fn.token, start.token, 'fn and the start listeners get the same token')
+      assert.strictEqual(typeof start.token, 'number')
+      assert.ok(Number.isSafeInteger(start.token) && start.token > 0, `token ${start.token}`)
+      const own = keyOf(await etcd.keys(`${prefix}/job/`), h.id)
+      assert.ok(own, `${h.label} has a key`)
+      assert.strictEqual(start.token, own.createRevision, 'token = create revision of the own key')
+      terms.push({ host: h.label, token: start.token })
+      return start
+    }
+    await check(a, 0)
+    // 1. graceful handover A -> B
+    let since = b.mark()
+    a.send({ cmd: 'remove', name: 'job' })
+    await check(b, since)
+    await a.waitFor({ ev: 'removed', name: 'job' }, 5000, 'A removed')
+    // Unrelated writes in between (another name, another prefix) only make the next token larger.
+    await etcd.etcdctl(['put', `${prefix}-other/x`, '1'])
+    // 2. A queues again; B is SIGKILLed: crash failover to A after the TTL
+    since = a.mark()
+    await a.request({ cmd: 'register', name: 'job' }, { ev: 'registered', name: 'job' }, 5000)
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a.id), 5000, 'A queued again')
+    b.kill('SIGKILL')
+    await check(a, since)
+    // 3. the key of the leader is deleted by an operator: A campaigns again with a new key
+    since = a.mark()
+    const own = keyOf(await etcd.keys(`${prefix}/job/`), a.id)
+    await etcd.etcdctl(['del', own.key])
+    const stop = await a.waitFor((e) => e.ev === 'stop' && e.i >= since, 5000, 'A stop (key deleted)')
+    assert.strictEqual(stop.reason, 'key-deleted')
+    await check(a, since)
+    const tokens = terms.map((x) => x.token)
+    t.diagnostic(`terms: ${terms.map((x) => `${x.host}:${x.token}`).join(' -> ')}`)
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(tokens[i] > tokens[i - 1], `tokens must grow with every term: ${tokens}`)
+    }
+    assertOneLeaderAtATime([a, b], 'job')
+  })
+
+  // How each stop reason is caused in this process. `p` is a proxy in front of etcd (used by
+  // 'deadline' only); every case returns when the trigger was sent.
+  const triggers = {
+    removed: ({ s }) => { s.remove() },
+    closed: ({ locker }) => { locker.close() },
+    'key-deleted': async ({ prefix, locker }) => {
+      const own = keyOf(await etcd.keys(`${prefix}/job/`), locker.id())
+      await etcd.etcdctl(['del', own.key])
+    },
+    'lease-lost': async ({ prefix, locker }) => {
+      const own = keyOf(await etcd.keys(`${prefix}/job/`), locker.id())
+      await etcd.revoke(own.leaseHex)
+    },
+    deadline: ({ p }) => { p.mode('blackhole') }
+  }
+
+  for (const cause of Object.keys(triggers)) {
+    it(`term.signal is aborted at the stop (${cause}) with a LEADERSHIP_ENDED LockedError carrying the reason`, async (t) => {
+      const prefix = uniquePrefix(`signal-${cause}`)
+      const p = cause === 'deadline' ? await proxy() : null
+      const locker = open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
+      const order = []
+      const fnTerms = []
+      const s = locker('job', (remove, term) => {
+        fnTerms.push(term)
+        assert.strictEqual(s.isLeader(), true, 'isLeader() in fn')
+        term.signal.addEventListener('abort', () => {
+          order.push({ what: 'abort', aborted: term.signal.aborted, isLeader: s.isLeader(), reason: term.signal.reason, t: performance.now() })
+        })
+      })
+      s.on('error', () => {}) // errors of the outage are expected for 'deadline'
+      locker.on('error', () => {})
+      const log = record(s)
+      s.on('stop', (reason) => {
+        const term = fnTerms[fnTerms.length - 1]
+        order.push({ what: 'stop', reason, aborted: term.signal.aborted, isLeader: s.isLeader(), validUntil: term.validUntil, t: performance.now() })
+      })
+      const [term] = await nextEvent(s, 'start', 5000, 'start')
+      assert.strictEqual(fnTerms.length, 1, 'fn ran')
+      assert.strictEqual(fnTerms[0], term, 'fn(remove, term) gets the term of the start event')
+      assert.ok(term.signal instanceof AbortSignal, 'term.signal is an AbortSignal')
+      assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
+      assert.ok(Object.isFrozen(term), 'the term is read-only')
+      // A while into the term, still not aborted.
+      await observe(300)
+      assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
+      const triggered = performance.now()
+      await triggers[cause]({ s, locker, prefix, p })
+      const stopTimeout = cause === 'deadline' ? TTL * 1000 + 2000 : 5000
+      await until(() => log.some((e) => e.ev === 'stop'), stopTimeout, `stop (${cause})`)
+      const stop = log.find((e) => e.ev === 'stop')
+      const expected = cause === 'lease-lost' ? ['lease-lost', 'key-deleted'] : [cause]
+      assert.ok(expected.includes(stop.arg), `stop reason ${stop.arg}, expected ${expected}`)
+      // Order: the signal aborts before the 'stop' listeners run, and exactly once.
+      assert.deepStrictEqual(order.map((o) => o.what), ['abort', 'stop'], 'abort first, then stop')
+      const [abort, stopSeen] = order
+      assert.strictEqual(abort.aborted, true)
+      assert.strictEqual(abort.isLeader, false, 'isLeader() is false in the abort listener')
+      assert.strictEqual(stopSeen.isLeader, false, 'isLeader() is false in the stop listener')
+      const reason = term.signal.reason
+      assert.strictEqual(abort.reason, reason)
+      assert.ok(reason instanceof Error, 'signal.reason is an Error')
+      assert.ok(reason instanceof locked.LockedError, 'signal.reason is a LockedError')
+      assert.strictEqual(reason.code, 'LEADERSHIP_ENDED')
+      assert.strictEqual(reason.reason, stop.arg, 'signal.reason.reason is the stop reason')
+      assert.match(reason.message, /job/, 'the message names the singleton')
+      assert.throws(() => term.signal.throwIfAborted(), (err) => err === reason, 'throwIfAborted() throws the reason')
+      // validUntil is frozen at the end of the term (and no longer in the future).
+      const frozen = term.validUntil
+      assert.ok(frozen <= performance.now(), 'validUntil is not in the future after the stop')
+      await observe(300)
+      assert.strictEqual(term.validUntil, frozen, 'validUntil is frozen after the stop')
+      t.diagnostic(`${cause}: stop '${stop.arg}' ${round(stop.t - triggered)} ms after the trigger; validUntil frozen at ${round(frozen - stop.t)} ms from the stop`)
+      if (cause === 'removed' || cause === 'closed') {
+        assert.strictEqual(s.isLeader(), false)
+        await within(cause === 'closed' ? locker.close() : s.remove(), 5000, `${cause} resolves`)
+        assert.deepStrictEqual(await etcd.keys(`${prefix}/job/`), [], 'no key left')
+        return
+      }
+      // The singleton campaigns again by itself: a new term with a fresh signal.
+      if (p) p.mode('pass')
+      await until(() => log.filter((e) => e.ev === 'start').length === 2, 15000, 'a second start')
+      const term2 = log.filter((e) => e.ev === 'start')[1].arg
+      assert.notStrictEqual(term2, term)
+      assert.notStrictEqual(term2.signal, term.signal, 'a new signal for the new term')
+      assert.strictEqual(term2.signal.aborted, false)
+      assert.strictEqual(term.signal.aborted, true, 'the old signal stays aborted')
+      assert.strictEqual(term.validUntil, frozen, 'the old validUntil stays frozen')
+      assert.ok(term2.validUntil > performance.now(), 'the new validUntil is in the future')
+      const own = keyOf(await etcd.keys(`${prefix}/job/`), locker.id())
+      assert.strictEqual(term2.token, own.createRevision, 'the new token is the create revision of the own key')
+      // A new key (deleted, or a new lease) has a larger create revision. After 'deadline' the old
+      // key may have survived the outage, and then it is the same term of the same key.
+      if (cause === 'deadline') {
+        assert.ok(term2.token >= term.token, `token ${term.token} -> ${term2.token}`)
+      } else {
+        assert.ok(term2.token > term.token, `token must grow: ${term.token} -> ${term2.token}`)
+      }
+      t.diagnostic(`${cause}: re-elected with token ${term.token} -> ${term2.token}`)
+      await within(locker.close(), 5000, 'close')
+      assert.strictEqual(term2.signal.reason.reason, 'closed')
+    })
+  }
+
+  it('term.validUntil is ahead by less than the TTL, moves forward with renewals, and freezes at the stop', async (t) => {
+    const prefix = uniquePrefix('valid')
+    const locker = open(etcd.endpoints, { ttl: TTL, prefix })
+    const s = locker('job')
+    const [term] = await nextEvent(s, 'start', 5000, 'start')
+    const samples = []
+    // Sample over 2.5 TTLs: several keepalives are answered in that time.
+    const end = performance.now() + 2.5 * TTL * 1000
+    while (performance.now() < end) {
+      const at = performance.now()
+      samples.push({ at, validUntil: term.validUntil, isLeader: s.isLeader() })
+      await observe(50)
+    }
+    const ahead = samples.map((x) => x.validUntil - x.at)
+    const minAhead = Math.min(...ahead)
+    const maxAhead = Math.max(...ahead)
+    t.diagnostic(`${samples.length} samples: validUntil - now from ${round(minAhead)} to ${round(maxAhead)} ms (ttl ${TTL * 1000} ms); moved ${round(samples[samples.length - 1].validUntil - samples[0].validUntil)} ms forward`)
+    assert.ok(samples.every((x) => x.isLeader), 'isLeader() true throughout the term')
+    assert.ok(minAhead > 0, 'validUntil is in the future while leading')
+    assert.ok(maxAhead <= TTL * 1000, `validUntil is less than the TTL ahead (max ${maxAhead} ms)`)
+    for (let i = 1; i < samples.length; i++) {
+      assert.ok(samples[i].validUntil >= samples[i - 1].validUntil - 1, `validUntil never moves back (${samples[i - 1].validUntil} -> ${samples[i].validUntil})`)
+    }
+    assert.ok(samples[samples.length - 1].validUntil - samples[0].validUntil > TTL * 1000, 'renewals moved validUntil forward by more than a TTL over 2.5 TTLs')
+    const stopped = nextEvent(s, 'stop', 5000)
+    const removing = s.remove()
+    const atStop = performance.now()
+    await stopped
+    const frozen = term.validUntil
+    assert.ok(frozen <= atStop + 1, 'frozen at the stop')
+    await removing
+    await observe(TTL * 1000 / 2)
+    assert.strictEqual(term.validUntil, frozen, 'validUntil does not move after the stop')
+    await locker.close()
+  })
+})
+
+describe('isLeader()', { timeout: 120000 }, () => {
+  it('is false before the start, true while leading, false for a waiting candidate and at once on remove()', async () => {
+    const prefix = uniquePrefix('isleader')
+    const a = open(etcd.endpoints, { ttl: TTL, prefix })
+    const b = open(etcd.endpoints, { ttl: TTL, prefix })
+    const sa = a('job')
+    assert.strictEqual(sa.isLeader(), false, 'not before the start')
+    let inStart = null
+    sa.once('start', () => { inStart = sa.isLeader() })
+    await nextEvent(sa, 'start', 5000)
+    assert.strictEqual(inStart, true, 'true in the start listener')
+    assert.strictEqual(sa.isLeader(), true)
+    const sb = b('job')
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
+    assert.strictEqual(sb.isLeader(), false, 'a waiting candidate does not lead')
+    const bStart = nextEvent(sb, 'start', 5000, 'B start')
+    const removing = sa.remove()
+    assert.strictEqual(sa.isLeader(), false, 'false synchronously after remove()')
+    await bStart
+    await removing
+    assert.strictEqual(sb.isLeader(), true)
+    const closing = b.close()
+    assert.strictEqual(sb.isLeader(), false, 'false synchronously after close()')
+    await closing
+    await a.close()
+  })
+
+  it('a busy JS thread (blocked longer than the TTL) keeps leading: renewals run off the JS thread', async (t) => {
+    const prefix = uniquePrefix('busy')
+    const [a] = await queue(['A'], { prefix })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    const blockMs = 2 * TTL * 1000
+    const unblocked = await a.request({ cmd: 'block', name: 'job', ms: blockMs }, { ev: 'unblocked', name: 'job' }, blockMs + 5000)
+    const blocking = a.find({ ev: 'blocking' })[0]
+    t.diagnostic(`blocked ${unblocked.blockedMs} ms: isLeader ${blocking.value} -> ${unblocked.value}, validFor ${blocking.validFor} -> ${unblocked.validFor} ms`)
+    assert.strictEqual(blocking.value, true)
+    assert.strictEqual(unblocked.value, true, 'still the leader after the block')
+    assert.ok(unblocked.validFor > 0)
+    await observe(500)
+    assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'no stop')
+    assert.deepStrictEqual(a.find({ ev: 'error' }), [], 'no error')
+  })
+
+  // A host stopped (SIGSTOP) for longer than the TTL, then continued: the first isLeader() it
+  // makes says false, before any timer of the library or event could tell it.
+  for (const how of ['probe', 'block']) {
+    const what = how === 'probe' ? 'from a setInterval' : 'in code that was running when the process was stopped'
+    it(`after SIGSTOP longer than the TTL and SIGCONT, isLeader() is false at once (${what})`, async (t) => {
+      const prefix = uniquePrefix(`sigstop-${how}`)
+      const [a, b] = await queue(['A', 'B'], { prefix })
+      await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+      if (how === 'probe') {
+        const probing = await a.request({ cmd: 'probe', name: 'job', gapMs: 1000, everyMs: 10 }, { ev: 'probing' }, 5000)
+        assert.strictEqual(probing.value, true)
+      } else {
+        // Long enough to be still blocked when SIGSTOP arrives; a stopped process wakes past its end.
+        const blocking = await a.request({ cmd: 'block', name: 'job', ms: 1500 }, { ev: 'blocking' }, 5000)
+        assert.strictEqual(blocking.value, true)
+      }
+      const paused = now()
+      a.kill('SIGSTOP')
+      let resumed
+      try {
+        // B's start proves A's lease is gone in etcd.
+        await b.waitFor({ ev: 'start', name: 'job' }, TTL * 1000 + 5000, 'B start while A is stopped')
+      } finally {
+        resumed = now()
+        a.kill('SIGCONT')
+      }
+      const first = await a.waitFor({ ev: how === 'probe' ? 'resumed' : 'unblocked', name: 'job' }, 5000, 'first isLeader() after SIGCONT')
+      const stop = await a.waitFor({ ev: 'stop', name: 'job' }, 5000, 'A stop after SIGCONT')
+      t.diagnostic(`stopped ${ms(resumed - paused).toFixed(0)} ms; first isLeader() ${ms(first.t - resumed).toFixed(1)} ms after SIGCONT = ${first.value} ` +
+        `(stop event ${first.stopSeen ? 'already' : 'not yet'} delivered; stop '${stop.reason}' ${ms(stop.t - resumed).toFixed(1)} ms after SIGCONT)`)
+      assert.strictEqual(first.value, false, `the first isLeader() after resuming must be false\n${formatTimeline([a, b])}`)
+      if (how === 'block') {
+        // The JS thread was busy all along: no event could have been delivered before the call.
+        assert.strictEqual(first.stopSeen, false)
+        assert.ok(stop.t > first.t)
+      }
+      assert.strictEqual(stop.reason, 'deadline')
+      const after = await a.request({ cmd: 'isLeader', name: 'job' }, { ev: 'isLeader' }, 5000)
+      assert.strictEqual(after.value, false)
+      await a.waitFor({ ev: 'leader', name: 'job', leader: b.id }, 10000, 'A learns that B leads')
+      // (No one-leader-at-a-time check here: A's events say it led until its stop, but it was frozen
+      // and could not act; what it saw first when it could act again is the point.)
+    })
+  }
+})
+
+describe('leader() and observers', { timeout: 120000 }, () => {
+  it('singleton.leader() and its leader events follow the election on every candidate', async (t) => {
+    const prefix = uniquePrefix('leader')
+    const [a, b, c] = await queue(['A', 'B', 'C'], { prefix })
+    const leaderOf = async (h) => (await h.request({ cmd: 'isLeader', name: 'job' }, { ev: 'isLeader' }, 5000)).leader
+    const leaderEvents = (h) => h.find({ ev: 'leader', name: 'job' }).map((e) => e.leader)
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    for (const h of [a, b, c]) {
+      await h.waitFor({ ev: 'leader', name: 'job', leader: a.id }, 5000, `${h.label} sees A lead`)
+      assert.strictEqual(await leaderOf(h), a.id)
+    }
+    assert.strictEqual(a.find({ ev: 'start' })[0].leader, a.id, 'leader() is the own id in the start listener')
+    a.send({ cmd: 'remove', name: 'job' })
+    for (const h of [b, c]) await h.waitFor({ ev: 'leader', name: 'job', leader: b.id }, 5000, `${h.label} sees B lead`)
+    b.kill('SIGKILL')
+    await c.waitFor({ ev: 'leader', name: 'job', leader: c.id }, TTL * 1000 + 5000, 'C sees itself lead after B crashed')
+    assert.strictEqual(await leaderOf(c), c.id)
+    t.diagnostic(`leader events: B ${JSON.stringify(leaderEvents(b).map((x) => x && x[0]))}, C ${JSON.stringify(leaderEvents(c).map((x) => x && x[0]))}`)
+    assert.deepStrictEqual(leaderEvents(a), [a.id], 'A: one leader event (itself)')
+    assert.deepStrictEqual(leaderEvents(b), [a.id, b.id], 'B: A, then B, no repeats')
+    assert.deepStrictEqual(leaderEvents(c), [a.id, b.id, c.id], 'C: A, B, C, no repeats')
+    // In this process: null until known.
+    const l = open(etcd.endpoints, { ttl: TTL, prefix })
+    const s = l('job')
+    assert.strictEqual(s.leader(), null, 'null before anything is known')
+    const [first] = await nextEvent(s, 'leader', 5000)
+    assert.strictEqual(first, c.id)
+    assert.strictEqual(s.leader(), c.id)
+    await l.close()
+  })
+
+  // A host that stopped leading no longer names itself: leader() is the new leader, or null while
+  // it does not know yet — never its own id, which would contradict isLeader().
+  for (const cause of ['removed', 'key-deleted', 'deadline']) {
+    it(`after a stop (${cause}), leader() no longer names this host`, async (t) => {
+      const prefix = uniquePrefix(`leader-${cause}`)
+      const p = cause === 'deadline' ? await proxy() : null
+      const a = open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
+      a.on('error', () => {})
+      const sa = a('job')
+      sa.on('error', () => {})
+      await nextEvent(sa, 'start', 5000, 'A start')
+      assert.strictEqual(sa.leader(), a.id())
+      const b = open(etcd.endpoints, { ttl: TTL, prefix })
+      const sb = b('job')
+      await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
+      let inStop
+      sa.once('stop', () => { inStop = { leader: sa.leader(), isLeader: sa.isLeader() } })
+      const bStart = nextEvent(sb, 'start', TTL * 1000 + 5000, 'B start')
+      if (cause === 'removed') sa.remove()
+      if (cause === 'key-deleted') await etcd.etcdctl(['del', keyOf(await etcd.keys(`${prefix}/job/`), a.id()).key])
+      if (cause === 'deadline') p.mode('blackhole')
+      await until(() => inStop, TTL * 1000 + 3000, 'A stop')
+      await bStart
+      const afterB = sa.leader()
+      t.diagnostic(`${cause}: in A's stop listener leader() = ${inStop.leader === a.id() ? 'A' : inStop.leader === b.id() ? 'B' : inStop.leader}; ` +
+        `after B's start ${afterB === a.id() ? 'A' : afterB === b.id() ? 'B' : afterB}`)
+      if (p) p.mode('pass')
+      assert.strictEqual(inStop.isLeader, false)
+      assert.notStrictEqual(inStop.leader, a.id(), 'leader() must not name this host once it stopped')
+      if (cause === 'key-deleted') {
+        await until(() => sa.leader() === b.id(), 5000, 'A sees B lead')
+      }
+      await Promise.all([a.close(), b.close()])
+    })
+  }
+
+  it('locker.observe(name): the leader and every change, down to null when the last candidate leaves; close() ends it', async (t) => {
+    const prefix = uniquePrefix('observe')
+    const watcher = open(etcd.endpoints, { ttl: TTL, prefix })
+    const o = watcher.observe('job')
+    assert.ok(o instanceof locked.Observer)
+    assert.strictEqual(o.name, 'job')
+    assert.strictEqual(o.leader(), null)
+    const seen = []
+    const errors = []
+    o.on('leader', (id) => seen.push({ id, t: now() }))
+    o.on('error', (err) => errors.push(err))
+    const next = (id, timeoutMs, description) => until(() => seen.some((x) => x.id === id), timeoutMs, description)
+    // Nobody campaigns yet: the first event says so.
+    await until(() => seen.length > 0, 5000, 'the first leader event')
+    assert.strictEqual(seen[0].id, null, 'no leader yet')
+    const [a] = await queue(['A'], { prefix })
+    await next(a.id, 5000, 'A observed')
+    const [b, c] = await queue(['B', 'C'], { prefix })
+    // A second and third candidate change nothing.
+    await observe(500)
+    assert.deepStrictEqual(seen.map((x) => x.id), [null, a.id])
+    const since = b.mark()
+    a.send({ cmd: 'remove', name: 'job' })
+    await next(b.id, 5000, 'B observed after A removed')
+    const bStart = await b.waitFor((e) => e.ev === 'start' && e.i >= since, 5000)
+    const seenB = seen.find((x) => x.id === b.id)
+    t.diagnostic(`observer saw B ${ms(seenB.t - bStart.t).toFixed(1)} ms after B's start`)
+    b.kill('SIGKILL')
+    await next(c.id, TTL * 1000 + 5000, 'C observed after B crashed')
+    c.send({ cmd: 'remove', name: 'job' })
+    await until(() => seen.length === 5, 5000, 'null after the last candidate left')
+    assert.deepStrictEqual(seen.map((x) => x.id), [null, a.id, b.id, c.id, null])
+    assert.strictEqual(o.leader(), null)
+    // Observing is not campaigning: the observer has no key, and never had one.
+    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [])
+    // After close(), no more events.
+    o.close()
+    const d = spawnHost({ endpoints: etcd.endpoints, ttl: TTL, prefix, names: ['job'] }, 'D')
+    await d.waitFor({ ev: 'start', name: 'job' }, 5000, 'D start')
+    await observe(500)
+    assert.strictEqual(seen.length, 5, 'no event after close()')
+    assert.deepStrictEqual(errors, [])
+    // A second observer on the same locker, opened now, sees D.
+    const o2 = watcher.observe('job')
+    const [id] = await nextEvent(o2, 'leader', 5000)
+    assert.strictEqual(id, d.id)
+    o2.close()
+    await watcher.close()
+  })
+
+  it('pitfall 9: observers and candidates resume after a watch outage and a compaction, with the right leader', async (t) => {
+    const prefix = uniquePrefix('p9')
+    const p = await proxy()
+    // The observer O and candidate D reach etcd only through the proxy. D's TTL outlives the outage.
+    const o = spawnHost({ endpoints: [p.endpoint], ttl: TTL, prefix, names: [], observe: ['job'] }, 'O')
+    await o.ready
+    const [a, b] = await queue(['A', 'B'], { prefix })
+    const d = spawnHost({ endpoints: [p.endpoint], ttl: 20, prefix, names: ['job'], id: `D-${prefix}` }, 'D')
+    await d.ready
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, d.id), 5000, 'D queued')
+    await o.waitFor({ ev: 'observed', name: 'job', leader: a.id }, 5000, 'O sees A')
+    await d.waitFor({ ev: 'leader', name: 'job', leader: a.id }, 5000, 'D sees A')
+    p.mode('blackhole')
+    // While O and D are cut off: A leaves, B leads, and the history is compacted away.
+    a.send({ cmd: 'remove', name: 'job' })
+    await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')
+    for (let i = 0; i < 5; i++) await etcd.etcdctl(['put', `${prefix}-bump`, String(i)])
+    const status = await etcd.members[0].status()
+    await etcd.etcdctl(['compact', String(status.revision)])
+    assert.ok(!o.find({ ev: 'observed' }).some((e) => e.leader === b.id), 'O cannot know about B yet')
+    const healed = now()
+    p.mode('pass')
+    const seenB = await o.waitFor({ ev: 'observed', name: 'job', leader: b.id }, 15000, 'O sees B after the outage')
+    const dSeesB = await d.waitFor({ ev: 'leader', name: 'job', leader: b.id }, 15000, 'D sees B after the outage')
+    t.diagnostic(`after healing (compacted at ${status.revision}): O saw B in ${ms(seenB.t - healed).toFixed(0)} ms, D in ${ms(dSeesB.t - healed).toFixed(0)} ms`)
+    // The watch works again: B leaves, D (behind B) is elected at once and O follows.
+    const since = o.mark()
+    const removedAt = now()
+    b.send({ cmd: 'remove', name: 'job' })
+    const dStart = await d.waitFor({ ev: 'start', name: 'job' }, 10000, 'D start after B removed')
+    t.diagnostic(`D start ${ms(dStart.t - removedAt).toFixed(0)} ms after B's remove (D's ttl 20 s)`)
+    assert.ok(ms(dStart.t - removedAt) < 5000, 'D woke up by the watch, not by a timeout')
+    await o.waitFor((e) => e.ev === 'observed' && e.leader === d.id && e.i >= since, 10000, 'O sees D')
+    d.send({ cmd: 'remove', name: 'job' })
+    await o.waitFor((e) => e.ev === 'observed' && e.leader === null && e.i >= since, 10000, 'O sees nobody')
+    assert.deepStrictEqual(d.find({ ev: 'stop' }).map((e) => e.reason), ['removed'])
+    const observed = o.find({ ev: 'observed' }).map((e) => e.leader)
+    if (observed[0] === null) observed.shift() // O's first read may come before A's key exists
+    assert.deepStrictEqual(observed, [a.id, b.id, d.id, null], 'O: A, B, D, nobody')
+    assertOneLeaderAtATime([a, b, d], 'job')
+  })
+})
+
+describe('drainTimeout: remove() and close() wait for the work fn returned', { timeout: 120000 }, () => {
+  it('the next leader starts only after the old leader\'s promise settled; the signal aborts at once', async (t) => {
+    const prefix = uniquePrefix('drain')
+    const settleMs = 1500
+    const [a, b] = await queue(['A', 'B'], { prefix, extra: { work: { job: { settleAfterAbortMs: settleMs } } } })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    const sent = now()
+    a.send({ cmd: 'remove', name: 'job' })
+    const start = await b.waitFor({ ev: 'start', name: 'job' }, settleMs + 5000, 'B start')
+    const stop = a.find({ ev: 'stop', name: 'job' })[0]
+    const aborted = a.find({ ev: 'aborted', name: 'job' })[0]
+    const settled = a.find({ ev: 'settled', name: 'job' })[0]
+    const removed = await a.waitFor({ ev: 'removed', name: 'job' }, 5000, 'A removed')
+    t.diagnostic(`remove sent at 0: stop ${ms(stop.t - sent).toFixed(0)} ms, signal aborted ${ms(aborted.t - sent).toFixed(0)} ms, ` +
+      `work settled ${ms(settled.t - sent).toFixed(0)} ms, B start ${ms(start.t - sent).toFixed(0)} ms, remove() resolved ${ms(removed.t - sent).toFixed(0)} ms`)
+    assert.strictEqual(stop.reason, 'removed')
+    assert.strictEqual(aborted.reason, 'removed')
+    assert.ok(ms(aborted.t - sent) < 1000, 'the signal aborts right away, so the work can wind down')
+    assert.ok(settled, `A's work settled before B started\n${formatTimeline([a, b])}`)
+    assert.ok(settled.t < start.t, 'B starts after A\'s work settled')
+    assert.ok(settled.t < removed.t, 'remove() resolves after the work settled')
+    assert.ok(ms(start.t - sent) >= settleMs, 'B waited for the drain')
+    assertOneLeaderAtATime([a, b], 'job')
+  })
+
+  it('drainTimeout bounds the wait for work that never settles (remove and close)', async (t) => {
+    const drainTimeout = 1000
+    for (const how of ['remove', 'close']) {
+      const prefix = uniquePrefix(`drainto-${how}`)
+      const [a, b] = await queue(['A', 'B'], { prefix, extra: { drainTimeout, work: { job: { never: true } } } })
+      await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+      const sent = now()
+      a.send(how === 'remove' ? { cmd: 'remove', name: 'job' } : { cmd: 'close' })
+      const start = await b.waitFor({ ev: 'start', name: 'job' }, drainTimeout + 5000, 'B start')
+      const done = await a.waitFor({ ev: how === 'remove' ? 'removed' : 'closed' }, 5000, `A ${how} resolved`)
+      const handover = ms(start.t - sent)
+      t.diagnostic(`${how}: drainTimeout ${drainTimeout} ms; B start ${handover.toFixed(0)} ms, ${how}() resolved ${ms(done.t - sent).toFixed(0)} ms after the call`)
+      assert.ok(handover >= drainTimeout - 20, `B must wait for the drain timeout (${handover} ms)`)
+      assert.ok(handover < drainTimeout + 3000, `but not much longer (${handover} ms)`)
+      assert.deepStrictEqual(a.find({ ev: 'stop' }).map((e) => e.reason), [how === 'remove' ? 'removed' : 'closed'])
+      assert.deepStrictEqual(a.find({ ev: 'settled' }), [])
+      assertOneLeaderAtATime([a, b], 'job')
+      await killAll()
+    }
+  })
+
+  it('close() waits for the work of every leading singleton', async (t) => {
+    const prefix = uniquePrefix('drainclose')
+    const work = { x: { settleAfterAbortMs: 800 }, y: { settleAfterAbortMs: 1200 } }
+    const [a, b] = await queue(['A', 'B'], { prefix, names: ['x', 'y'], extra: { work } })
+    await a.waitFor({ ev: 'start', name: 'x' }, 5000)
+    await a.waitFor({ ev: 'start', name: 'y' }, 5000)
+    const sent = now()
+    a.send({ cmd: 'close' })
+    const sx = await b.waitFor({ ev: 'start', name: 'x' }, 6000, 'B start x')
+    const sy = await b.waitFor({ ev: 'start', name: 'y' }, 6000, 'B start y')
+    const closed = await a.waitFor({ ev: 'closed' }, 5000)
+    const settledY = a.find({ ev: 'settled', name: 'y' })[0]
+    t.diagnostic(`close sent at 0: x settled ${ms(a.find({ ev: 'settled', name: 'x' })[0].t - sent).toFixed(0)} ms, y settled ${ms(settledY.t - sent).toFixed(0)} ms, ` +
+      `B start x ${ms(sx.t - sent).toFixed(0)} ms / y ${ms(sy.t - sent).toFixed(0)} ms, closed ${ms(closed.t - sent).toFixed(0)} ms`)
+    // The lease is revoked once, after all the work settled: both names move then.
+    assert.ok(settledY.t < sx.t && settledY.t < sy.t, 'B starts only after all of A\'s work settled')
+    assert.ok(settledY.t < closed.t)
+    assertOneLeaderAtATime([a, b], 'x')
+    assertOneLeaderAtATime([a, b], 'y')
+  })
+
+  it('drainTimeout: 0 does not wait', async (t) => {
+    const prefix = uniquePrefix('drain0')
+    const [a, b] = await queue(['A', 'B'], { prefix, extra: { drainTimeout: 0, work: { job: { settleAfterAbortMs: 2000 } } } })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    const sent = now()
+    a.send({ cmd: 'remove', name: 'job' })
+    const start = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')
+    t.diagnostic(`B start ${ms(start.t - sent).toFixed(0)} ms after remove()`)
+    assert.ok(ms(start.t - sent) < 1500, 'no drain wait')
+    assert.deepStrictEqual(a.find({ ev: 'settled' }), [], 'A\'s work was still running')
+  })
+})
+
+describe('handleSignals', { timeout: 120000 }, () => {
+  // A long TTL: a handover well under it can only come from the lease being revoked.
+  const ttl = 10
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    it(`${signal}: the leader steps down, revokes its lease and exits; another host takes over at once`, async (t) => {
+      const prefix = uniquePrefix(`sig-${signal}`)
+      // With SIGINT the leader also has work to drain: the exit waits for it.
+      const work = signal === 'SIGINT' ? { job: { settleAfterAbortMs: 300 } } : undefined
+      const [a, b] = await queue(['A', 'B'], { prefix, ttl, extra: { handleSignals: true, work } })
+      await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+      const sent = now()
+      a.kill(signal)
+      const start = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')
+      const exit = await within(a.exited, 5000, 'A exits')
+      const stop = a.find({ ev: 'stop', name: 'job' })[0]
+      t.diagnostic(`${signal} at 0: A stop '${stop && stop.reason}' ${stop ? ms(stop.t - sent).toFixed(0) : '-'} ms, B start ${ms(start.t - sent).toFixed(0)} ms, ` +
+        `A exited (${exit.signal || exit.code}) ${ms(exit.t - sent).toFixed(0)} ms (ttl ${ttl * 1000} ms)`)
+      assert.strictEqual(stop.reason, 'closed')
+      assert.ok(ms(start.t - sent) < 3000, `handover ${ms(start.t - sent)} ms, well under the TTL`)
+      assert.strictEqual(exit.signal, signal, 'the signal took its default course')
+      if (work) {
+        const settled = a.find({ ev: 'settled', name: 'job' })[0]
+        assert.ok(settled && settled.t < start.t, 'the work settled before B started')
+      }
+      assert.deepStrictEqual((await etcd.keys(`${prefix}/job/`)).map((kv) => kv.value), [b.id], 'A\'s key is gone')
+      assertOneLeaderAtATime([a, b], 'job')
+    })
+  }
+
+  it('with its own SIGTERM listener the app keeps running after the locker closed', async (t) => {
+    const prefix = uniquePrefix('sig-own')
+    const [a, b] = await queue(['A', 'B'], { prefix, ttl, extra: { handleSignals: true, ownSignalListener: ['SIGTERM'] } })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    const sent = now()
+    a.kill('SIGTERM')
+    await a.waitFor({ ev: 'signal', signal: 'SIGTERM' }, 5000, 'the app\'s listener ran')
+    const start = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')
+    t.diagnostic(`B start ${ms(start.t - sent).toFixed(0)} ms after SIGTERM`)
+    assert.deepStrictEqual(a.find({ ev: 'stop' }).map((e) => e.reason), ['closed'])
+    await a.request({ cmd: 'ping' }, { ev: 'pong' }, 5000)
+    assert.ok(a.alive, 'A is still running')
+    // Registering again on a closed locker fails cleanly.
+    const err = await a.request({ cmd: 'register', name: 'again' }, { ev: 'error', name: 'again' }, 5000)
+    assert.strictEqual(err.code, 'LOCKER_CLOSED')
+  })
+
+  it('without handleSignals, SIGTERM kills the leader without revoking: the handover waits for the lease', async (t) => {
+    const short = 3
+    const prefix = uniquePrefix('sig-off')
+    const [a, b] = await queue(['A', 'B'], { prefix, ttl: short })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    const sent = now()
+    a.kill('SIGTERM')
+    const exit = await within(a.exited, 5000, 'A exits')
+    const start = await b.waitFor({ ev: 'start', name: 'job' }, short * 1000 + 5000, 'B start')
+    t.diagnostic(`default SIGTERM: A exited ${ms(exit.t - sent).toFixed(0)} ms, B start ${ms(start.t - sent).toFixed(0)} ms (ttl ${short * 1000} ms)`)
+    assert.strictEqual(exit.signal, 'SIGTERM')
+    assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'no stop: the process died at once')
+    assert.ok(ms(start.t - sent) > 1000, 'the handover waited for the lease to expire')
+  })
+})
