@@ -72,11 +72,11 @@ declare namespace locked {
     on (event: 'start', listener: (term: Term) => void): this
     on (event: 'stop', listener: (reason: StopReason) => void): this
     on (event: 'error', listener: (err: LockedError) => void): this
-    on (event: 'leader', listener: (leader: string | null) => void): this
+    on (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     once (event: 'start', listener: (term: Term) => void): this
     once (event: 'stop', listener: (reason: StopReason) => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'leader', listener: (leader: string | null) => void): this
+    once (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     off (event: 'start', listener: (term: Term) => void): this
     off (event: 'stop', listener: (reason: StopReason) => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
@@ -86,7 +86,7 @@ declare namespace locked {
     removeListener (event: 'start', listener: (term: Term) => void): this
     removeListener (event: 'stop', listener: (reason: StopReason) => void): this
     removeListener (event: 'error', listener: (err: LockedError) => void): this
-    removeListener (event: 'leader', listener: (leader: string | null) => void): this
+    removeListener (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
   }
 
   /** A snapshot for health endpoints and metrics: `locker.stats()`. */
@@ -122,14 +122,16 @@ declare namespace locked {
     readonly name: string
     /** The locker id of the current leader, or null when nobody leads or it is not known yet. */
     leader (): string | null
+    /** The current leader's fencing token (its key's create revision), or null. */
+    token (): number | null
     /** Stops observing. */
     close (): void
 
-    on (event: 'leader', listener: (leader: string | null) => void): this
+    on (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     on (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'leader', listener: (leader: string | null) => void): this
+    once (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
-    off (event: 'leader', listener: (leader: string | null) => void): this
+    off (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
   }
 

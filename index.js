@@ -226,6 +226,11 @@ class Observer extends EventEmitter {
     return this.#state.leader
   }
 
+  /** The current leader's fencing token (its key's create revision), or null. */
+  token () {
+    return this.#state.token
+  }
+
   /** Stops observing. */
   close () {
     this.#state.close()
@@ -349,7 +354,8 @@ function locked (hosts, options) {
     if (observer) {
       if (ev.kind === 'leader') {
         observer.leader = ev.leader ?? null
-        observer.emitter.emit('leader', observer.leader)
+        observer.token = ev.token ?? null
+        observer.emitter.emit('leader', observer.leader, observer.token)
       } else if (ev.kind === 'error') {
         reportError(observer.emitter, new LockedError(`observer ${JSON.stringify(observer.emitter.name)}: ${ev.message}`, ev.code))
       }
@@ -383,7 +389,8 @@ function locked (hosts, options) {
       case 'leader':
         if (!state) return
         state.leader = ev.leader ?? null
-        state.singleton.emit('leader', state.leader)
+        state.leaderToken = ev.token ?? null
+        state.singleton.emit('leader', state.leader, state.leaderToken)
         return
       case 'stop':
         if (state) stopLeading(state, ev.reason)
@@ -465,6 +472,7 @@ function locked (hosts, options) {
     if (closing) throw new LockedError('locker is closed', 'LOCKER_CLOSED')
     const state = {
       leader: null,
+      token: null,
       closed: false,
       close: () => {
         if (state.closed) return

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::cluster::Failure;
-use crate::events::{Event, StopReason, Throttle};
+use crate::events::{Event, LeaderInfo, StopReason, Throttle};
 use crate::locker::Shared;
 use crate::session::LeaseState;
 use crate::wait::changed;
@@ -31,7 +31,7 @@ enum Standing {
     /// Our key is the lowest: `token` is its create revision.
     Leader { token: i64 },
     /// Keys with lower create revisions exist; the lowest holds `leader`'s id.
-    Waiting { revision: i64, leader: String },
+    Waiting { revision: i64, leader: LeaderInfo },
     /// Our key is gone, or no longer bound to our lease.
     Gone,
 }
@@ -51,7 +51,7 @@ pub struct Election {
     prefix: String,
     leading: bool,
     /// The leader last reported to the user (`Some(None)`: reported "no leader").
-    reported_leader: Option<Option<String>>,
+    reported_leader: Option<Option<LeaderInfo>>,
 }
 
 impl Election {
@@ -88,13 +88,13 @@ impl Election {
         }
     }
 
-    fn report_leader(&mut self, leader: Option<String>) {
+    fn report_leader(&mut self, leader: Option<LeaderInfo>) {
         if self.reported_leader.as_ref() != Some(&leader) {
             self.shared.events.log(|| {
                 format!(
                     "{}: leader is {}",
                     self.name,
-                    leader.as_deref().unwrap_or("nobody")
+                    leader.as_ref().map_or("nobody", |l| l.id.as_str())
                 )
             });
             self.reported_leader = Some(leader.clone());
@@ -187,7 +187,10 @@ impl Election {
                         shared
                             .events
                             .log(|| format!("{}: elected with token {token}", self.name));
-                        self.report_leader(Some(shared.id.clone()));
+                        self.report_leader(Some(LeaderInfo {
+                            id: shared.id.clone(),
+                            token,
+                        }));
                         self.emit(Event::Start {
                             serial: self.serial,
                             token,
@@ -400,12 +403,18 @@ fn standing(key: &str, lease: i64, response: &TxnResponse) -> Standing {
         },
         Some(first) => Standing::Waiting {
             revision: own.create_revision(),
-            leader: String::from_utf8_lossy(first.value()).into_owned(),
+            leader: LeaderInfo {
+                id: String::from_utf8_lossy(first.value()).into_owned(),
+                token: first.create_revision(),
+            },
         },
         // Our key exists, so the range cannot be empty; treat it as "not first" to be safe.
         None => Standing::Waiting {
             revision: own.create_revision(),
-            leader: String::new(),
+            leader: LeaderInfo {
+                id: String::new(),
+                token: 0,
+            },
         },
     }
 }

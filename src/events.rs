@@ -32,6 +32,13 @@ impl StopReason {
     }
 }
 
+/// Who leads an election: the locker id in the leader's key, and the key's create revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub id: String,
+    pub token: i64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The singleton `serial` was elected; `token` is its key's create revision.
@@ -46,7 +53,7 @@ pub enum Event {
     /// The leader of the election changed: the id of the locker that leads, or none.
     Leader {
         serial: u32,
-        leader: Option<String>,
+        leader: Option<LeaderInfo>,
     },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {

@@ -106,7 +106,10 @@ impl From<Event> for LockerEvent {
             Event::Leader { serial, leader } => {
                 out.kind = "leader".into();
                 out.serial = Some(serial);
-                out.leader = leader;
+                if let Some(leader) = leader {
+                    out.leader = Some(leader.id);
+                    out.token = Some(leader.token as f64);
+                }
             }
             Event::Removed { serial } => {
                 out.kind = "removed".into();

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::cluster::Failure;
-use crate::events::{Event, Throttle};
+use crate::events::{Event, LeaderInfo, Throttle};
 use crate::locker::Shared;
 use crate::wait::changed;
 
@@ -40,7 +40,7 @@ impl Observer {
         let shared = self.shared.clone();
         let mut closing = shared.closing.subscribe();
         let mut changes = shared.watcher.changes(&self.name);
-        let mut reported: Option<Option<String>> = None;
+        let mut reported: Option<Option<LeaderInfo>> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
         tokio::select! {
@@ -90,7 +90,7 @@ impl Observer {
         shared.watcher.release(&self.name);
     }
 
-    async fn leader(&self) -> Result<Option<String>, Failure> {
+    async fn leader(&self) -> Result<Option<LeaderInfo>, Failure> {
         let prefix = self.prefix.clone();
         let response = self
             .shared
@@ -114,6 +114,9 @@ impl Observer {
         Ok(response
             .kvs()
             .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+            .map(|kv| LeaderInfo {
+                id: String::from_utf8_lossy(kv.value()).into_owned(),
+                token: kv.create_revision(),
+            }))
     }
 }

@@ -1,0 +1,214 @@
+#!/usr/bin/env node
+'use strict'
+
+// `locked run`: run a command on exactly one host, supervised. `locked status`: who leads.
+
+const { spawn } = require('node:child_process')
+const os = require('node:os')
+const locked = require('./index.js')
+
+const USAGE = `Usage:
+  locked run --hosts HOSTS --name NAME [options] -- COMMAND [ARGS...]
+  locked status --hosts HOSTS --name NAME [--prefix PREFIX]
+
+run: campaign for NAME; while this host leads, run COMMAND (stdio inherited, with LOCKED_TOKEN set to
+the fencing token and LOCKED_NAME to NAME). On losing leadership the command gets SIGTERM, then
+SIGKILL after the grace period; if this process is itself killed with SIGKILL, the command is killed
+with it (Linux, via setpriv's parent-death signal). When the command exits by itself, resign and exit with its code, or
+with --restart keep campaigning and run it again when elected. SIGTERM/SIGINT stop the command,
+resign and exit.
+
+status: print the current leader of NAME and its fencing token.
+
+Options:
+  --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required)
+  --name NAME       the singleton's name (required)
+  --ttl SECONDS     lease TTL in seconds, at least 2 (default 10)
+  --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s)
+  --prefix PREFIX   key prefix in etcd (default locked)
+  --id ID           this host's id (default hostname:pid)
+  --restart         run the command again each time this host is elected
+  -h, --help        show this help
+`
+
+class UsageError extends Error {}
+
+const PDEATHSIG = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => require('node:fs').existsSync(p))
+
+function parseDuration (text) {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text)
+  if (!match) throw new UsageError(`invalid duration ${JSON.stringify(text)}: use e.g. 10s or 500ms`)
+  const unit = { ms: 1, s: 1000, m: 60000 }[match[2] || 's']
+  return Number(match[1]) * unit
+}
+
+function parseArgs (argv) {
+  const [command, ...rest] = argv
+  if (command === '-h' || command === '--help' || command === undefined) return { help: true }
+  if (command !== 'run' && command !== 'status') throw new UsageError(`unknown command ${JSON.stringify(command)}`)
+  const opts = { command, ttl: 10, grace: 10000, prefix: 'locked', restart: false, argv: [] }
+  const takesValue = new Set(['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id'])
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]
+    if (arg === '--') {
+      opts.argv = rest.slice(i + 1)
+      break
+    }
+    if (arg === '-h' || arg === '--help') return { help: true }
+    if (arg === '--restart' && command === 'run') {
+      opts.restart = true
+      continue
+    }
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
+    if (!takesValue.has(flag) || (command === 'status' && !['--hosts', '--name', '--prefix'].includes(flag))) {
+      throw new UsageError(`unknown option ${JSON.stringify(arg)}`)
+    }
+    const value = inline ?? rest[++i]
+    if (value === undefined) throw new UsageError(`${flag} needs a value`)
+    switch (flag) {
+      case '--hosts': opts.hosts = value; break
+      case '--name': opts.name = value; break
+      case '--prefix': opts.prefix = value; break
+      case '--id': opts.id = value; break
+      case '--grace': opts.grace = parseDuration(value); break
+      case '--ttl':
+        if (!/^\d+$/.test(value) || Number(value) < 2) throw new UsageError(`--ttl must be a whole number of seconds, at least 2, got ${JSON.stringify(value)}`)
+        opts.ttl = Number(value)
+        break
+    }
+  }
+  if (!opts.hosts) throw new UsageError('--hosts is required')
+  if (!opts.name) throw new UsageError('--name is required')
+  if (command === 'run' && opts.argv.length === 0) throw new UsageError('no command given: put it after --')
+  return opts
+}
+
+function log (message) {
+  process.stderr.write(`locked: ${message}\n`)
+}
+
+async function run (opts) {
+  const locker = locked(opts.hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}` })
+  let singleton = null
+  let child = null // { proc, exited: Promise<{code, signal}>, stopping: boolean }
+  let shuttingDown = false
+
+  locker.on('error', (err) => log(`${err.code}: ${err.message}`))
+
+  function terminate () {
+    if (!child || child.stopping) return child ? child.exited : Promise.resolve()
+    child.stopping = true
+    child.proc.kill('SIGTERM')
+    const timer = setTimeout(() => child && child.proc.kill('SIGKILL'), opts.grace)
+    return child.exited.finally(() => clearTimeout(timer))
+  }
+
+  async function exit (code) {
+    shuttingDown = true
+    await terminate()
+    await locker.close().catch((err) => log(`close: ${err.message}`))
+    process.exit(code)
+  }
+
+  function startCommand (term) {
+    const [file, ...args] = opts.argv
+    // If this process is killed outright (SIGKILL), nothing is left to stop the command, and
+    // another host takes over after the TTL: the kernel kills the command with us (Linux
+    // parent-death signal, set by setpriv), so two hosts never run it at once.
+    const [program, argv] = PDEATHSIG ? [PDEATHSIG, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
+    const proc = spawn(program, argv, {
+      stdio: 'inherit',
+      env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
+    })
+    const current = { proc, stopping: false }
+    current.exited = new Promise((resolve) => {
+      proc.on('error', (err) => {
+        log(`cannot run ${file}: ${err.message}`)
+        resolve({ code: 127, signal: null })
+      })
+      proc.on('exit', (code, signal) => resolve({ code, signal }))
+    })
+    child = current
+    current.exited.then(async ({ code, signal }) => {
+      if (child === current) child = null
+      if (current.stopping || shuttingDown) return
+      // The command ended by itself while this host led.
+      const status = code ?? 128 + (os.constants.signals[signal] || 0)
+      if (opts.restart) {
+        log(`command exited (${signal || code}); campaigning again`)
+        await singleton.remove()
+        register()
+      } else {
+        await exit(status)
+      }
+    })
+  }
+
+  function register () {
+    singleton = locker(opts.name, (remove, term) => {
+      log(`elected for ${opts.name} (token ${term.token}); starting ${opts.argv[0]}`)
+      startCommand(term)
+    })
+    singleton.on('stop', (reason) => {
+      if (reason === 'removed' || reason === 'closed') return
+      log(`lost leadership of ${opts.name} (${reason}); stopping the command`)
+      terminate()
+    })
+  }
+
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.on(signal, () => {
+      if (shuttingDown) return
+      log(`${signal}: stopping the command and resigning`)
+      exit(128 + os.constants.signals[signal])
+    })
+  }
+  register()
+}
+
+async function status (opts) {
+  const locker = locked(opts.hosts, { prefix: opts.prefix })
+  const observer = locker.observe(opts.name)
+  let lastError = null
+  observer.on('error', (err) => { lastError = err })
+  const timer = setTimeout(async () => {
+    log(`no answer from etcd${lastError ? `: ${lastError.message}` : ''}`)
+    await locker.close().catch(() => {})
+    process.exit(1)
+  }, 10000)
+  observer.once('leader', async (leader, token) => {
+    clearTimeout(timer)
+    if (leader === null) {
+      process.stdout.write(`${opts.name}: no leader\n`)
+    } else {
+      process.stdout.write(`${opts.name}: led by ${leader} (token ${token})\n`)
+    }
+    await locker.close().catch(() => {})
+    process.exit(0)
+  })
+}
+
+function main () {
+  let opts
+  try {
+    opts = parseArgs(process.argv.slice(2))
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`locked: ${err.message}\n\n${USAGE}`)
+    process.exit(2)
+  }
+  if (opts.help) {
+    process.stdout.write(USAGE)
+    return
+  }
+  try {
+    if (opts.command === 'run') run(opts)
+    else status(opts)
+  } catch (err) {
+    // Bad hosts and the like are thrown synchronously by locked(): a usage error too.
+    process.stderr.write(`locked: ${err.message}\n`)
+    process.exit(2)
+  }
+}
+
+main()
