@@ -1,0 +1,152 @@
+'use strict'
+// `locked run` and `locked status` as separate processes on a real etcd: exactly one command runs,
+// a killed supervisor hands over within the TTL, SIGTERM hands over at once, and usage errors.
+
+const { describe, it, before, after } = require('node:test')
+const assert = require('node:assert')
+const path = require('node:path')
+const { spawn, spawnSync } = require('node:child_process')
+const { startEtcd } = require('./helpers/etcd')
+const { uniquePrefix } = require('./helpers/util')
+
+const CLI = path.join(__dirname, '..', 'cli.js')
+const TTL = 2
+let etcd
+const procs = new Set()
+
+before(async () => { etcd = await startEtcd({ members: 1 }) })
+after(async () => {
+  for (const p of procs) p.kill('SIGKILL')
+  if (etcd) await etcd.close()
+})
+
+// The supervised command: prints its token, reports SIGTERM, and runs until told otherwise.
+const COMMAND = [
+  process.execPath, '-e',
+  `console.log('child-start', process.pid, process.env.LOCKED_TOKEN)
+   process.on('SIGTERM', () => { console.log('child-term', process.pid); process.exit(0) })
+   setInterval(() => {}, 1000)`
+]
+
+class Runner {
+  constructor (label, args) {
+    this.label = label
+    this.lines = []
+    this.waiters = []
+    this.proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    procs.add(this.proc)
+    this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => {
+      procs.delete(this.proc)
+      resolve({ code, signal })
+    }))
+    for (const stream of [this.proc.stdout, this.proc.stderr]) {
+      let buf = ''
+      stream.on('data', (chunk) => {
+        buf += chunk
+        let nl
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl)
+          buf = buf.slice(nl + 1)
+          this.lines.push({ line, t: process.hrtime.bigint() })
+          this.waiters = this.waiters.filter((w) => !w.check())
+        }
+      })
+    }
+  }
+
+  waitLine (re, timeoutMs, description) {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        check: () => {
+          const hit = this.lines.find((l) => re.test(l.line))
+          if (hit) { clearTimeout(timer); resolve(hit) }
+          return Boolean(hit)
+        }
+      }
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter)
+        reject(new Error(`${this.label}: timeout after ${timeoutMs} ms waiting for ${description}\n${this.lines.map((l) => l.line).join('\n')}`))
+      }, timeoutMs)
+      if (!waiter.check()) this.waiters.push(waiter)
+    })
+  }
+
+  has (re) { return this.lines.some((l) => re.test(l.line)) }
+}
+
+function runArgs (prefix, extra = []) {
+  return ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', String(TTL), '--grace', '2s', ...extra, '--', ...COMMAND]
+}
+
+function pidAlive (pid) {
+  try { process.kill(pid, 0); return true } catch { return false }
+}
+
+describe('locked run', { timeout: 60000 }, () => {
+  it('two runners on one name: exactly one command runs; status shows its leader', async () => {
+    const prefix = uniquePrefix('cli1')
+    const a = new Runner('A', runArgs(prefix, ['--id', 'host-a']))
+    await a.waitLine(/^child-start/, 10000, 'A child start')
+    const b = new Runner('B', runArgs(prefix, ['--id', 'host-b']))
+    await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+    const status = spawnSync(process.execPath, [CLI, 'status', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix], { encoding: 'utf8', timeout: 15000 })
+    assert.strictEqual(status.status, 0, status.stderr)
+    assert.match(status.stdout, /^nightly: led by host-a \(token \d+\)\n$/)
+    assert.ok(!b.has(/^child-start/), 'the second runner did not start its command')
+
+    // SIGTERM to the leader: its command gets SIGTERM, it resigns, the other starts at once.
+    const sent = process.hrtime.bigint()
+    a.proc.kill('SIGTERM')
+    await a.waitLine(/^child-term/, 5000, 'A child got SIGTERM')
+    const started = await b.waitLine(/^child-start/, 5000, 'B child start')
+    const handover = Number(started.t - sent) / 1e6
+    assert.ok(handover < TTL * 1000, `handover at once, not after the TTL (${handover.toFixed(0)} ms)`)
+    const { code } = await a.exited
+    assert.strictEqual(code, 143, 'exits with 128 + SIGTERM')
+    b.proc.kill('SIGTERM')
+    await b.exited
+  })
+
+  it('SIGKILL of the leading runner: its command dies with it, the other runs within TTL + 2 s', async () => {
+    const prefix = uniquePrefix('cli2')
+    const a = new Runner('A', runArgs(prefix))
+    const first = await a.waitLine(/^child-start/, 10000, 'A child start')
+    const childPid = Number(first.line.split(' ')[1])
+    const b = new Runner('B', runArgs(prefix))
+    await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+    const killed = process.hrtime.bigint()
+    a.proc.kill('SIGKILL')
+    const started = await b.waitLine(/^child-start/, TTL * 1000 + 2000, 'B child start')
+    assert.ok(!pidAlive(childPid), 'the killed runner\'s command is gone')
+    const failover = Number(started.t - killed) / 1e6
+    assert.ok(failover <= TTL * 1000 + 2000, `failover ${failover.toFixed(0)} ms`)
+    b.proc.kill('SIGTERM')
+    await b.exited
+  })
+
+  it('a command that exits by itself: the runner resigns and exits with its code', async () => {
+    const prefix = uniquePrefix('cli3')
+    const args = ['run', '--hosts', etcd.endpoints[0], '--name', 'once', '--prefix', prefix, '--', process.execPath, '-e', 'process.exit(7)']
+    const r = new Runner('R', args)
+    const { code } = await r.exited
+    assert.strictEqual(code, 7)
+    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no key left behind')
+  })
+
+  it('usage errors exit with code 2 and --help documents every flag', () => {
+    for (const args of [[], ['bogus'], ['run', '--hosts', '127.0.0.1:2379', '--name', 'x'], ['run', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '1', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--wat', '--', 'true']]) {
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
+      if (args.length === 0) {
+        assert.strictEqual(r.status, 0, 'no arguments prints the help')
+        continue
+      }
+      assert.strictEqual(r.status, 2, `${args.join(' ')} → exit 2\n${r.stderr}`)
+      assert.match(r.stderr, /Usage:/)
+    }
+    const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
+    assert.strictEqual(help.status, 0)
+    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart']) {
+      assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`)
+    }
+  })
+})
