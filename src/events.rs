@@ -115,21 +115,32 @@ impl Events {
     }
 }
 
-/// Reports the first failure of a streak at once, then at most one every few seconds, so an
-/// outage does not flood the event loop.
+/// Decides which failures of a streak to report: none while the streak is younger than a grace
+/// period (a member failing over, or an etcd raft election, heals within it, and reporting those
+/// would only alarm), then one at once and at most one every few seconds, so an outage does not
+/// flood the event loop.
 pub struct Throttle {
+    streak_since: Option<Instant>,
     last: Option<Instant>,
 }
 
+const GRACE: Duration = Duration::from_secs(2);
 const THROTTLE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Throttle {
     pub fn new() -> Throttle {
-        Throttle { last: None }
+        Throttle {
+            streak_since: None,
+            last: None,
+        }
     }
 
     pub fn should_report(&mut self) -> bool {
         let now = Instant::now();
+        let since = *self.streak_since.get_or_insert(now);
+        if now.duration_since(since) < GRACE {
+            return false;
+        }
         match self.last {
             Some(last) if now.duration_since(last) < THROTTLE_INTERVAL => false,
             _ => {
@@ -141,6 +152,7 @@ impl Throttle {
 
     /// A success ends the streak.
     pub fn reset(&mut self) {
+        self.streak_since = None;
         self.last = None;
     }
 }

@@ -111,12 +111,9 @@ impl Observer {
                 }
             })
             .await?;
-        Ok(response
-            .kvs()
-            .first()
-            .map(|kv| LeaderInfo {
-                id: String::from_utf8_lossy(kv.value()).into_owned(),
-                token: kv.create_revision(),
-            }))
+        Ok(response.kvs().first().map(|kv| LeaderInfo {
+            id: String::from_utf8_lossy(kv.value()).into_owned(),
+            token: kv.create_revision(),
+        }))
     }
 }
