@@ -500,6 +500,60 @@ class Cluster {
     return this.etcdctl(['lease', 'revoke', leaseHex])
   }
 
+  // Delete one key with etcdctl (an operator's `etcdctl del`). Resolves the number of keys deleted.
+  async del (key) {
+    const out = await this.etcdctl(['del', key])
+    return Number(out.trim()) || 0
+  }
+
+  // Ids (hex) of every lease etcd holds (`etcdctl lease list`).
+  async leases () {
+    const out = await this.etcdctl(['lease', 'list'])
+    return out.split('\n').slice(1).map((s) => s.trim()).filter((s) => /^[0-9a-f]+$/i.test(s))
+  }
+
+  // Seconds a lease has left (`etcdctl lease timetolive`), -1 when it is gone.
+  async leaseTtl (leaseHex) {
+    const out = await this.etcdctl(['lease', 'timetolive', leaseHex, '-w', 'json'])
+    // The id in the JSON is a 64-bit number: read only the ttl.
+    const m = /"ttl":(-?\d+)/.exec(out)
+    if (!m) throw new Error(`lease timetolive ${leaseHex}: unexpected output ${out}`)
+    return Number(m[1])
+  }
+
+  // Wait until every member runs, answers, and all agree on one raft leader and term that has not
+  // changed for quietMs (after a member came back, a raft election may still follow). Resolves
+  // { leader (member name), raftTerm, waitedMs }.
+  async settled ({ quietMs = 1000, timeoutMs = 30000 } = {}) {
+    const started = Date.now()
+    let stableSince = null
+    let last = null
+    let why = 'not checked yet'
+    while (true) {
+      let seen = null
+      try {
+        if (this.live().length !== this.members.length) throw new Error('a member is down or frozen')
+        const st = await Promise.all(this.members.map((m) => m.status(1000)))
+        const views = new Set(st.map((x) => `${x.leaderId}/${x.raftTerm}`))
+        if (views.size !== 1 || st[0].leaderId === '0') throw new Error(`no agreement: ${[...views].join(' ')}`)
+        seen = [...views][0]
+        const leader = st.find((x) => x.memberId === st[0].leaderId)
+        if (!leader) throw new Error(`leader ${st[0].leaderId} is not a member`)
+        if (seen !== last) { last = seen; stableSince = Date.now() }
+        if (Date.now() - stableSince >= quietMs) {
+          const m = this.members[st.indexOf(leader)]
+          return { leader: m.name, raftTerm: st[0].raftTerm, waitedMs: Date.now() - started }
+        }
+      } catch (err) {
+        why = err.message
+        last = null
+        stableSince = null
+      }
+      if (Date.now() - started > timeoutMs) throw new Error(`etcd not settled within ${timeoutMs} ms: ${why}`)
+      await delay(100)
+    }
+  }
+
   async close () {
     if (this.closed) return
     this.closed = true

@@ -8,6 +8,8 @@
 //   const ev = await a.waitFor({ ev: 'start', name: 'build' }, 5000, 'A elected')
 //   a.send({ cmd: 'remove', name: 'build' })
 //   a.kill('SIGKILL'); await a.exited              // { code, signal, t }
+//   a.pause(); a.resume()                           // SIGSTOP / SIGCONT, recorded in a.pauses
+//   leadershipReport([a, b], 'build')               // terms, overlaps, max overlap, min gap
 //   after(killAll)
 //
 // Times: `t` of every event is process.hrtime.bigint() in the host, as a BigInt. On Linux that is
@@ -61,6 +63,7 @@ class Host {
     this.waiters = []
     this.exitInfo = null
     this.killedAt = null
+    this.pauses = [] // see pause() / resume()
     this.startedAt = now()
     this.onEvent = options.onEvent || null // (event, host) => void, for live printing
     const script = options.script || HOST
@@ -196,6 +199,29 @@ class Host {
     try { return this.proc.kill(signal) } catch { return false }
   }
 
+  // Freeze (SIGSTOP) and continue (SIGCONT) the process, recorded in this.pauses as
+  // [{ at, resumedAt }] (resumedAt null while frozen; both taken just before the signal is sent).
+  // A frozen host cannot act on anything, so invariant checks treat its terms specially.
+  pause () {
+    if (!this.alive || this.paused) return false
+    const at = now()
+    try { this.proc.kill('SIGSTOP') } catch { return false }
+    this.pauses.push({ at, resumedAt: null })
+    return true
+  }
+
+  resume () {
+    const p = this.pauses[this.pauses.length - 1]
+    if (!p || p.resumedAt !== null) return false
+    p.resumedAt = now()
+    try { return this.proc.kill('SIGCONT') } catch { return false }
+  }
+
+  get paused () {
+    const p = this.pauses[this.pauses.length - 1]
+    return !!p && p.resumedAt === null && this.alive
+  }
+
   // Close stdin: host.js exits (process.exit(0)) when its parent goes away.
   endInput () { this.proc.stdin.end() }
 }
@@ -266,6 +292,89 @@ function assertOneLeaderAtATime (hosts, name, { allowOverlapMs = 0 } = {}) {
   return terms
 }
 
+// The moment a host died, as far as the test knows: its 'exiting' / 'uncaught' line, the moment
+// the test SIGKILLed it, or (for any other death) when its exit was seen. null while it lives.
+function deathOf (host) {
+  let t = null
+  const consider = (x) => { if (x !== null && x !== undefined && (t === null || x < t)) t = x }
+  consider(host.killedAt)
+  for (const e of host.events) if (e.ev === 'exiting' || e.ev === 'uncaught') consider(e.t)
+  if (host.exitInfo) consider(host.exitInfo.t)
+  return t
+}
+
+// Every leadership term of one name, without judging them: [{ host, start, end, endBy, reason,
+// token, doubleStart }] in start order, on the shared timeline. A term ends at the host's 'stop'
+// (endBy 'stop', reason set) or at its death (endBy 'dead'); end is null while it lasts.
+// doubleStart marks a term that began while the same host already led (a bug in itself).
+function leadershipTerms (hosts, name) {
+  const terms = []
+  for (const h of hosts) {
+    let open = null
+    for (const e of h.events) {
+      if (e.name !== name) continue
+      if (e.ev === 'start') {
+        const term = { host: h, start: e.t, end: null, endBy: null, reason: null, token: e.token, doubleStart: open !== null }
+        if (open) { open.end = e.t; open.endBy = 'restart' }
+        terms.push(term)
+        open = term
+      } else if (e.ev === 'stop' && open) {
+        open.end = e.t
+        open.endBy = 'stop'
+        open.reason = e.reason
+        open = null
+      }
+    }
+    const dead = deathOf(h)
+    if (open && dead !== null && dead > open.start) {
+      open.end = dead
+      open.endBy = 'dead'
+    }
+  }
+  return terms.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0))
+}
+
+// Where terms of different hosts for one name overlap on the timeline: [{ first, second, from, to,
+// ms }] (first is the term that began earlier). Terms still open count as lasting until `until`
+// (default: now). Nothing is thrown: the caller decides which overlaps are acceptable.
+function leadershipOverlaps (hosts, name, { until = now(), terms = leadershipTerms(hosts, name) } = {}) {
+  const found = []
+  for (let i = 0; i < terms.length; i++) {
+    for (let j = i + 1; j < terms.length; j++) {
+      const a = terms[i]
+      const b = terms[j]
+      if (a.host === b.host) continue
+      const aEnd = a.end === null ? until : a.end
+      if (b.start >= aEnd) continue
+      const bEnd = b.end === null ? until : b.end
+      const to = aEnd < bEnd ? aEnd : bEnd
+      if (to > b.start) found.push({ first: a, second: b, from: b.start, to, ms: ms(to - b.start) })
+    }
+  }
+  return found
+}
+
+// A summary for reports: the terms, the overlaps, the largest overlap in ms (0 when none), and
+// the smallest gap in ms between the end of one term and the next start by another host
+// (negative when they overlapped; null with fewer than two terms).
+function leadershipReport (hosts, name, options = {}) {
+  const terms = leadershipTerms(hosts, name)
+  const overlaps = leadershipOverlaps(hosts, name, { ...options, terms })
+  let minGapMs = null
+  for (let i = 1; i < terms.length; i++) {
+    const prev = terms[i - 1]
+    if (prev.end === null || prev.host === terms[i].host) continue
+    const gap = ms(terms[i].start - prev.end)
+    if (minGapMs === null || gap < minGapMs) minGapMs = gap
+  }
+  return {
+    terms,
+    overlaps,
+    maxOverlapMs: overlaps.reduce((m, o) => Math.max(m, o.ms), 0),
+    minGapMs
+  }
+}
+
 // Wait until one of the hosts emits an event matching pred; resolves { host, event }.
 function waitForAny (hosts, pred, timeoutMs = 10000, description, { since } = {}) {
   const base = toPredicate(pred)
@@ -291,4 +400,7 @@ function waitForAny (hosts, pred, timeoutMs = 10000, description, { since } = {}
   })
 }
 
-module.exports = { spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, waitForAny, Host }
+module.exports = {
+  spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, waitForAny, Host,
+  deathOf, leadershipTerms, leadershipOverlaps, leadershipReport
+}

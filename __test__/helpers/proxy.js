@@ -4,16 +4,21 @@
 //   const p = await startProxy('127.0.0.1:2379')
 //   p.endpoint            // '127.0.0.1:<port>': give this to the client instead of etcd's
 //   p.mode('blackhole')   // connections stay open, nothing is forwarded either way (a partition)
+//   p.mode('blackhole', 'down')  // one direction only: 'up' swallows what the client sends (and
+//                         // new connections never reach the target), 'down' forwards the client's
+//                         // requests but swallows the answers (etcd acts on requests whose answers
+//                         // are lost); 'both' is the default
 //   p.mode('reset')       // every connection is destroyed (RST), new ones are destroyed at once
 //   p.mode('pass')        // forward again; black-holed connections are destroyed (their byte
 //                         // streams have gaps), new connections work
 //   await p.close()
 //
-// p.stats: { accepted, active } for debugging.
+// p.stats: { accepted, active, mode, direction } for debugging.
 
 const net = require('node:net')
 
 const MODES = new Set(['pass', 'blackhole', 'reset'])
+const DIRECTIONS = new Set(['both', 'up', 'down'])
 const liveProxies = new Set()
 process.on('exit', () => {
   for (const p of liveProxies) p._destroyAll()
@@ -35,12 +40,23 @@ function splitHostPort (target) {
   return { host: t.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(t.slice(i + 1)) }
 }
 
-async function startProxy (target, { mode = 'pass', port = 0 } = {}) {
+async function startProxy (target, { mode = 'pass', direction = 'both', port = 0 } = {}) {
   if (!MODES.has(mode)) throw new RangeError(`unknown mode ${mode}`)
+  if (!DIRECTIONS.has(direction)) throw new RangeError(`unknown direction ${direction}`)
   const { host, port: targetPort } = splitHostPort(target)
-  const conns = new Set() // { client, upstream, blackholed }
+  // { client, upstream, up, down, blackholed }: up/down say which direction is swallowed;
+  // blackholed (either one) means the byte streams have gaps and the connection cannot be resumed.
+  const conns = new Set()
   let current = mode
+  let currentDirection = direction
   let accepted = 0
+
+  // Marks a connection black-holed in the current direction(s).
+  function hole (conn) {
+    if (currentDirection !== 'down') conn.up = true
+    if (currentDirection !== 'up') conn.down = true
+    conn.blackholed = true
+  }
 
   function drop (conn) {
     conns.delete(conn)
@@ -65,10 +81,10 @@ async function startProxy (target, { mode = 'pass', port = 0 } = {}) {
       else pending.push(chunk)
     }
     upstream.on('data', (chunk) => {
-      if (conn.blackholed) return // swallowed
+      if (conn.down) return // swallowed
       if (!conn.client.destroyed) conn.client.write(chunk)
     })
-    upstream.on('end', () => { if (!conn.blackholed) conn.client.end() })
+    upstream.on('end', () => { if (!conn.down) conn.client.end() })
     upstream.on('error', () => drop(conn))
     upstream.on('close', () => { if (!conn.blackholed) drop(conn) })
   }
@@ -81,18 +97,19 @@ async function startProxy (target, { mode = 'pass', port = 0 } = {}) {
       hardDestroy(client)
       return
     }
-    const conn = { client, upstream: null, blackholed: current === 'blackhole', sendUp: null }
+    const conn = { client, upstream: null, up: false, down: false, blackholed: false, sendUp: null }
+    if (current === 'blackhole') hole(conn)
     conns.add(conn)
     client.on('error', () => drop(conn))
     client.on('close', () => drop(conn))
-    client.on('end', () => { if (!conn.blackholed && conn.upstream) conn.upstream.end() })
+    client.on('end', () => { if (!conn.up && conn.upstream) conn.upstream.end() })
     client.on('data', (chunk) => {
-      if (conn.blackholed) return // swallowed: the sender believes it was sent
+      if (conn.up || !conn.sendUp) return // swallowed: the sender believes it was sent
       conn.sendUp(chunk)
     })
-    // A connection accepted during a blackhole never reaches the target (like a SYN that got an
-    // answer from nowhere); it is simply held open.
-    if (!conn.blackholed) connectUpstream(conn)
+    // A connection accepted while the way up is black-holed never reaches the target (like a SYN
+    // that got an answer from nowhere); it is simply held open.
+    if (!conn.up) connectUpstream(conn)
   })
 
   await new Promise((resolve, reject) => {
@@ -104,22 +121,26 @@ async function startProxy (target, { mode = 'pass', port = 0 } = {}) {
     endpoint: `127.0.0.1:${server.address().port}`,
     port: server.address().port,
     target: `${host}:${targetPort}`,
-    mode (m) {
+    // mode(m, direction = 'both'); direction only matters for 'blackhole'.
+    mode (m, direction = 'both') {
       if (m === undefined) return current
       if (!MODES.has(m)) throw new RangeError(`unknown mode ${m}`)
+      if (!DIRECTIONS.has(direction)) throw new RangeError(`unknown direction ${direction}`)
       const prev = current
       current = m
+      currentDirection = direction
       if (m === 'reset') {
         for (const conn of [...conns]) drop(conn)
       } else if (m === 'blackhole') {
-        for (const conn of conns) conn.blackholed = true
+        for (const conn of conns) hole(conn)
       } else if (m === 'pass' && prev !== 'pass') {
-        // Black-holed connections lost bytes in both directions: they cannot be resumed.
+        // Black-holed connections lost bytes (in one direction or both): they cannot be resumed.
         for (const conn of [...conns]) if (conn.blackholed) drop(conn)
       }
       return current
     },
-    get stats () { return { accepted, active: conns.size, mode: current } },
+    get direction () { return currentDirection },
+    get stats () { return { accepted, active: conns.size, mode: current, direction: currentDirection } },
     _destroyAll () {
       for (const conn of [...conns]) drop(conn)
     },
