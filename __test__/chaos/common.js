@@ -1,0 +1,57 @@
+'use strict'
+// Glue shared by the chaos tests (not a test file itself): competing hosts with leadership spread
+// over them, and the per-scenario report lines.
+
+const { spawnHost, leadershipReport, formatTimeline } = require('../helpers/hosts')
+const { metric } = require('../helpers/util')
+
+const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
+
+// Spawns one host per label, all competing for every name, with the leadership of names[j] on
+// host j % labels.length (each host first registers only the names it is to lead and is elected,
+// then registers the others behind the first candidate). endpoints: a list, or (i) => list.
+// Resolves once every name has one key per host.
+async function startCompeting ({ etcd, labels, names, ttl, prefix, endpoints, extra = {} }) {
+  const hosts = []
+  for (let i = 0; i < labels.length; i++) {
+    const own = names.filter((_, j) => j % labels.length === i)
+    const eps = typeof endpoints === 'function' ? endpoints(i) : endpoints
+    const h = spawnHost({ endpoints: eps, ttl, prefix, names: own, ...extra }, labels[i])
+    hosts.push(h)
+    await h.ready
+    for (const name of own) await h.waitFor({ ev: 'start', name }, 15000, `${labels[i]} leads ${name}`)
+  }
+  for (const h of hosts) {
+    for (const name of names) if (!h.config.names.includes(name)) h.send({ cmd: 'register', name })
+  }
+  for (const name of names) {
+    await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => hosts.every((h) => keyOf(kvs, h)), 15000, `${hosts.length} candidates for ${name}`)
+  }
+  return hosts
+}
+
+// Events of the given kind (and optional name) after per-host marks taken with marks(hosts).
+const marks = (hosts) => new Map(hosts.map((h) => [h, h.mark()]))
+function since (hosts, mark, pred) {
+  return hosts.flatMap((h) => h.events.slice(mark.get(h) || 0).filter(pred))
+}
+
+// The leadership summary of every name, asserted to have no overlap unless allowed, and printed
+// as one metric line: { overlapMs (largest over the names), minGapMs, ...extra }.
+function leadershipMetric (t, scenario, hosts, names, extra = {}) {
+  let overlapMs = 0
+  let minGapMs = null
+  let terms = 0
+  for (const name of names) {
+    const r = leadershipReport(hosts, name)
+    overlapMs = Math.max(overlapMs, r.maxOverlapMs)
+    if (r.minGapMs !== null && (minGapMs === null || r.minGapMs < minGapMs)) minGapMs = r.minGapMs
+    terms += r.terms.length
+  }
+  metric(t, scenario, { overlapMs, minGapMs, terms, ...extra })
+  return { overlapMs, minGapMs, terms }
+}
+
+const timelineOf = (hosts, names) => formatTimeline(hosts, (e) => names.includes(e.name) || e.ev === 'exiting')
+
+module.exports = { keyOf, startCompeting, marks, since, leadershipMetric, timelineOf }
