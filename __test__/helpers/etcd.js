@@ -169,9 +169,10 @@ class Member {
       '--election-timeout', String(electionMs),
       '--logger', 'zap',
       '--log-outputs', this.logFile,
+      // (etcd requires client certificates whenever it has a --trusted-ca-file.)
       ...(tls
-        ? ['--cert-file', tls.server.certFile, '--key-file', tls.server.keyFile, '--trusted-ca-file', tls.ca.certFile,
-            ...(tls.clientCertAuth === false ? [] : ['--client-cert-auth'])]
+        ? ['--cert-file', tls.server.certFile, '--key-file', tls.server.keyFile,
+            ...(tls.clientCertAuth === false ? [] : ['--client-cert-auth', '--trusted-ca-file', tls.ca.certFile])]
         : []),
       ...extraArgs
     ]
