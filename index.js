@@ -284,9 +284,16 @@ function locked (hosts, options) {
     state.leading = false
     state.lastStop = reason
     state.since = Date.now()
+    // Until the election reports again, who leads is not known; it is no longer this host.
+    const wasNamed = state.leader === opts.id
+    if (wasNamed) {
+      state.leader = null
+      state.leaderToken = null
+    }
     state.term.end(reason)
     try {
       state.singleton.emit('stop', reason)
+      if (wasNamed) state.singleton.emit('leader', null, null)
     } catch (err) {
       userError(state, err)
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 use tokio::sync::watch;
 
@@ -78,6 +78,8 @@ impl Election {
     fn step_down(&mut self, reason: StopReason) {
         if self.leading {
             self.leading = false;
+            // Who leads now is not known until the next read; it is no longer us.
+            self.reported_leader = None;
             self.shared
                 .events
                 .log(|| format!("{}: step down ({})", self.name, reason.as_str()));
@@ -282,14 +284,7 @@ impl Election {
                 lowest.clone(),
             ])
             .or_else([TxnOp::get(key.clone(), None), lowest]);
-        let response = self
-            .shared
-            .cluster
-            .request(|mut c: Client| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
+        let response = self.shared.batcher.txn(txn).await?;
         Ok(standing(&key, lease, &response))
     }
 
@@ -297,14 +292,7 @@ impl Election {
     async fn check(&self, lease: i64) -> Result<Standing, Failure> {
         let key = self.key(lease);
         let txn = Txn::new().and_then([TxnOp::get(key.clone(), None), self.lowest_key()]);
-        let response = self
-            .shared
-            .cluster
-            .request(|mut c: Client| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
+        let response = self.shared.batcher.txn(txn).await?;
         Ok(standing(&key, lease, &response))
     }
 
@@ -348,10 +336,7 @@ impl Election {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
         loop {
-            let attempt = self.shared.cluster.request(|mut c: Client| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            });
+            let attempt = self.shared.batcher.txn(txn.clone());
             let result = tokio::select! {
                 r = attempt => r,
                 _ = closing.wait_for(|c| *c) => return false,

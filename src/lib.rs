@@ -1,6 +1,7 @@
 //! N-API binding: translates between JavaScript and the election core. No election logic here.
 
 mod backoff;
+mod batch;
 mod cluster;
 mod election;
 mod events;

@@ -10,6 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::batch::Batcher;
 use crate::cluster::{Cluster, Failure, Security};
 use crate::election::Election;
 use crate::events::{Event, EventSink};
@@ -30,6 +31,7 @@ pub struct Shared {
     pub id: String,
     pub prefix: String,
     pub cluster: Arc<Cluster>,
+    pub batcher: Batcher,
     pub session: Arc<Session>,
     pub watcher: Arc<Watcher>,
     pub events: EventSink,
@@ -79,6 +81,7 @@ impl Locker {
         let shared = Arc::new(Shared {
             id: options.id,
             prefix: options.prefix,
+            batcher: Batcher::start(cluster.clone(), &runtime),
             cluster,
             session,
             watcher,
