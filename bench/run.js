@@ -255,7 +255,12 @@ function render (results, info, args, seconds, failures) {
       if (!r) return '–'
       return `${r.stillLeadingAtFirstTick} of ${r.rounds}` + (r.noStop ? `; ${r.noStop} never stopped within 10 s` : '')
     }
+    const fracCheck = (l) => {
+      const r = results.pause[l]
+      return r ? `${r.checkSaysLeadingAtFirstTick} of ${r.rounds}` : '–'
+    }
     rows.push(['Pause: old leader still thinks it leads at its first timer tick after SIGCONT', frac('locked'), frac('etcd3'), ''])
+    rows.push(['Pause: the synchronous check at that tick says it leads (locked: isLeader(); etcd3 has none, so its event state)', fracCheck('locked'), fracCheck('etcd3'), ''])
   }
   if (rows.length) {
     out.push('## Latency')

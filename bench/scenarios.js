@@ -236,6 +236,7 @@ async function pause (ctx, lib) {
   const resumeToStop = []
   const overlap = []
   let stillLeadingAtFirstTick = 0
+  let checkSaysLeadingAtFirstTick = 0
   let noStop = 0
   for (let i = 0; i < rounds; i++) {
     const { a, b, name } = await leaderAndWaiter(ctx, lib, 'pause', { heartbeat: true })
@@ -259,11 +260,12 @@ async function pause (ctx, lib) {
       }
       const resumed = a.events.find((e) => e.seq >= markA && e.type === 'resumed')
       if (resumed && resumed.leading > 0) stillLeadingAtFirstTick++
+      if (resumed && resumed.checked > 0) checkSaysLeadingAtFirstTick++
     } finally {
       await stopAll([a, b])
     }
   }
-  return { takeover, resumeToStop, overlap, stillLeadingAtFirstTick, noStop, rounds, pauseMs: PAUSE_MS, ttlMs: FAILOVER_TTL * 1000 }
+  return { takeover, resumeToStop, overlap, stillLeadingAtFirstTick, checkSaysLeadingAtFirstTick, noStop, rounds, pauseMs: PAUSE_MS, ttlMs: FAILOVER_TTL * 1000 }
 }
 
 // ---- 5 + 6. idle cost and scale --------------------------------------------------------------
