@@ -246,9 +246,11 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     assert.ok(samples.every((x) => x.isLeader), 'isLeader() true throughout the term')
     assert.ok(minAhead > 0, 'validUntil is in the future while leading')
     assert.ok(maxAhead <= TTL * 1000, `validUntil is less than the TTL ahead (max ${maxAhead} ms)`)
-    for (let i = 1; i < samples.length; i++) {
-      assert.ok(samples[i].validUntil >= samples[i - 1].validUntil - 1, `validUntil never moves back (${samples[i - 1].validUntil} -> ${samples[i].validUntil})`)
-    }
+    // Between renewals validUntil is one instant; read through two clocks it may jitter by a
+    // few ms, never move back by more.
+    const backSteps = samples.slice(1).map((x, i) => samples[i].validUntil - x.validUntil)
+    t.diagnostic(`largest backward step of validUntil: ${round(Math.max(0, ...backSteps))} ms`)
+    assert.ok(Math.max(...backSteps) < 25, `validUntil never moves back (steps ${backSteps.filter((x) => x > 0).map(round)})`)
     assert.ok(samples[samples.length - 1].validUntil - samples[0].validUntil > TTL * 1000, 'renewals moved validUntil forward by more than a TTL over 2.5 TTLs')
     const stopped = nextEvent(s, 'stop', 5000)
     const removing = s.remove()
@@ -307,9 +309,15 @@ describe('isLeader()', { timeout: 120000 }, () => {
   })
 
   // A host stopped (SIGSTOP) for longer than the TTL, then continued: the first isLeader() it
-  // makes says false, before any timer of the library or event could tell it.
-  for (const how of ['probe', 'block']) {
-    const what = how === 'probe' ? 'from a setInterval' : 'in code that was running when the process was stopped'
+  // makes says false, before any timer of the library or event could tell it. 'block-long': the JS
+  // thread stays busy for seconds after SIGCONT, long enough for the addon's own thread to get a
+  // new lease and campaign again behind B — the old term is over all the same.
+  const whats = {
+    probe: 'from a setInterval',
+    block: 'in code that was running when the process was stopped',
+    'block-long': 'in code still busy seconds after SIGCONT, while the addon re-campaigns'
+  }
+  for (const [how, what] of Object.entries(whats)) {
     it(`after SIGSTOP longer than the TTL and SIGCONT, isLeader() is false at once (${what})`, async (t) => {
       const prefix = uniquePrefix(`sigstop-${how}`)
       const [a, b] = await queue(['A', 'B'], { prefix })
@@ -318,8 +326,9 @@ describe('isLeader()', { timeout: 120000 }, () => {
         const probing = await a.request({ cmd: 'probe', name: 'job', gapMs: 1000, everyMs: 10 }, { ev: 'probing' }, 5000)
         assert.strictEqual(probing.value, true)
       } else {
-        // Long enough to be still blocked when SIGSTOP arrives; a stopped process wakes past its end.
-        const blocking = await a.request({ cmd: 'block', name: 'job', ms: 1500 }, { ev: 'blocking' }, 5000)
+        // 'block': long enough to be still blocked when SIGSTOP arrives (a stopped process wakes
+        // past its end). 'block-long': it goes on for seconds after SIGCONT.
+        const blocking = await a.request({ cmd: 'block', name: 'job', ms: how === 'block' ? 1500 : TTL * 1000 + 6000 }, { ev: 'blocking' }, 5000)
         assert.strictEqual(blocking.value, true)
       }
       const paused = now()
@@ -332,12 +341,19 @@ describe('isLeader()', { timeout: 120000 }, () => {
         resumed = now()
         a.kill('SIGCONT')
       }
-      const first = await a.waitFor({ ev: how === 'probe' ? 'resumed' : 'unblocked', name: 'job' }, 5000, 'first isLeader() after SIGCONT')
+      if (how === 'block-long') {
+        // While A's JS thread is still busy, its addon finds the lease gone, gets a new one and
+        // queues A again behind B.
+        await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2 && kvs[1].value === a.id, 5000, 'A queued again behind B')
+        assert.deepStrictEqual(a.find({ ev: 'unblocked' }), [], 'A\'s JS thread is still busy')
+      }
+      const first = await a.waitFor({ ev: how === 'probe' ? 'resumed' : 'unblocked', name: 'job' }, TTL * 1000 + 10000, 'first isLeader() after SIGCONT')
       const stop = await a.waitFor({ ev: 'stop', name: 'job' }, 5000, 'A stop after SIGCONT')
-      t.diagnostic(`stopped ${ms(resumed - paused).toFixed(0)} ms; first isLeader() ${ms(first.t - resumed).toFixed(1)} ms after SIGCONT = ${first.value} ` +
-        `(stop event ${first.stopSeen ? 'already' : 'not yet'} delivered; stop '${stop.reason}' ${ms(stop.t - resumed).toFixed(1)} ms after SIGCONT)`)
+      t.diagnostic(`stopped ${ms(resumed - paused).toFixed(0)} ms; first isLeader() ${ms(first.t - resumed).toFixed(1)} ms after SIGCONT = ${first.value}, ` +
+        `term.validUntil - now = ${first.validFor} ms (stop event ${first.stopSeen ? 'already' : 'not yet'} delivered; stop '${stop.reason}' ${ms(stop.t - resumed).toFixed(1)} ms after SIGCONT)`)
       assert.strictEqual(first.value, false, `the first isLeader() after resuming must be false\n${formatTimeline([a, b])}`)
-      if (how === 'block') {
+      assert.ok(first.validFor <= 0, `the ended term's validUntil must not be in the future (${first.validFor} ms)`)
+      if (how !== 'probe') {
         // The JS thread was busy all along: no event could have been delivered before the call.
         assert.strictEqual(first.stopSeen, false)
         assert.ok(stop.t > first.t)

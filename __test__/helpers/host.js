@@ -299,8 +299,9 @@ function command (msg) {
     }
     case 'block': {
       const stopsBefore = stopCount(msg.name)
-      emit('blocking', { name: msg.name, value: isLeaderOf(msg.name), validFor: validFor(msg.name) })
+      // The clock starts before 'blocking' is printed: a SIGSTOP sent on seeing it lands in the block.
       const start = performance.now()
+      emit('blocking', { name: msg.name, value: isLeaderOf(msg.name), validFor: validFor(msg.name) })
       const cell = new Int32Array(new SharedArrayBuffer(4))
       // Bounded: at most ms of waiting in slices (a stopped process wakes up past its end).
       while (performance.now() - start < msg.ms) Atomics.wait(cell, 0, 0, Math.min(50, msg.ms))
