@@ -248,7 +248,14 @@ function locked (hosts, options) {
   let resolveClose
   let active = false
 
-  const native = new NativeLocker(endpoints, { ...opts, debug: debugEnabled() }, onEvent)
+  let native
+  try {
+    native = new NativeLocker(endpoints, { ...opts, debug: debugEnabled() }, onEvent)
+  } catch (err) {
+    // What the core refuses at construction is a bad value (a certificate or key that does not
+    // parse, an endpoint it cannot use).
+    throw rangeError(`locked: ${err.message}`)
+  }
   openLockers.add(native)
 
   function updateActive () {
@@ -306,7 +313,9 @@ function locked (hosts, options) {
       token,
       signal: controller.signal,
       get validUntil () {
-        return endedAt ?? performance.now() + native.validFor()
+        if (endedAt !== null) return endedAt
+        // Only while the native election still leads in this term; otherwise it is over.
+        return performance.now() + (native.isLeading(state.singleton.name) ? native.validFor() : 0)
       }
     })
     return {
@@ -447,7 +456,9 @@ function locked (hosts, options) {
       since: Date.now(),
       lastStop: null,
       remove: () => removeSingleton(state),
-      isLeader: () => state.leading && !state.removing && !closing && native.validFor() > 0
+      // Asked of the native election itself: events still queued behind a busy JavaScript
+      // thread cannot make this answer stale.
+      isLeader: () => state.leading && !state.removing && !closing && native.isLeading(name)
     }
     state.singleton = new Singleton(name, state)
     state.removeFn = () => state.singleton.remove()

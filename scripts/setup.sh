@@ -18,16 +18,16 @@ quiet() {
   fi
 }
 
-SYSTEM_PACKAGES=(etcd-server etcd-client protobuf-compiler)
+SYSTEM_PACKAGES=(etcd-server etcd-client protobuf-compiler openssl)
 
 # 1. etcd, etcdctl (tests and demo) and protoc (the build of etcd-client's protobufs).
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null || ! command -v openssl >/dev/null; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     say "installing ${SYSTEM_PACKAGES[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     quiet apt-get update
     quiet apt-get install -y --no-install-recommends "${SYSTEM_PACKAGES[@]}"
-    for tool in etcd etcdctl protoc; do
+    for tool in etcd etcdctl protoc openssl; do
       command -v "$tool" >/dev/null || die "$tool is still missing after apt-get install ${SYSTEM_PACKAGES[*]}"
     done
   else
@@ -35,6 +35,7 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command 
     command -v etcd >/dev/null || missing+=(etcd)
     command -v etcdctl >/dev/null || missing+=(etcdctl)
     command -v protoc >/dev/null || missing+=(protoc)
+    command -v openssl >/dev/null || missing+=(openssl)
     {
       echo "setup: missing: ${missing[*]}"
       echo "setup: on Debian/Ubuntu install them with:"

@@ -10,6 +10,7 @@
 //!   candidate whose lease expired while it waited never leads on the stale key).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -50,12 +51,19 @@ pub struct Election {
     /// `<prefix>/<name>/`
     prefix: String,
     leading: bool,
+    /// Shared with the binding for synchronous checks: the lease of our term, 0 when not leading.
+    leading_lease: Arc<AtomicI64>,
     /// The leader last reported to the user (`Some(None)`: reported "no leader").
     reported_leader: Option<Option<LeaderInfo>>,
 }
 
 impl Election {
-    pub fn new(shared: Arc<Shared>, serial: u32, name: String) -> Election {
+    pub fn new(
+        shared: Arc<Shared>,
+        serial: u32,
+        name: String,
+        leading_lease: Arc<AtomicI64>,
+    ) -> Election {
         let prefix = format!("{}/{}/", shared.prefix, name);
         Election {
             shared,
@@ -63,6 +71,7 @@ impl Election {
             name,
             prefix,
             leading: false,
+            leading_lease,
             reported_leader: None,
         }
     }
@@ -78,6 +87,7 @@ impl Election {
     fn step_down(&mut self, reason: StopReason) {
         if self.leading {
             self.leading = false;
+            self.leading_lease.store(0, Ordering::SeqCst);
             // Who leads now is not known until the next read; it is no longer us.
             self.reported_leader = None;
             self.shared
@@ -186,6 +196,7 @@ impl Election {
                     });
                     if !self.leading && shared.session.is_valid(lease) {
                         self.leading = true;
+                        self.leading_lease.store(lease, Ordering::SeqCst);
                         shared
                             .events
                             .log(|| format!("{}: elected with token {token}", self.name));

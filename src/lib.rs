@@ -268,6 +268,12 @@ impl NativeLocker {
         self.locker.unobserve(serial);
     }
 
+    /// Whether the singleton `name` leads right now (checked against the clock).
+    #[napi]
+    pub fn is_leading(&self, name: String) -> bool {
+        self.locker.is_leading(&name)
+    }
+
     /// Milliseconds until the leadership deadline (0 when passed or without a lease).
     #[napi]
     pub fn valid_for(&self) -> f64 {

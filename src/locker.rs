@@ -2,7 +2,7 @@
 //! their elections, and an orderly close.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ struct Entry {
     serial: u32,
     resign: watch::Sender<bool>,
     done: watch::Receiver<bool>,
+    /// The lease of the term the election leads in, 0 while it does not lead.
+    leading: Arc<AtomicI64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -115,12 +117,14 @@ impl Locker {
         let serial = self.next_serial();
         let (resign_tx, resign_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
+        let leading = Arc::new(AtomicI64::new(0));
         registry.insert(
             name.to_string(),
             Entry {
                 serial,
                 resign: resign_tx,
                 done: done_rx,
+                leading: leading.clone(),
             },
         );
         let shared = self.shared.clone();
@@ -129,7 +133,7 @@ impl Locker {
             if let Some(mut previous) = previous {
                 let _ = previous.wait_for(|done| *done).await;
             }
-            Election::new(shared.clone(), serial, name.clone())
+            Election::new(shared.clone(), serial, name.clone(), leading)
                 .run(resign_rx)
                 .await;
             done_tx.send_replace(true);
@@ -139,6 +143,16 @@ impl Locker {
             }
         });
         Ok(serial)
+    }
+
+    /// Whether the election of `name` leads right now: it has not stepped down, and the lease of
+    /// its term is still this locker's lease with the deadline ahead. Read from the clock, so a
+    /// process resuming from a pause gets the truth before any event is delivered.
+    pub fn is_leading(&self, name: &str) -> bool {
+        let lease = lock(&self.shared.registry)
+            .get(name)
+            .map_or(0, |e| e.leading.load(Ordering::SeqCst));
+        lease != 0 && self.shared.session.is_valid(lease)
     }
 
     /// Asks the election of `name` to resign; `Event::Removed` follows once etcd confirmed.
@@ -298,7 +312,8 @@ mod tests {
         )
         .unwrap();
         let (_tx, rx) = watch::channel(false);
-        let fut = Election::new(locker.shared.clone(), 1, "n".into()).run(rx);
+        let leading = Arc::new(AtomicI64::new(0));
+        let fut = Election::new(locker.shared.clone(), 1, "n".into(), leading).run(rx);
         // Every registered name keeps one such task for its whole life: keep it small (request
         // futures are boxed while in flight).
         let size = std::mem::size_of_val(&fut);

@@ -192,10 +192,18 @@ impl Watcher {
                     }
                     if response.canceled() {
                         self.wake_all();
-                        break Some(Failure::Unavailable(format!(
-                            "watch canceled: {}",
-                            response.cancel_reason()
-                        )));
+                        let reason = response.cancel_reason();
+                        let message = format!("watch canceled: {reason}");
+                        // etcd cancels a watch it refuses (no user, no permission) with the
+                        // gRPC status in the reason text.
+                        let refused = ["InvalidArgument", "PermissionDenied", "Unauthenticated"]
+                            .iter()
+                            .any(|code| reason.contains(&format!("code = {code}")));
+                        break Some(if refused {
+                            Failure::Rejected(message)
+                        } else {
+                            Failure::Unavailable(message)
+                        });
                     }
                     if response.created() {
                         if next_revision == 0 {
