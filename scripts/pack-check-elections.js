@@ -1,0 +1,59 @@
+'use strict'
+// Run from scripts/pack-check.sh: elections with the installed package in the project given, once
+// through require() and once through import, against a throwaway etcd.
+const assert = require('node:assert')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+const { startEtcd } = require('../__test__/helpers/etcd')
+
+const project = process.argv[2]
+
+// Two lockers compete for one name; the leader removes itself and the other takes over.
+const election = (load) => `${load}
+const hosts = process.env.ETCD
+const a = locked(hosts, { ttl: 2, id: 'a' })
+const b = locked(hosts, { ttl: 2, id: 'b' })
+const timer = setTimeout(() => { console.error('timed out'); process.exit(1) }, 15000)
+const sa = a('job', () => {
+  const sb = b('job', async () => {
+    await Promise.all([a.close(), b.close()])
+    clearTimeout(timer)
+    console.log('handover ok')
+  })
+  sb.on('leader', (id) => { if (id === 'a') sa.remove() })
+})
+`
+
+async function main () {
+  const etcd = await startEtcd({ members: 1 })
+  try {
+    const env = { ...process.env, ETCD: etcd.endpoints.join(',') }
+    const resolved = spawnSync(process.execPath, ['-p', "require.resolve('locked') + ' ' + require.resolve('locked-linux-x64-gnu')"], { cwd: project, encoding: 'utf8' })
+    assert.strictEqual(resolved.status, 0, resolved.stderr)
+    for (const file of resolved.stdout.trim().split(' ')) {
+      assert.ok(file.startsWith(path.join(project, 'node_modules')), `${file} comes from the installed packages`)
+    }
+    const runs = [
+      ['require()', ['-e', election("const locked = require('locked')")]],
+      ['import', ['--input-type=module', '-e', election("import locked from 'locked'")]],
+      ['named import', ['--input-type=module', '-e', election("import { locked } from 'locked'")]]
+    ]
+    for (const [how, args] of runs) {
+      const r = spawnSync(process.execPath, args, { cwd: project, env, encoding: 'utf8', timeout: 30000 })
+      assert.strictEqual(r.status, 0, `${how}: exit ${r.status}\n${r.stdout}${r.stderr}`)
+      assert.match(r.stdout, /handover ok/, `${how}: ${r.stdout}${r.stderr}`)
+      console.log(`pack-check: election through ${how}: ok`)
+    }
+    const cli = spawnSync(path.join(project, 'node_modules', '.bin', 'locked'), ['--help'], { encoding: 'utf8' })
+    assert.strictEqual(cli.status, 0, cli.stderr)
+    assert.match(cli.stdout, /locked run/)
+    console.log('pack-check: the locked command is installed')
+  } finally {
+    await etcd.close()
+  }
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
