@@ -242,7 +242,7 @@ function locked (hosts, options) {
   const opts = normalizeOptions(options)
 
   const bySerial = new Map() // serial -> state of registrations not yet confirmed removed
-  const byName = new Map() // name -> Singleton, the registered ones
+  const byName = new Map() // name -> state of the registered singletons
   const observers = new Map() // serial -> observer state
   let closing = null // the close() promise once close was called
   let resolveClose
@@ -464,7 +464,7 @@ function locked (hosts, options) {
     state.removeFn = () => state.singleton.remove()
     state.serial = native.register(name)
     bySerial.set(state.serial, state)
-    byName.set(name, state.singleton)
+    byName.set(name, state)
     updateActive()
     return state.singleton
   }
@@ -522,15 +522,14 @@ function locked (hosts, options) {
   Object.defineProperties(locker, {
     id: { value: () => opts.id },
     singletons: {
-      value: () => Object.fromEntries(byName)
+      value: () => Object.fromEntries([...byName].map(([name, state]) => [name, state.singleton]))
     },
     observe: { value: observe },
     stats: {
       value: () => {
         const session = native.stats()
         const singletons = {}
-        for (const [name, singleton] of byName) {
-          const state = [...bySerial.values()].find((s) => s.singleton === singleton)
+        for (const [name, state] of byName) {
           singletons[name] = {
             state: state.leading ? 'leader' : state.lastStop && state.lastStop !== 'removed' ? 'stepped-down' : 'candidate',
             termsWon: state.termsWon,
