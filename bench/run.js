@@ -53,10 +53,11 @@ function parseArgs (argv) {
 }
 
 const ROOT = path.join(__dirname, '..')
-const ADDON_FILES = ['index.js', 'binding.js', 'locked.linux-x64-gnu.node']
+// What the published package holds (package.json "files"), plus the binary built here.
+const ADDON_FILES = [...require('../package.json').files.filter((f) => f.endsWith('.js')), 'locked.linux-x64-gnu.node']
 
 /**
- * Copies the addon (index.js, binding.js, the .node) into bench/.tmp, so that every host of
+ * Copies the package's JavaScript and the .node into bench/.tmp, so that every host of
  * this run loads the same build even if someone rebuilds the working tree meanwhile.
  */
 function snapshotAddon () {
