@@ -307,11 +307,20 @@ function locked (hosts, options) {
   }
 
   function makeTerm (state, token) {
-    const controller = new AbortController()
+    // Made on first use: most code never looks at the signal, and thousands of terms add up.
+    let controller = null
+    let ended = null
+    const signal = () => {
+      if (controller === null) {
+        controller = new AbortController()
+        if (ended) controller.abort(ended)
+      }
+      return controller.signal
+    }
     let endedAt = null
     const term = Object.freeze({
       token,
-      signal: controller.signal,
+      get signal () { return signal() },
       get validUntil () {
         if (endedAt !== null) return endedAt
         // Only while the native election still leads in this term; otherwise it is over.
@@ -322,9 +331,9 @@ function locked (hosts, options) {
       term,
       end (reason) {
         endedAt = performance.now()
-        const err = new LockedError(`leadership of ${JSON.stringify(state.singleton.name)} ended: ${reason}`, 'LEADERSHIP_ENDED')
-        err.reason = reason
-        controller.abort(err)
+        ended = new LockedError(`leadership of ${JSON.stringify(state.singleton.name)} ended: ${reason}`, 'LEADERSHIP_ENDED')
+        ended.reason = reason
+        if (controller !== null) controller.abort(ended)
       }
     }
   }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 use crate::cluster::Failure;
 use crate::events::{Event, LeaderInfo, StopReason, Throttle};
-use crate::locker::Shared;
+use crate::locker::{Control, Shared};
 use crate::session::LeaseState;
 use crate::wait::changed;
 
@@ -118,7 +118,7 @@ impl Election {
     }
 
     /// Campaigns until `resign` is set (then resigns) or the locker closes.
-    pub async fn run(mut self, mut resign: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut resign: watch::Receiver<Control>) {
         let shared = self.shared.clone();
         let mut closing = shared.closing.subscribe();
         let mut lease_state = shared.session.subscribe();
@@ -130,7 +130,7 @@ impl Election {
         // Campaign only once the watch is in place, so that no deletion can go unnoticed.
         tokio::select! {
             _ = shared.watcher.synced() => {}
-            _ = resign.wait_for(|r| *r) => {}
+            _ = resign.wait_for(|c| *c != Control::Running) => {}
             _ = closing.wait_for(|c| *c) => {}
         }
 
@@ -140,7 +140,7 @@ impl Election {
                 self.step_down(StopReason::Closed);
                 break;
             }
-            if *resign.borrow() {
+            if *resign.borrow() != Control::Running {
                 self.step_down(StopReason::Removed);
                 if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
                     self.emit(Event::Removed {

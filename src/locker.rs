@@ -41,10 +41,18 @@ pub struct Shared {
     observers: Mutex<HashMap<u32, watch::Sender<bool>>>,
 }
 
+/// Where a registration is in its life; one channel per registration, shared by the registry
+/// (which asks for the resign and waits for the end) and the election task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Running,
+    Resign,
+    Done,
+}
+
 struct Entry {
     serial: u32,
-    resign: watch::Sender<bool>,
-    done: watch::Receiver<bool>,
+    control: Arc<watch::Sender<Control>>,
     /// The lease of the term the election leads in, 0 while it does not lead.
     leading: Arc<AtomicI64>,
 }
@@ -110,20 +118,20 @@ impl Locker {
         }
         let mut registry = lock(&self.shared.registry);
         let previous = match registry.get(name) {
-            Some(entry) if !*entry.resign.borrow() => return Err(RegisterError::AlreadyRegistered),
-            Some(entry) => Some(entry.done.clone()),
+            Some(entry) if *entry.control.borrow() == Control::Running => {
+                return Err(RegisterError::AlreadyRegistered);
+            }
+            Some(entry) => Some(entry.control.subscribe()),
             None => None,
         };
         let serial = self.next_serial();
-        let (resign_tx, resign_rx) = watch::channel(false);
-        let (done_tx, done_rx) = watch::channel(false);
+        let control = Arc::new(watch::channel(Control::Running).0);
         let leading = Arc::new(AtomicI64::new(0));
         registry.insert(
             name.to_string(),
             Entry {
                 serial,
-                resign: resign_tx,
-                done: done_rx,
+                control: control.clone(),
                 leading: leading.clone(),
             },
         );
@@ -131,12 +139,12 @@ impl Locker {
         let name = name.to_string();
         self.runtime.spawn(async move {
             if let Some(mut previous) = previous {
-                let _ = previous.wait_for(|done| *done).await;
+                let _ = previous.wait_for(|c| *c == Control::Done).await;
             }
             Election::new(shared.clone(), serial, name.clone(), leading)
-                .run(resign_rx)
+                .run(control.subscribe())
                 .await;
-            done_tx.send_replace(true);
+            control.send_replace(Control::Done);
             let mut registry = lock(&shared.registry);
             if registry.get(&name).is_some_and(|e| e.serial == serial) {
                 registry.remove(&name);
@@ -159,8 +167,8 @@ impl Locker {
     pub fn remove(&self, name: &str) -> bool {
         let registry = lock(&self.shared.registry);
         match registry.get(name) {
-            Some(entry) if !*entry.resign.borrow() => {
-                entry.resign.send_replace(true);
+            Some(entry) if *entry.control.borrow() == Control::Running => {
+                entry.control.send_replace(Control::Resign);
                 true
             }
             _ => false,
@@ -220,10 +228,10 @@ impl Locker {
         true
     }
 
-    fn pending_elections(&self) -> Vec<watch::Receiver<bool>> {
+    fn pending_elections(&self) -> Vec<watch::Receiver<Control>> {
         lock(&self.shared.registry)
             .values()
-            .map(|e| e.done.clone())
+            .map(|e| e.control.subscribe())
             .collect()
     }
 
@@ -239,7 +247,7 @@ impl Locker {
         let background: Vec<_> = lock(&self.background).drain(..).collect();
         self.runtime.spawn(async move {
             for mut done in pending {
-                let _ = done.wait_for(|d| *d).await;
+                let _ = done.wait_for(|c| *c == Control::Done).await;
             }
             let result = shared.session.revoke().await;
             stop.send_replace(true);
@@ -311,7 +319,7 @@ mod tests {
             rt.handle().clone(),
         )
         .unwrap();
-        let (_tx, rx) = watch::channel(false);
+        let (_tx, rx) = watch::channel(Control::Running);
         let leading = Arc::new(AtomicI64::new(0));
         let fut = Election::new(locker.shared.clone(), 1, "n".into(), leading).run(rx);
         // Every registered name keeps one such task for its whole life: keep it small (request

@@ -21,20 +21,20 @@ use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink, Throttle};
 use crate::wait::changed;
 
-/// Counters of one name.
+/// Counters of one name, each made when first asked for (most names have no observer).
+#[derive(Default)]
 struct NameWatch {
     /// Moves when a key of the name is deleted.
-    deleted: watch::Sender<u64>,
+    deleted: Option<watch::Sender<u64>>,
     /// Moves when a key of the name is created, changed or deleted.
-    changed: watch::Sender<u64>,
+    changed: Option<watch::Sender<u64>>,
 }
 
 impl NameWatch {
-    fn new() -> NameWatch {
-        NameWatch {
-            deleted: watch::channel(0).0,
-            changed: watch::channel(0).0,
-        }
+    fn unused(&self) -> bool {
+        [&self.deleted, &self.changed]
+            .iter()
+            .all(|c| c.as_ref().is_none_or(|tx| tx.receiver_count() == 0))
     }
 }
 
@@ -65,24 +65,27 @@ impl Watcher {
     /// A counter that moves whenever a key of election `name` is deleted.
     pub fn deletions(&self, name: &str) -> watch::Receiver<u64> {
         let mut names = self.names();
-        let entry = names.entry(name.to_string()).or_insert_with(NameWatch::new);
-        entry.deleted.subscribe()
+        let entry = names.entry(name.to_string()).or_default();
+        entry
+            .deleted
+            .get_or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// A counter that moves whenever a key of election `name` is created, changed or deleted.
     pub fn changes(&self, name: &str) -> watch::Receiver<u64> {
         let mut names = self.names();
-        let entry = names.entry(name.to_string()).or_insert_with(NameWatch::new);
-        entry.changed.subscribe()
+        let entry = names.entry(name.to_string()).or_default();
+        entry
+            .changed
+            .get_or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Forgets `name` once nobody listens to it any more.
     pub fn release(&self, name: &str) {
         let mut names = self.names();
-        if names
-            .get(name)
-            .is_some_and(|n| n.deleted.receiver_count() == 0 && n.changed.receiver_count() == 0)
-        {
+        if names.get(name).is_some_and(NameWatch::unused) {
             names.remove(name);
         }
     }
@@ -106,17 +109,20 @@ impl Watcher {
             return;
         };
         if let Some(counters) = self.names().get(name) {
-            if deleted {
-                bump(&counters.deleted);
+            if let (true, Some(counter)) = (deleted, &counters.deleted) {
+                bump(counter);
             }
-            bump(&counters.changed);
+            if let Some(counter) = &counters.changed {
+                bump(counter);
+            }
         }
     }
 
     fn wake_all(&self) {
         for counters in self.names().values() {
-            bump(&counters.deleted);
-            bump(&counters.changed);
+            for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
+                bump(counter);
+            }
         }
     }
 
