@@ -1,0 +1,445 @@
+'use strict'
+// Chaos, scenario 7 of issue 3: a randomized soak. Several host processes compete for several
+// names on a 3-member etcd cluster, each host behind its own TCP proxies (one per member), while
+// random faults are injected for a bounded time (CHAOS_SOAK_MS, default 100 s), then everything
+// heals and stays quiet. Checked on the shared hrtime timeline:
+// - the invariant: no two hosts lead one name at the same instant. Two overlaps are not the
+//   library's to prevent and are checked differently: a host frozen by SIGSTOP (it must stop
+//   within PAUSE_PROMPT_MS of SIGCONT, and runs fn again only after a new start), and a leader
+//   whose lease or key an operator removed from outside (old leader and successor learn of it from
+//   the same etcd watch; the old one must stop within OUTSIDE_PROMPT_MS);
+// - fn runs only inside a term (after a start, before the stop);
+// - quiet: every name has exactly one leader within TTL + 2 s of the end of the last fault, and it
+//   holds the lowest key;
+// - after close() on every host: no key under the prefix and no lease left in etcd.
+// The seed is printed: CHAOS_SEED=<seed> replays the same sequence of decisions (timings differ).
+// Exact figures go to the diagnostics as '# metric {...}' lines, the fault log as '# fault' lines.
+
+const { describe, it, after } = require('node:test')
+const assert = require('node:assert')
+const crypto = require('node:crypto')
+const { startEtcd } = require('../helpers/etcd')
+const { startProxy } = require('../helpers/proxy')
+const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
+const { uniquePrefix, observe, seededRandom, metric } = require('../helpers/util')
+
+const SOAK_MS = Number(process.env.CHAOS_SOAK_MS || 100000)
+const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
+const TTL = 3
+const HOSTS = 4
+const NAMES = ['n0', 'n1', 'n2']
+const MAX_CONCURRENT_FAULTS = 2
+const PAUSE_PROMPT_MS = 500
+const OUTSIDE_PROMPT_MS = 1000
+
+let etcd
+const proxies = []
+
+after(async () => {
+  await killAll()
+  await Promise.all(proxies.map((p) => p.close()))
+  if (etcd) await etcd.close()
+})
+
+const S = (x) => x * 1000
+
+describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, () => {
+  it(`random faults for ${Math.round(SOAK_MS / 1000)} s, then quiet: one leader at a time, one leader per name, nothing left behind`, async (t) => {
+    t.diagnostic(`seed ${SEED} (replay: CHAOS_SEED=${SEED} npm run test:chaos)`)
+    process.stderr.write(`chaos soak: seed ${SEED}\n`)
+    const rnd = seededRandom(SEED)
+    etcd = await startEtcd({ members: 3 })
+    const prefix = uniquePrefix('soak')
+    const t0 = now()
+    const rel = (x) => `+${(ms(x - t0) / 1000).toFixed(2)}s`
+
+    // ---- hosts, each behind one proxy per member, talking first to member i % 3 -------------
+    const slots = []
+    const allHosts = []
+    function spawn (slot) {
+      slot.generation++
+      const h = spawnHost({ endpoints: slot.proxies.map((p) => p.endpoint), ttl: TTL, prefix, names: NAMES }, `H${slot.index}.${slot.generation}`)
+      slot.host = h
+      allHosts.push(h)
+      return h
+    }
+    for (let i = 0; i < HOSTS; i++) {
+      const ps = []
+      for (let k = 0; k < etcd.members.length; k++) {
+        const p = await startProxy(etcd.members[(i + k) % etcd.members.length].endpoint)
+        proxies.push(p)
+        ps.push(p)
+      }
+      const slot = { index: i, proxies: ps, host: null, generation: 0 }
+      slots.push(slot)
+      spawn(slot)
+    }
+    await Promise.all(slots.map((s) => s.host.ready))
+    for (const name of NAMES) {
+      await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => kvs.length === HOSTS, 15000, `every host a candidate for ${name}`)
+    }
+
+    // ---- faults -------------------------------------------------------------------------------
+    const faults = []
+    const busy = new Set() // 'etcd', 'slot<i>'
+    const between = (lo, hi) => Math.round(rnd.between(lo, hi))
+    const healthyMember = () => etcd.members.every((m) => m.running && !m.paused)
+
+    const allProxies = (slot, mode, direction) => { for (const p of slot.proxies) p.mode(mode, direction) }
+    // Whether host h leads name now, as far as its events tell.
+    const leads = (h, name) => {
+      for (let i = h.events.length - 1; i >= 0; i--) {
+        const e = h.events[i]
+        if (e.name === name && (e.ev === 'start' || e.ev === 'stop')) return e.ev === 'start'
+      }
+      return false
+    }
+    const KINDS = [
+      { kind: 'partition', weight: 3, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2.5), run: async (f, slot) => { allProxies(slot, 'blackhole'); await observe(f.duration); allProxies(slot, 'pass') } },
+      { kind: 'reset', weight: 2, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'reset'); await observe(f.duration); allProxies(slot, 'pass') } },
+      { kind: 'lost-answers', weight: 1, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'blackhole', 'down'); await observe(f.duration); allProxies(slot, 'pass') } },
+      {
+        kind: 'member-link',
+        weight: 2,
+        slot: true,
+        dur: () => between(S(TTL), S(TTL) * 3),
+        pick: () => rnd.int(0, etcd.members.length - 1),
+        run: async (f, slot) => {
+          const p = slot.proxies[f.choice]
+          f.detail = `to ${p.target}`
+          p.mode('blackhole')
+          await observe(f.duration)
+          p.mode('pass')
+        }
+      },
+      { kind: 'sigstop', weight: 4, slot: true, dur: () => between(S(TTL) * 0.3, S(TTL) * 2.5), run: async (f, slot) => { f.host = slot.host; slot.host.pause(); await observe(f.duration); slot.host.resume() } },
+      {
+        kind: 'sigkill',
+        weight: 2,
+        slot: true,
+        dur: () => between(0, 2000),
+        run: async (f, slot) => {
+          f.host = slot.host
+          slot.host.kill('SIGKILL')
+          await slot.host.exited
+          await observe(f.duration)
+          const h = spawn(slot)
+          f.detail = `respawned as ${h.label}`
+          await h.ready
+        }
+      },
+      {
+        kind: 'member-kill',
+        weight: 2,
+        etcd: true,
+        dur: () => between(2000, 6000),
+        pick: () => rnd.chance(0.5) ? 'raft-leader' : rnd.int(0, etcd.members.length - 1),
+        run: async (f) => {
+          const m = f.choice === 'raft-leader' ? await etcd.leader() : etcd.members[f.choice]
+          f.detail = `${m.name}${f.choice === 'raft-leader' ? ' (raft leader)' : ''}`
+          await m.kill()
+          await observe(f.duration)
+          await m.start()
+          await etcd.settled()
+        }
+      },
+      {
+        kind: 'member-pause',
+        weight: 1,
+        etcd: true,
+        dur: () => between(1000, 4000),
+        pick: () => rnd.chance(0.5) ? 'raft-leader' : rnd.int(0, etcd.members.length - 1),
+        run: async (f) => {
+          const m = f.choice === 'raft-leader' ? await etcd.leader() : etcd.members[f.choice]
+          f.detail = `${m.name}${f.choice === 'raft-leader' ? ' (raft leader)' : ''}`
+          m.pause()
+          await observe(f.duration)
+          m.resume()
+          await etcd.settled()
+        }
+      },
+      // An operator revokes a host's lease (every key of that host goes at once).
+      {
+        kind: 'revoke',
+        weight: 2,
+        etcd: true,
+        outside: true,
+        run: async (f, slot, kv) => {
+          f.host = slot.host
+          f.detail = `lease ${kv.leaseHex} of ${slot.host.label}`
+          // Keys bound to the revoked lease were created before this revision: after the revoke,
+          // a start of this host with such a token would be a start on a stale key.
+          f.revisionBefore = (await etcd.live()[0].status()).revision
+          f.begin = now()
+          await etcd.revoke(kv.leaseHex).catch((err) => { f.detail += ` (${err.message.split('\n')[0]})` })
+          f.done = now()
+          await observe(2000)
+        }
+      },
+      // An operator deletes one key: mostly the leader's.
+      {
+        kind: 'delete',
+        weight: 2,
+        etcd: true,
+        outside: true,
+        run: async (f, slot, kv) => {
+          f.host = slot.host
+          f.name = kv.key.slice(prefix.length + 1).split('/')[0]
+          f.detail = `${kv.key} of ${slot.host.label}${kv.lowest ? ' (leader)' : ''}`
+          f.staleToken = kv.createRevision
+          f.begin = now()
+          await etcd.del(kv.key)
+          f.done = now()
+          await observe(2000)
+        }
+      }
+    ]
+    const totalWeight = KINDS.reduce((s, k) => s + k.weight, 0)
+    function pickKind () {
+      let x = rnd() * totalWeight
+      for (const k of KINDS) {
+        x -= k.weight
+        if (x < 0) return k
+      }
+      return KINDS[KINDS.length - 1]
+    }
+
+    // Chooses the target of a fault and locks what it needs; null when that is busy.
+    async function target (spec) {
+      const choice = spec.pick ? spec.pick() : undefined
+      const duration = spec.dur ? spec.dur() : 0
+      const slotPick = rnd()
+      const keyPick = rnd()
+      const leaderKey = rnd.chance(0.7)
+      const leaderSlot = rnd.chance(0.75)
+      if (spec.etcd && (busy.has('etcd') || !healthyMember())) return null
+      if (spec.slot) {
+        // Mostly a host that leads something: that is where faults can hurt.
+        const leading = slots.filter((sl) => sl.host.alive && NAMES.some((n) => leads(sl.host, n)))
+        const pool = leaderSlot && leading.length ? leading : slots
+        const slot = pool[Math.floor(slotPick * pool.length)]
+        if (busy.has(`slot${slot.index}`) || !slot.host.alive) return null
+        busy.add(`slot${slot.index}`)
+        return { slot, choice, duration }
+      }
+      if (spec.outside) {
+        // A key (or lease) of a host that is under no other fault.
+        let kvs
+        try { kvs = await etcd.keys(`${prefix}/`) } catch { return null }
+        const byName = new Map()
+        for (const kv of kvs) {
+          const name = kv.key.slice(prefix.length + 1).split('/')[0]
+          if (!byName.has(name)) byName.set(name, [])
+          byName.get(name).push(kv)
+        }
+        const candidates = []
+        for (const list of byName.values()) list.forEach((kv, i) => candidates.push({ ...kv, lowest: i === 0 }))
+        const eligible = candidates
+          .map((kv) => ({ kv, slot: slots.find((s) => s.host.alive && s.host.id === kv.value) }))
+          .filter((c) => c.slot && !busy.has(`slot${c.slot.index}`) && !c.slot.host.paused)
+        if (eligible.length === 0) return null
+        const leaders = eligible.filter((c) => c.kv.lowest)
+        const pool = leaderKey && leaders.length ? leaders : eligible
+        const c = pool[Math.floor(keyPick * pool.length)]
+        busy.add('etcd')
+        busy.add(`slot${c.slot.index}`)
+        return { slot: c.slot, kv: c.kv, choice, duration }
+      }
+      busy.add('etcd')
+      return { choice, duration }
+    }
+
+    const running = new Set()
+    const soakStart = now()
+    const soakUntil = Date.now() + SOAK_MS
+    let iterations = 0
+    while (Date.now() < soakUntil && iterations < 5000) {
+      iterations++
+      await observe(rnd.int(200, 1500))
+      if (running.size >= MAX_CONCURRENT_FAULTS || Date.now() >= soakUntil) continue
+      const spec = pickKind()
+      const tg = await target(spec)
+      if (!tg) continue
+      const f = { id: faults.length, kind: spec.kind, begin: now(), end: null, duration: tg.duration, choice: tg.choice, slot: tg.slot ? tg.slot.index : null, detail: '' }
+      if (tg.slot && !spec.outside) f.leading = NAMES.filter((n) => leads(tg.slot.host, n))
+      faults.push(f)
+      const locks = [...(spec.etcd || spec.outside ? ['etcd'] : []), ...(tg.slot ? [`slot${tg.slot.index}`] : [])]
+      const p = spec.run(f, tg.slot, tg.kv)
+        .catch((err) => { f.error = err })
+        .finally(() => {
+          f.end = now()
+          for (const l of locks) busy.delete(l)
+          running.delete(p)
+        })
+      running.add(p)
+    }
+    await Promise.all([...running])
+
+    // ---- a last blow at the host that leads most, so the quiet phase measures a real recovery --
+    const FINAL = ['sigkill', 'sigkill', 'partition', 'sigstop']
+    const finalKind = FINAL[rnd.int(0, FINAL.length - 1)]
+    const finalDuration = finalKind === 'sigkill' ? between(0, 1000) : between(S(TTL) * 1.2, S(TTL) * 2)
+    const topSlot = slots.reduce((best, sl) => (NAMES.filter((n) => leads(sl.host, n)).length > NAMES.filter((n) => leads(best.host, n)).length ? sl : best), slots[0])
+    {
+      const spec = KINDS.find((k) => k.kind === finalKind)
+      const f = { id: faults.length, kind: finalKind, begin: now(), end: null, duration: finalDuration, slot: topSlot.index, detail: '', last: true, leading: NAMES.filter((n) => leads(topSlot.host, n)) }
+      faults.push(f)
+      await spec.run(f, topSlot).catch((err) => { f.error = err })
+      f.end = now()
+    }
+    const soakEnd = now()
+
+    // ---- nothing is left to heal (checked), then quiet ------------------------------------------
+    const leftovers = [
+      ...proxies.filter((p) => p.mode() !== 'pass').map((p) => `proxy to ${p.target} in ${p.mode()}`),
+      ...slots.filter((sl) => sl.host.paused || !sl.host.alive).map((sl) => `${sl.host.label} paused or dead`),
+      ...etcd.members.filter((m) => m.paused || !m.running).map((m) => `${m.name} paused or down`)
+    ]
+    assert.deepStrictEqual(leftovers, [], 'every fault healed itself')
+    const quietFrom = faults.reduce((x, f) => (f.end > x ? f.end : x), soakStart)
+    await etcd.settled()
+
+    const faultLog = faults.map((f) => `${rel(f.begin)}..${f.end ? rel(f.end) : '?'} ${f.kind}${f.slot !== null ? ` H${f.slot}` : ''}${f.last ? ' (last blow)' : ''} ${[f.leading && f.leading.length ? `leading ${f.leading.join(',')}` : '', f.detail].filter(Boolean).join(', ')}${f.duration ? ` (${f.duration} ms)` : ''}${f.error ? ` ERROR ${f.error.message}` : ''}`)
+    for (const line of faultLog) t.diagnostic(`fault ${line}`)
+    const counts = {}
+    for (const f of faults) counts[f.kind] = (counts[f.kind] || 0) + 1
+    t.diagnostic(`${faults.length} faults in ${(ms(soakEnd - soakStart) / 1000).toFixed(0)} s: ${JSON.stringify(counts)}; quiet from ${rel(quietFrom)}`)
+    const failedFaults = faults.filter((f) => f.error)
+    assert.deepStrictEqual(failedFaults.map((f) => `${f.kind}: ${f.error.message}`), [], 'every fault was injected and healed')
+    assert.ok(faults.length >= 10, `too few faults injected (${faults.length})`)
+
+    const window = (from, to) => (e) => NAMES.includes(e.name) && e.t >= from && e.t <= to
+    const around = (x, name) => formatTimeline(allHosts, (e) => (e.name === name || e.ev === 'exiting') && e.t >= x - 8_000_000_000n && e.t <= x + 4_000_000_000n, t0)
+    const faultsNear = (x) => faults.filter((f) => f.begin <= x + 2_000_000_000n && (f.end === null || f.end >= x - 12_000_000_000n)).map((f) => faultLog[f.id]).join('\n  ')
+
+    // Every name has exactly one leader TTL + 2 s after the last fault ended, at the lowest key.
+    const checkAt = quietFrom + BigInt(S(TTL + 2)) * 1_000_000n
+    await observe(Math.max(0, ms(checkAt - now())) + 500)
+    const toLeader = {}
+    for (const name of NAMES) {
+      const leading = leadershipTerms(allHosts, name).filter((x) => x.start <= checkAt && (x.end === null || x.end > checkAt))
+      assert.strictEqual(leading.length, 1, `${name}: ${leading.length} leaders ${TTL + 2} s after the last fault (seed ${SEED})\n${formatTimeline(allHosts, window(quietFrom - 10_000_000_000n, now()), t0)}\nfaults:\n  ${faultsNear(quietFrom)}`)
+      toLeader[name] = Math.max(0, ms(leading[0].start - quietFrom))
+      const kvs = await etcd.keys(`${prefix}/${name}/`)
+      assert.strictEqual(kvs[0].value, leading[0].host.id, `${name}: the leader holds the lowest key`)
+      assert.strictEqual(leading[0].token, kvs[0].createRevision, `${name}: the token is the lowest key's create revision`)
+    }
+    const last = faults[faults.length - 1]
+    const fromBlow = {}
+    for (const name of NAMES) {
+      const leading = leadershipTerms(allHosts, name).find((x) => x.start <= checkAt && (x.end === null || x.end > checkAt))
+      fromBlow[name] = Math.max(0, ms(leading.start - last.begin))
+    }
+    t.diagnostic(`quiet: leader of each name ${JSON.stringify(toLeader)} ms after the last fault ended, ${JSON.stringify(fromBlow)} ms after the last blow began`)
+    // And it stays so for a while: no start and no stop at all.
+    await observe(2000)
+    const settledAt = now()
+    const churn = allHosts.flatMap((h) => h.events.filter((e) => (e.ev === 'start' || e.ev === 'stop') && e.t > checkAt))
+    assert.deepStrictEqual(churn.map((e) => `${e.host} ${e.ev} ${e.name} ${e.reason || ''}`), [], `leadership changed in the quiet (seed ${SEED})`)
+
+    // ---- the invariant over the whole run -----------------------------------------------------
+    const pausesOf = (h) => h.pauses
+    const outsideOf = (h, name) => faults.filter((f) => (f.kind === 'revoke' || (f.kind === 'delete' && f.name === name)) && f.host === h && f.begin && f.done)
+    const excused = { paused: [], outside: [] }
+    const violations = []
+    for (const name of NAMES) {
+      for (const o of leadershipOverlaps(allHosts, name, { until: settledAt })) {
+        const first = o.first
+        const pause = pausesOf(first.host).find((p) => p.at > first.start && p.at <= o.from && p.resumedAt !== null &&
+          first.end !== null && first.end <= p.resumedAt + BigInt(PAUSE_PROMPT_MS) * 1_000_000n)
+        if (pause) { excused.paused.push({ ...o, name, afterResumeMs: ms(first.end - pause.resumedAt) }); continue }
+        // (The term may have begun while the operator's command was under way, before etcd applied it.)
+        const op = outsideOf(first.host, name).find((f) => first.start < f.done && f.begin <= o.from &&
+          first.end !== null && first.end <= f.done + BigInt(OUTSIDE_PROMPT_MS) * 1_000_000n)
+        if (op) { excused.outside.push({ ...o, name, kind: op.kind }); continue }
+        violations.push({ ...o, name })
+      }
+    }
+    const describeOverlap = (o) => `${o.name}: ${o.second.host.label} started at ${rel(o.from)} while ${o.first.host.label} led since ${rel(o.first.start)} (until ${o.first.end === null ? 'never stopped' : rel(o.first.end) + ' ' + (o.first.reason || o.first.endBy)}), overlap ${o.ms.toFixed(1)} ms`
+    assert.deepStrictEqual(violations.map(describeOverlap), [],
+      `two leaders at once (seed ${SEED})\n${violations.slice(0, 2).map((o) => `${describeOverlap(o)}\n${around(o.from, o.name)}\nfaults around:\n  ${faultsNear(o.from)}`).join('\n')}`)
+
+    // Never a start on a key an operator removed (pitfall 2): after a revoke, no start with a token
+    // from before it; after a delete, no start on the deleted key.
+    for (const f of faults.filter((x) => x.done && (x.kind === 'revoke' || x.kind === 'delete'))) {
+      const stale = f.host.events.filter((e) => e.ev === 'start' && e.t > f.done &&
+        (f.kind === 'revoke' ? e.token <= f.revisionBefore : e.name === f.name && e.token === f.staleToken))
+      assert.deepStrictEqual(stale.map((e) => `${e.host} start ${e.name} token ${e.token} at ${rel(e.t)}`), [], `start on a stale key after ${faultLog[f.id]} (seed ${SEED})`)
+    }
+
+    // A host frozen while leading, for longer than the TTL (so its deadline passed) or while another
+    // host started, stops at once when it continues.
+    const resumedStops = []
+    for (const h of allHosts) {
+      for (const p of h.pauses) {
+        if (p.resumedAt === null) continue
+        for (const name of NAMES) {
+          const term = leadershipTerms([h], name).find((x) => x.start < p.at && (x.end === null || x.end > p.at))
+          if (!term) continue
+          const othersStarted = allHosts.some((g) => g !== h && g.events.some((e) => e.ev === 'start' && e.name === name && e.t > p.at && e.t < p.resumedAt))
+          if (!othersStarted && ms(p.resumedAt - p.at) < S(TTL)) continue
+          const after = term.end === null ? Infinity : ms(term.end - p.resumedAt)
+          resumedStops.push(after)
+          assert.ok(after <= PAUSE_PROMPT_MS, `${h.label} frozen ${ms(p.resumedAt - p.at).toFixed(0)} ms while leading ${name}: stopped ${after.toFixed(1)} ms after SIGCONT (seed ${SEED})\n${around(p.resumedAt, name)}`)
+        }
+      }
+    }
+    // fn runs only inside a term of its host.
+    for (const h of allHosts) {
+      for (const name of NAMES) {
+        let inTerm = false
+        let fnInTerm = 0
+        for (const e of h.events) {
+          if (e.name !== name) continue
+          if (e.ev === 'start') { inTerm = true; fnInTerm = 0 } else if (e.ev === 'stop') inTerm = false
+          else if (e.ev === 'fn') {
+            fnInTerm++
+            assert.ok(inTerm && fnInTerm === 1, `${h.label} ran fn of ${name} outside a term (or twice in one) at ${rel(e.t)} (seed ${SEED})\n${formatTimeline([h], { name }, t0)}`)
+          }
+        }
+      }
+      const unexpected = h.exitInfo && h.killedAt === null
+      assert.ok(!unexpected, `${h.label} exited by itself: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
+      assert.deepStrictEqual(h.find((e) => e.ev === 'error' && e.scope === 'command').map((e) => e.message), [], `${h.label}: command errors`)
+    }
+
+    // ---- close everything: no key and no lease is left -----------------------------------------
+    const live = slots.map((s) => s.host)
+    const leasesBefore = await etcd.leases()
+    for (const h of live) h.send({ cmd: 'close' })
+    for (const h of live) {
+      const ev = await h.waitFor((e) => e.ev === 'closed' || (e.ev === 'error' && e.scope === 'command'), 15000, `${h.label} closed`)
+      assert.strictEqual(ev.ev, 'closed', `${h.label} close(): ${ev.message}`)
+    }
+    const keysLeft = await etcd.keys(`${prefix}/`)
+    const leasesLeft = await etcd.leases()
+    const ttls = await Promise.all(leasesLeft.map(async (l) => `${l}: ${await etcd.leaseTtl(l).catch(() => '?')} s left`))
+    assert.deepStrictEqual(keysLeft.map((kv) => kv.key), [], 'no key left under the prefix after close()')
+    assert.deepStrictEqual(leasesLeft, [], `no lease left after close() (before close: ${leasesBefore.join(', ')}; left: ${ttls.join(', ')})`)
+
+    // ---- figures ------------------------------------------------------------------------------
+    const terms = NAMES.reduce((n, name) => n + leadershipTerms(allHosts, name).length, 0)
+    const maxOf = (list, f) => list.reduce((m, x) => Math.max(m, f(x)), 0)
+    if (excused.paused.length) t.diagnostic(`frozen-host overlaps: ${excused.paused.map((o) => `${o.name} ${o.ms.toFixed(0)} ms (stop ${o.afterResumeMs.toFixed(1)} ms after SIGCONT)`).join('; ')}`)
+    if (excused.outside.length) t.diagnostic(`outside-removal overlaps: ${excused.outside.map((o) => `${o.name} ${o.kind} ${o.ms.toFixed(1)} ms`).join('; ')}`)
+    metric(t, '7-soak', {
+      seed: SEED,
+      soakMs: ms(soakEnd - soakStart),
+      faults: faults.length,
+      hostsSpawned: allHosts.length,
+      terms,
+      overlapMs: maxOf(violations, (o) => o.ms),
+      frozenOverlaps: excused.paused.length,
+      frozenOverlapMaxMs: maxOf(excused.paused, (o) => o.ms),
+      frozenLeaders: resumedStops.length,
+      resumedStopMaxMs: maxOf(resumedStops, (x) => x),
+      outsideOverlaps: excused.outside.length,
+      outsideOverlapMaxMs: maxOf(excused.outside, (o) => o.ms),
+      lastBlow: last.kind,
+      faultEndToLeaderMs: Math.max(...Object.values(toLeader)),
+      lastBlowToLeaderMs: Math.max(...Object.values(fromBlow)),
+      keysLeft: keysLeft.length,
+      leasesLeft: leasesLeft.length
+    })
+  })
+})
