@@ -107,6 +107,11 @@ declare namespace locked {
     singletons: Record<string, {
       state: 'leader' | 'candidate' | 'stepped-down'
       termsWon: number
+      /**
+       * For the last term this host took over from another host: ms from the deletion of the
+       * previous leader's key reaching this host to its election; null if it never took over.
+       */
+      lastTakeoverMs: number | null
       /** The fencing token of the current term, or null when not leading. */
       token: number | null
       /** The current leader's locker id, or null. */

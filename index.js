@@ -393,6 +393,7 @@ function locked (hosts, options) {
         if (!state || state.removing || closing) return
         state.leading = true
         state.termsWon++
+        if (ev.takeoverMs != null) state.lastTakeoverMs = ev.takeoverMs
         state.since = Date.now()
         state.term = makeTerm(state, ev.token)
         const term = state.term.term
@@ -462,6 +463,7 @@ function locked (hosts, options) {
       term: null,
       work: null,
       termsWon: 0,
+      lastTakeoverMs: null,
       since: Date.now(),
       lastStop: null,
       remove: () => removeSingleton(state),
@@ -542,6 +544,7 @@ function locked (hosts, options) {
           singletons[name] = {
             state: state.leading ? 'leader' : state.lastStop && state.lastStop !== 'removed' ? 'stepped-down' : 'candidate',
             termsWon: state.termsWon,
+            lastTakeoverMs: state.lastTakeoverMs,
             token: state.leading ? state.term.term.token : null,
             leader: state.leader,
             since: state.since,

@@ -126,6 +126,9 @@ impl Election {
         let mut held: Option<Held> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
+        // For the takeover time reported with `start`.
+        let mut waited_behind_other = false;
+        let mut woken_at: Option<std::time::Instant> = None;
 
         // Campaign only once the watch is in place, so that no deletion can go unnoticed.
         tokio::select! {
@@ -204,15 +207,23 @@ impl Election {
                             id: shared.id.clone(),
                             token,
                         }));
+                        // Waiting behind another host, then woken by a deletion: a takeover.
+                        let takeover = waited_behind_other
+                            .then_some(woken_at)
+                            .flatten()
+                            .map(|at| at.elapsed());
+                        waited_behind_other = false;
                         self.emit(Event::Start {
                             serial: self.serial,
                             token,
+                            takeover,
                         });
                     }
                 }
                 Ok(Standing::Waiting { revision, leader }) => {
                     backoff.reset();
                     errors.reset();
+                    waited_behind_other = leader.id != shared.id;
                     // A lower key can only appear ahead of a leader whose own key was replaced.
                     self.step_down(StopReason::KeyDeleted);
                     self.report_leader(Some(leader));
@@ -253,7 +264,10 @@ impl Election {
             // Nothing to do until a key of this name is deleted or the lease changes.
             loop {
                 tokio::select! {
-                    _ = changed(&mut wake) => break,
+                    _ = changed(&mut wake) => {
+                        woken_at = Some(std::time::Instant::now());
+                        break;
+                    }
                     _ = changed(&mut lease_state) => {
                         let now = *lease_state.borrow();
                         if self.needs_look(lease, now) {

@@ -41,10 +41,13 @@ pub struct LeaderInfo {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The singleton `serial` was elected; `token` is its key's create revision.
+    /// The singleton `serial` was elected; `token` is its key's create revision. `takeover` is
+    /// the time from this host's watch reporting the deletion that made it first to its election,
+    /// when it took over from another host.
     Start {
         serial: u32,
         token: i64,
+        takeover: Option<std::time::Duration>,
     },
     Stop {
         serial: u32,

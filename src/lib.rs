@@ -75,6 +75,8 @@ pub struct LockerEvent {
     /// The registration the event belongs to (absent for locker-wide events).
     pub serial: Option<u32>,
     pub token: Option<f64>,
+    /// For `start`: ms from the deletion reaching this host's watch to its election.
+    pub takeover_ms: Option<f64>,
     pub reason: Option<String>,
     /// For `leader` events: the leader's locker id; absent when nobody leads.
     pub leader: Option<String>,
@@ -88,16 +90,22 @@ impl From<Event> for LockerEvent {
             kind: String::new(),
             serial: None,
             token: None,
+            takeover_ms: None,
             reason: None,
             leader: None,
             code: None,
             message: None,
         };
         match event {
-            Event::Start { serial, token } => {
+            Event::Start {
+                serial,
+                token,
+                takeover,
+            } => {
                 out.kind = "start".into();
                 out.serial = Some(serial);
                 out.token = Some(token as f64);
+                out.takeover_ms = takeover.map(|d| d.as_secs_f64() * 1000.0);
             }
             Event::Stop { serial, reason } => {
                 out.kind = "stop".into();
