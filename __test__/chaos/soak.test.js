@@ -150,10 +150,13 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
         dur: () => between(1000, 4000),
         pick: () => rnd.chance(0.5) ? 'raft-leader' : rnd.int(0, etcd.members.length - 1),
         run: async (f) => {
-          const m = f.choice === 'raft-leader' ? await etcd.leader() : etcd.members[f.choice]
-          f.detail = `${m.name}${f.choice === 'raft-leader' ? ' (raft leader)' : ''}`
+          const raftLeader = await etcd.leader()
+          const m = f.choice === 'raft-leader' ? raftLeader : etcd.members[f.choice]
+          f.wasRaftLeader = m === raftLeader
+          f.detail = `${m.name}${f.wasRaftLeader ? ' (raft leader)' : ''}`
           m.pause()
           await observe(f.duration)
+          f.resumedAt = now()
           m.resume()
           await etcd.settled()
         }
@@ -340,18 +343,32 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     // ---- the invariant over the whole run -----------------------------------------------------
     const pausesOf = (h) => h.pauses
     const outsideOf = (h, name) => faults.filter((f) => (f.kind === 'revoke' || (f.kind === 'delete' && f.name === name)) && f.host === h && f.begin && f.done)
-    const excused = { paused: [], outside: [] }
+    const excused = { paused: [], outside: [], etcd: [] }
     const violations = []
+    const msN = (x) => BigInt(x) * 1_000_000n
     for (const name of NAMES) {
       for (const o of leadershipOverlaps(allHosts, name, { until: settledAt })) {
         const first = o.first
         const pause = pausesOf(first.host).find((p) => p.at > first.start && p.at <= o.from && p.resumedAt !== null &&
-          first.end !== null && first.end <= p.resumedAt + BigInt(PAUSE_PROMPT_MS) * 1_000_000n)
+          first.end !== null && first.end <= p.resumedAt + msN(PAUSE_PROMPT_MS))
         if (pause) { excused.paused.push({ ...o, name, afterResumeMs: ms(first.end - pause.resumedAt) }); continue }
         // (The term may have begun while the operator's command was under way, before etcd applied it.)
         const op = outsideOf(first.host, name).find((f) => first.start < f.done && f.begin <= o.from &&
-          first.end !== null && first.end <= f.done + BigInt(OUTSIDE_PROMPT_MS) * 1_000_000n)
+          first.end !== null && first.end <= f.done + msN(OUTSIDE_PROMPT_MS))
         if (op) { excused.outside.push({ ...o, name, kind: op.kind }); continue }
+        // etcd itself revoking a lease that was being renewed: a raft leader frozen for longer than
+        // the TTL proposes, when it continues, the revocation of every lease it still believes
+        // expired; being a follower by then, it forwards the proposal to the new leader, which
+        // commits it (etcd issues #12528 / #15247, fixed upstream by etcd PR #16822; the Debian
+        // etcd 3.4.23 used here predates it). To the hosts this is exactly an outside revoke: the
+        // successor starts within moments of the frozen member continuing, and the old leader learns
+        // that its key is gone from the same watch. Only that signature is accepted here.
+        const stale = faults.find((f) => f.kind === 'member-pause' && f.wasRaftLeader && f.resumedAt &&
+          f.resumedAt - f.begin > msN(S(TTL) - 1000) && o.from >= f.resumedAt && o.from <= f.resumedAt + msN(3000))
+        if (stale && first.end !== null && ['key-deleted', 'lease-lost'].includes(first.reason) && first.end <= o.from + msN(OUTSIDE_PROMPT_MS)) {
+          excused.etcd.push({ ...o, name, afterResumeMs: ms(o.from - stale.resumedAt) })
+          continue
+        }
         violations.push({ ...o, name })
       }
     }
@@ -421,6 +438,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     const terms = NAMES.reduce((n, name) => n + leadershipTerms(allHosts, name).length, 0)
     const maxOf = (list, f) => list.reduce((m, x) => Math.max(m, f(x)), 0)
     if (excused.paused.length) t.diagnostic(`frozen-host overlaps: ${excused.paused.map((o) => `${o.name} ${o.ms.toFixed(0)} ms (stop ${o.afterResumeMs.toFixed(1)} ms after SIGCONT)`).join('; ')}`)
+    if (excused.etcd.length) t.diagnostic(`leases revoked by a frozen etcd raft leader after it continued (etcd issue 12528): ${excused.etcd.map((o) => `${o.name} ${o.first.host.label}->${o.second.host.label} overlap ${o.ms.toFixed(1)} ms (successor ${o.afterResumeMs.toFixed(0)} ms after SIGCONT of the member)`).join('; ')}`)
     if (excused.outside.length) t.diagnostic(`outside-removal overlaps: ${excused.outside.map((o) => `${o.name} ${o.kind} ${o.ms.toFixed(1)} ms`).join('; ')}`)
     metric(t, '7-soak', {
       seed: SEED,
@@ -435,6 +453,8 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
       resumedStopMaxMs: maxOf(resumedStops, (x) => x),
       outsideOverlaps: excused.outside.length,
       outsideOverlapMaxMs: maxOf(excused.outside, (o) => o.ms),
+      etcdRevokeOverlaps: excused.etcd.length,
+      etcdRevokeOverlapMaxMs: maxOf(excused.etcd, (o) => o.ms),
       lastBlow: last.kind,
       faultEndToLeaderMs: Math.max(...Object.values(toLeader)),
       lastBlowToLeaderMs: Math.max(...Object.values(fromBlow)),
