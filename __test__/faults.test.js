@@ -33,17 +33,24 @@ async function proxy () {
 
 const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
 
+// A leads 'job' (through `aEndpoints`), and B waits behind it with its key in etcd.
+async function leaderAndFollower (ttl, prefix, aEndpoints = etcd.endpoints) {
+  const a = spawnHost({ endpoints: aEndpoints, ttl, prefix, names: ['job'] }, 'A')
+  await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+  const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
+  await b.ready
+  await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
+  return [a, b]
+}
+
+
 describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   for (const mode of ['blackhole', 'reset']) {
     it(`pitfall 4: a leader cut off from etcd (${mode}) stops before anyone else starts`, async (t) => {
       const ttl = 2
       const prefix = uniquePrefix(`p4${mode}`)
       const p = await proxy()
-      const a = spawnHost({ endpoints: [p.endpoint], ttl, prefix, names: ['job'] }, 'A')
-      await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-      const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
-      await b.ready
-      await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
+      const [a, b] = await leaderAndFollower(ttl, prefix, [p.endpoint])
       const cut = now()
       p.mode(mode)
       const stop = await a.waitFor({ ev: 'stop', name: 'job' }, ttl * 1000 + 1000, 'A stops at its deadline')
@@ -64,11 +71,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   it('pitfall 5: a leader paused longer than the TTL stops as soon as it resumes', async (t) => {
     const ttl = 2
     const prefix = uniquePrefix('p5')
-    const a = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'A')
-    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-    const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
-    await b.ready
-    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
+    const [a, b] = await leaderAndFollower(ttl, prefix)
     const paused = now()
     a.kill('SIGSTOP')
     let resumed
@@ -95,11 +98,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
       const ttl = 10
       const prefix = uniquePrefix(`p6${mode}`)
       const p = await proxy()
-      const a = spawnHost({ endpoints: [p.endpoint], ttl, prefix, names: ['job'] }, 'A')
-      await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-      const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
-      await b.ready
-      await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
+      const [a, b] = await leaderAndFollower(ttl, prefix, [p.endpoint])
       p.mode(mode)
       const stop = await a.request({ cmd: 'remove', name: 'job' }, { ev: 'stop', name: 'job' }, 1000, 'A stop on remove()')
       assert.strictEqual(stop.reason, 'removed')
@@ -121,11 +120,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   it('pitfall 10: etcd down for longer than the TTL; when it is back exactly one host starts, without user action', async (t) => {
     const ttl = 2
     const prefix = uniquePrefix('p10')
-    const a = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'A')
-    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-    const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
-    await b.ready
-    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
+    const [a, b] = await leaderAndFollower(ttl, prefix)
     const member = etcd.members[0]
     const down = now()
     await member.stop()
