@@ -9,7 +9,7 @@ const locked = require('./index.js')
 
 const USAGE = `Usage:
   locked run --hosts HOSTS --name NAME [options] -- COMMAND [ARGS...]
-  locked status --hosts HOSTS --name NAME [--prefix PREFIX]
+  locked status --hosts HOSTS --name NAME [--prefix PREFIX] [--json]
 
 run: campaign for NAME; while this host leads, run COMMAND (stdio inherited, with LOCKED_TOKEN set to
 the fencing token and LOCKED_NAME to NAME). On losing leadership the command gets SIGTERM, then
@@ -18,7 +18,8 @@ with it (Linux, via setpriv's parent-death signal). When the command exits by it
 with --restart keep campaigning and run it again when elected. SIGTERM/SIGINT stop the command,
 resign and exit.
 
-status: print the current leader of NAME and its fencing token.
+status: print the current leader of NAME, since when it leads (by its own clock), and its fencing
+token. Exits 0 (also when nobody leads), or 1 when etcd does not answer.
 
 Options:
   --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required)
@@ -28,6 +29,7 @@ Options:
   --prefix PREFIX   key prefix in etcd (default locked)
   --id ID           this host's id (default hostname:pid)
   --restart         run the command again each time this host is elected
+  --json            status: print one JSON object {name, leader, token, since} (null when unknown)
   -h, --help        show this help
 `
 
@@ -57,6 +59,10 @@ function parseArgs (argv) {
     if (arg === '-h' || arg === '--help') return { help: true }
     if (arg === '--restart' && command === 'run') {
       opts.restart = true
+      continue
+    }
+    if (arg === '--json' && command === 'status') {
+      opts.json = true
       continue
     }
     const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
@@ -166,26 +172,45 @@ async function run (opts) {
   register()
 }
 
+function formatAge (ms) {
+  const s = Math.max(0, Math.floor(ms / 1000))
+  const parts = [[Math.floor(s / 86400), 'd'], [Math.floor(s / 3600) % 24, 'h'], [Math.floor(s / 60) % 60, 'm'], [s % 60, 's']]
+  const first = parts.findIndex(([n]) => n > 0)
+  return first === -1 ? '0s' : parts.slice(first, first + 2).map(([n, unit]) => `${n}${unit}`).join(' ')
+}
+
 async function status (opts) {
   const locker = locked(opts.hosts, { prefix: opts.prefix })
-  const observer = locker.observe(opts.name)
-  let lastError = null
-  observer.on('error', (err) => { lastError = err })
   const timer = setTimeout(async () => {
-    log(`no answer from etcd${lastError ? `: ${lastError.message}` : ''}`)
+    log('no answer from etcd')
     await locker.close().catch(() => {})
     process.exit(1)
   }, 10000)
-  observer.once('leader', async (leader, token) => {
-    clearTimeout(timer)
-    if (leader === null) {
+  let code = 0
+  try {
+    const term = await locker.term(opts.name)
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({
+        name: opts.name,
+        leader: term?.leader ?? null,
+        token: term?.token ?? null,
+        since: term?.since?.toISOString() ?? null
+      }) + '\n')
+    } else if (term === null) {
       process.stdout.write(`${opts.name}: no leader\n`)
     } else {
-      process.stdout.write(`${opts.name}: led by ${leader} (token ${token})\n`)
+      const since = term.since === null
+        ? 'since an unknown time (the election time is not published yet)'
+        : `since ${term.since.toISOString()} (${formatAge(Date.now() - term.since.getTime())} ago)`
+      process.stdout.write(`${opts.name}: led by ${term.leader} ${since}, token ${term.token}\n`)
     }
-    await locker.close().catch(() => {})
-    process.exit(0)
-  })
+  } catch (err) {
+    log(`no answer from etcd: ${err.message}`)
+    code = 1
+  }
+  clearTimeout(timer)
+  await locker.close().catch(() => {})
+  process.exit(code)
 }
 
 function main () {

@@ -38,6 +38,19 @@ declare namespace locked {
     readonly validUntil: number
   }
 
+  /** The current term of an election, as `locker.term(name)` reads it from etcd. */
+  interface TermInfo {
+    /** The locker id of the leader. */
+    leader: string
+    /** The leader's fencing token (its key's create revision). */
+    token: number
+    /**
+     * When the leader was elected, by the leader's clock; null for a moment after an election
+     * (until the leader has published it), or when the leader cannot write it.
+     */
+    since: Date | null
+  }
+
   /** Why a leader stopped leading. */
   type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed'
 
@@ -188,6 +201,11 @@ declare namespace locked {
     stats (): Stats
     /** Follows the leader of `name` without campaigning. */
     observe (name: string): Observer
+    /**
+     * Reads who leads `name` now, with its fencing token and the time it was elected; null when
+     * nobody leads. Works for any name, also one this locker does not campaign for.
+     */
+    term (name: string): Promise<TermInfo | null>
     /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */
     close (): Promise<void>
 

@@ -244,6 +244,7 @@ function locked (hosts, options) {
   const bySerial = new Map() // serial -> state of registrations not yet confirmed removed
   const byName = new Map() // name -> state of the registered singletons
   const observers = new Map() // serial -> observer state
+  const queries = new Map() // serial -> { resolve, reject } of term() reads in flight
   let closing = null // the close() promise once close was called
   let resolveClose
   let active = false
@@ -259,7 +260,7 @@ function locked (hosts, options) {
   openLockers.add(native)
 
   function updateActive () {
-    const want = bySerial.size > 0 || (closing !== null && resolveClose !== undefined)
+    const want = bySerial.size > 0 || queries.size > 0 || (closing !== null && resolveClose !== undefined)
     if (want !== active) {
       active = want
       native.setActive(want)
@@ -373,6 +374,19 @@ function locked (hosts, options) {
     }
     if (ev.kind === 'renewed') {
       locker.emit('renewed')
+      return
+    }
+    const query = ev.serial == null ? undefined : queries.get(ev.serial)
+    if (query) {
+      queries.delete(ev.serial)
+      updateActive()
+      if (ev.kind === 'term') {
+        query.resolve(ev.leader == null
+          ? null
+          : { leader: ev.leader, token: ev.token, since: ev.sinceMs == null ? null : new Date(ev.sinceMs) })
+      } else {
+        query.reject(new LockedError(`term(${JSON.stringify(query.name)}): ${ev.message}`, ev.code))
+      }
       return
     }
     const observer = ev.serial == null ? undefined : observers.get(ev.serial)
@@ -516,6 +530,21 @@ function locked (hosts, options) {
     return state.emitter
   }
 
+  // Who leads `name`, with which token, since when: one read from etcd.
+  function term (name) {
+    if (typeof name !== 'string') {
+      throw typeError(`locker.term(name): name must be a string, got ${describe(name)}`)
+    }
+    if (name === '' || name.includes('/')) {
+      throw rangeError(`locker.term(name): name must be a non-empty string without '/', got ${JSON.stringify(name)}`)
+    }
+    if (closing) return Promise.reject(new LockedError('locker is closed', 'LOCKER_CLOSED'))
+    return new Promise((resolve, reject) => {
+      queries.set(native.term(name), { name, resolve, reject })
+      updateActive()
+    })
+  }
+
   const locker = function locker (name, fn) {
     // locked@2.x: locker({ id, path, value, ttl }) makes a value-consensus node.
     if (name !== null && typeof name === 'object') return createNode(locked, endpoints, opts, name)
@@ -536,6 +565,7 @@ function locked (hosts, options) {
       value: () => Object.fromEntries([...byName].map(([name, state]) => [name, state.singleton]))
     },
     observe: { value: observe },
+    term: { value: term },
     stats: {
       value: () => {
         const session = native.stats()

@@ -47,7 +47,7 @@ class Runner {
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl)
           buf = buf.slice(nl + 1)
-          this.lines.push({ line, t: process.hrtime.bigint() })
+          this.lines.push({ line, t: process.hrtime.bigint(), wall: Date.now() })
           this.waiters = this.waiters.filter((w) => !w.check())
         }
       })
@@ -78,6 +78,12 @@ function runArgs (prefix, extra = []) {
   return ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', String(TTL), '--grace', '2s', ...extra, '--', ...COMMAND]
 }
 
+function status (prefix, extra = []) {
+  const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix, ...extra], { encoding: 'utf8', timeout: 15000 })
+  assert.strictEqual(r.status, 0, r.stderr)
+  return r
+}
+
 function pidAlive (pid) {
   try { process.kill(pid, 0); return true } catch { return false }
 }
@@ -85,17 +91,31 @@ function pidAlive (pid) {
 describe('locked run', { timeout: 60000 }, () => {
   it('two runners on one name: exactly one command runs; status shows its leader', async () => {
     const prefix = uniquePrefix('cli1')
+    const spawnedA = Date.now()
     const a = new Runner('A', runArgs(prefix, ['--id', 'host-a']))
-    await a.waitLine(/^child-start/, 10000, 'A child start')
+    const startA = await a.waitLine(/^child-start/, 10000, 'A child start')
     const b = new Runner('B', runArgs(prefix, ['--id', 'host-b']))
     await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
-    const status = spawnSync(process.execPath, [CLI, 'status', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix], { encoding: 'utf8', timeout: 15000 })
-    assert.strictEqual(status.status, 0, status.stderr)
-    assert.match(status.stdout, /^nightly: led by host-a \(token \d+\)\n$/)
+    const tokenA = Number(startA.line.split(' ')[2])
+    // The leader publishes its election time right after its election: wait for it (bounded).
+    let info
+    for (const deadline = Date.now() + 5000; ;) {
+      info = JSON.parse(status(prefix, ['--json']).stdout)
+      if (info.since !== null || Date.now() > deadline) break
+    }
+    assert.deepStrictEqual(Object.keys(info), ['name', 'leader', 'token', 'since'])
+    assert.strictEqual(info.name, 'nightly')
+    assert.strictEqual(info.leader, 'host-a')
+    assert.strictEqual(info.token, tokenA, 'the token the command got in LOCKED_TOKEN')
+    const since = Date.parse(info.since)
+    assert.ok(since >= spawnedA && since <= startA.wall, `elected ${info.since}: after the runner started, before its command did`)
+    const text = status(prefix).stdout
+    assert.match(text, new RegExp(`^nightly: led by host-a since ${info.since.replace(/[.]/g, '[.]')} \\(\\d+s ago\\), token ${tokenA}\n$`))
     assert.ok(!b.has(/^child-start/), 'the second runner did not start its command')
 
     // SIGTERM to the leader: its command gets SIGTERM, it resigns, the other starts at once.
     const sent = process.hrtime.bigint()
+    const sentWall = Date.now()
     a.proc.kill('SIGTERM')
     await a.waitLine(/^child-term/, 5000, 'A child got SIGTERM')
     const started = await b.waitLine(/^child-start/, 5000, 'B child start')
@@ -103,6 +123,17 @@ describe('locked run', { timeout: 60000 }, () => {
     assert.ok(handover < TTL * 1000, `handover at once, not after the TTL (${handover.toFixed(0)} ms)`)
     const { code } = await a.exited
     assert.strictEqual(code, 143, 'exits with 128 + SIGTERM')
+    // status follows the handover: B, its token, and B's election time (never A's).
+    const tokenB = Number(started.line.split(' ')[2])
+    for (const deadline = Date.now() + 5000; ;) {
+      info = JSON.parse(status(prefix, ['--json']).stdout)
+      assert.ok(info.token === tokenB || info.token === tokenA, JSON.stringify(info))
+      if (info.token === tokenB) assert.ok(info.since === null || Date.parse(info.since) >= sentWall, `B's term shows ${info.since}`)
+      if ((info.token === tokenB && info.since !== null) || Date.now() > deadline) break
+    }
+    assert.strictEqual(info.leader, 'host-b')
+    assert.strictEqual(info.token, tokenB)
+    assert.ok(Date.parse(info.since) >= sentWall && Date.parse(info.since) <= started.wall, `B elected ${info.since}`)
     b.proc.kill('SIGTERM')
     await b.exited
   })
@@ -145,7 +176,7 @@ describe('locked run', { timeout: 60000 }, () => {
     }
     const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
     assert.strictEqual(help.status, 0)
-    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart']) {
+    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--json']) {
       assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`)
     }
   })

@@ -7,7 +7,7 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { performance } = require('node:perf_hooks')
 const locked = require('..')
-const { startEtcd } = require('./helpers/etcd')
+const { startEtcd, freePorts } = require('./helpers/etcd')
 const { startProxy } = require('./helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
 const { uniquePrefix, nextEvent, within, observe } = require('./helpers/util')
@@ -485,6 +485,78 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     assert.strictEqual(id, d.id)
     o2.close()
     await watcher.close()
+  })
+
+  it('locker.term(name): who leads since when, read by any locker; a successor never shows its predecessor\'s time', async () => {
+    const prefix = uniquePrefix('term')
+    const reader = open(etcd.endpoints, { ttl: TTL, prefix })
+    assert.throws(() => reader.term(5), TypeError)
+    assert.throws(() => reader.term(''), RangeError)
+    assert.throws(() => reader.term('a/b'), RangeError)
+    assert.strictEqual(await reader.term('job'), null, 'nobody leads yet')
+    const a = open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
+    const b = open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
+    const published = (token) => until(async () => {
+      const info = await reader.term('job')
+      return info && info.token === token && info.since !== null && info
+    }, 5000, `the election time of token ${token}`)
+
+    const beforeA = Date.now()
+    const sa = a('job', () => {})
+    const [termA] = await nextEvent(sa, 'start', 5000, 'A start')
+    const afterA = Date.now()
+    const infoA = await published(termA.token)
+    assert.strictEqual(infoA.leader, 'host-a')
+    assert.ok(infoA.since instanceof Date)
+    assert.ok(infoA.since.getTime() >= beforeA && infoA.since.getTime() <= afterA,
+      `A's election time ${infoA.since.getTime()} lies between register (${beforeA}) and start (${afterA})`)
+
+    // A waiting candidate changes nothing.
+    const sb = b('job', () => {})
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
+    assert.deepStrictEqual(await reader.term('job'), infoA)
+
+    const beforeB = Date.now()
+    const bStarted = nextEvent(sb, 'start', 5000, 'B start')
+    await sa.remove()
+    const [termB] = await bStarted
+    const afterB = Date.now()
+    assert.ok(termB.token > termA.token)
+    // Right after the handover the new leader's time may not be written yet: then it is unknown,
+    // never A's.
+    const early = await reader.term('job')
+    assert.strictEqual(early.leader, 'host-b')
+    assert.strictEqual(early.token, termB.token)
+    assert.ok(early.since === null || early.since.getTime() >= beforeB, `not A's time: ${early.since?.getTime()}`)
+    const infoB = await published(termB.token)
+    assert.strictEqual(infoB.leader, 'host-b')
+    assert.ok(infoB.since.getTime() >= beforeB && infoB.since.getTime() <= afterB,
+      `B's election time ${infoB.since.getTime()} lies between the remove (${beforeB}) and B's start (${afterB})`)
+    // The record is bound to the leader's lease, so it cannot outlive the leader's session.
+    const kvs = await etcd.keys(`${prefix}/`)
+    const record = kvs.find((kv) => kv.key === `${prefix}/job`)
+    const bKey = kvs.find((kv) => kv.value === 'host-b')
+    assert.ok(record && bKey, JSON.stringify(kvs))
+    assert.strictEqual(record.leaseHex, bKey.leaseHex, 'the record is bound to the leader\'s lease')
+    // A record of an earlier term (as an outside write puts it back here) is not B's time.
+    await etcd.etcdctl(['put', `${prefix}/job`, `${termA.token} ${infoA.since.getTime()}`])
+    assert.deepStrictEqual(await reader.term('job'), { leader: 'host-b', token: termB.token, since: null })
+    await etcd.del(`${prefix}/job`)
+
+    // The last candidate leaves: nobody leads, and its resign took the record with it.
+    await sb.remove()
+    assert.strictEqual(await reader.term('job'), null)
+    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no record left behind')
+
+    await reader.close()
+    await assert.rejects(reader.term('job'), { code: 'LOCKER_CLOSED' })
+  })
+
+  it('locker.term(name) on an unreachable etcd rejects with ETCD_UNAVAILABLE', async () => {
+    const [port] = await freePorts(1)
+    const l = open([`127.0.0.1:${port}`], { ttl: TTL })
+    await assert.rejects(within(l.term('job'), 15000, 'term() settles'), { code: 'ETCD_UNAVAILABLE' })
+    await l.close()
   })
 
   it('pitfall 9: observers and candidates resume after a watch outage and a compaction, with the right leader', async (t) => {

@@ -24,6 +24,7 @@ use crate::cluster::Failure;
 use crate::events::{Event, LeaderInfo, StopReason, Throttle};
 use crate::locker::{Control, Shared};
 use crate::session::LeaseState;
+use crate::term;
 use crate::wait::changed;
 
 /// Where a candidate stands, as of one consistent read.
@@ -50,6 +51,8 @@ pub struct Election {
     name: String,
     /// `<prefix>/<name>/`
     prefix: String,
+    /// `<prefix>/<name>`: where a leader publishes when it was elected.
+    record: String,
     leading: bool,
     /// Shared with the binding for synchronous checks: the lease of our term, 0 when not leading.
     leading_lease: Arc<AtomicI64>,
@@ -64,12 +67,14 @@ impl Election {
         name: String,
         leading_lease: Arc<AtomicI64>,
     ) -> Election {
-        let prefix = format!("{}/{}/", shared.prefix, name);
+        let record = term::record_key(&shared.prefix, &name);
+        let prefix = format!("{record}/");
         Election {
             shared,
             serial,
             name,
             prefix,
+            record,
             leading: false,
             leading_lease,
             reported_leader: None,
@@ -129,6 +134,11 @@ impl Election {
         // For the takeover time reported with `start`.
         let mut waited_behind_other = false;
         let mut woken_at: Option<std::time::Instant> = None;
+        // The term record not yet written: (token, election time). A failed write is retried
+        // from `publish_retry` on.
+        let mut unpublished: Option<(i64, i64)> = None;
+        let mut publish_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut publish_retry: Option<tokio::time::Instant> = None;
 
         // Campaign only once the watch is in place, so that no deletion can go unnoticed.
         tokio::select! {
@@ -213,6 +223,9 @@ impl Election {
                             .flatten()
                             .map(|at| at.elapsed());
                         waited_behind_other = false;
+                        unpublished = Some((token, term::now_ms()));
+                        publish_backoff.reset();
+                        publish_retry = None;
                         self.emit(Event::Start {
                             serial: self.serial,
                             token,
@@ -261,9 +274,55 @@ impl Election {
                 }
             }
 
+            if !self.leading {
+                unpublished = None;
+            }
+            let due = publish_retry.is_none_or(|at| at <= tokio::time::Instant::now());
+            if let (Some((token, since_ms)), true) = (unpublished, due) {
+                // After `start`: publishing is for readers and never delays the takeover.
+                let txn = term::publish(&self.record, &self.key(lease), token, lease, since_ms);
+                let write = Box::pin(self.shared.batcher.txn(txn));
+                let result = tokio::select! {
+                    r = write => r,
+                    _ = changed(&mut lease_state) => continue,
+                    _ = changed(&mut resign) => continue,
+                    _ = changed(&mut closing) => continue,
+                };
+                match result {
+                    // Also when the guard failed: our key is gone, and the watch says so.
+                    Ok(_) => {
+                        unpublished = None;
+                        self.shared
+                            .events
+                            .log(|| format!("{}: published term {token}", self.name));
+                    }
+                    Err(Failure::Unavailable(reason)) => {
+                        publish_retry =
+                            Some(tokio::time::Instant::now() + publish_backoff.next_delay());
+                        self.shared.events.log(|| {
+                            format!("{}: term record not written, retrying: {reason}", self.name)
+                        });
+                    }
+                    // Refused, or the lease is gone (the next round sees that): readers go
+                    // without the time of this term.
+                    Err(failure) => {
+                        unpublished = None;
+                        self.shared.events.log(|| {
+                            format!(
+                                "{}: term record not written: {}",
+                                self.name,
+                                failure.message()
+                            )
+                        });
+                    }
+                }
+            }
+            let retry_at = publish_retry.filter(|_| unpublished.is_some());
+
             // Nothing to do until a key of this name is deleted or the lease changes.
             loop {
                 tokio::select! {
+                    _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => break,
                     _ = changed(&mut wake) => {
                         woken_at = Some(std::time::Instant::now());
                         break;
@@ -355,9 +414,10 @@ impl Election {
             // exists under this lease is ours to delete.
             _ => Compare::lease(key.clone(), CompareOp::Equal, lease),
         };
-        let txn = Txn::new()
-            .when([guard])
-            .and_then([TxnOp::delete(key, None)]);
+        let txn = Txn::new().when([guard]).and_then([
+            TxnOp::delete(key, None),
+            term::withdraw(&self.record, lease),
+        ]);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
         loop {

@@ -58,6 +58,11 @@ pub enum Event {
         serial: u32,
         leader: Option<LeaderInfo>,
     },
+    /// The answer to a query of who leads, and since when (`None`: nobody leads).
+    Term {
+        serial: u32,
+        term: Option<crate::term::Term>,
+    },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
         serial: u32,

@@ -8,6 +8,7 @@ mod events;
 mod locker;
 mod observer;
 mod session;
+mod term;
 mod wait;
 mod watcher;
 
@@ -78,8 +79,10 @@ pub struct LockerEvent {
     /// For `start`: ms from the deletion reaching this host's watch to its election.
     pub takeover_ms: Option<f64>,
     pub reason: Option<String>,
-    /// For `leader` events: the leader's locker id; absent when nobody leads.
+    /// For `leader` and `term` events: the leader's locker id; absent when nobody leads.
     pub leader: Option<String>,
+    /// For `term` events: when the leader was elected (ms since the Unix epoch), if published.
+    pub since_ms: Option<f64>,
     pub code: Option<String>,
     pub message: Option<String>,
 }
@@ -93,6 +96,7 @@ impl From<Event> for LockerEvent {
             takeover_ms: None,
             reason: None,
             leader: None,
+            since_ms: None,
             code: None,
             message: None,
         };
@@ -118,6 +122,15 @@ impl From<Event> for LockerEvent {
                 if let Some(leader) = leader {
                     out.leader = Some(leader.id);
                     out.token = Some(leader.token as f64);
+                }
+            }
+            Event::Term { serial, term } => {
+                out.kind = "term".into();
+                out.serial = Some(serial);
+                if let Some(term) = term {
+                    out.leader = Some(term.leader.id);
+                    out.token = Some(term.leader.token as f64);
+                    out.since_ms = term.since_ms.map(|ms| ms as f64);
                 }
             }
             Event::Removed { serial } => {
@@ -268,6 +281,15 @@ impl NativeLocker {
     pub fn observe(&self, name: String) -> Result<u32> {
         self.locker
             .observe(&name)
+            .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
+    }
+
+    /// Reads who leads `name` and since when; returns the serial its `term` (or `error`) event
+    /// carries.
+    #[napi]
+    pub fn term(&self, name: String) -> Result<u32> {
+        self.locker
+            .term(&name)
             .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
     }
 

@@ -16,6 +16,7 @@ use crate::election::Election;
 use crate::events::{Event, EventSink};
 use crate::observer::Observer;
 use crate::session::Session;
+use crate::term;
 use crate::watcher::Watcher;
 
 pub struct Options {
@@ -188,6 +189,31 @@ impl Locker {
         self.runtime.spawn(async move {
             observer.run(cancel_rx).await;
             lock(&shared.observers).remove(&serial);
+        });
+        Ok(serial)
+    }
+
+    /// Reads who leads `name` and since when; the answer comes as `Event::Term` (or
+    /// `Event::Error`) with the returned serial.
+    pub fn term(&self, name: &str) -> Result<u32, RegisterError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(RegisterError::Closed);
+        }
+        let serial = self.next_serial();
+        let shared = self.shared.clone();
+        let name = name.to_string();
+        self.runtime.spawn(async move {
+            let mut closing = shared.closing.subscribe();
+            let read = tokio::select! {
+                r = term::read(&shared, &name) => r,
+                _ = closing.wait_for(|c| *c) => Err(Failure::Unavailable(
+                    "the locker closed before etcd answered".into(),
+                )),
+            };
+            shared.events.emit(match read {
+                Ok(term) => Event::Term { serial, term },
+                Err(failure) => Event::error(Some(serial), &failure),
+            });
         });
         Ok(serial)
     }

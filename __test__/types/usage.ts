@@ -42,6 +42,14 @@ void state; void rtt
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
 observer.close()
+void locker.term('job').then((info: locked.TermInfo | null) => {
+  if (info !== null) {
+    const who: string = info.leader
+    const token: number = info.token
+    const since: Date | null = info.since
+    void who; void token; void since
+  }
+})
 const node: locked.Node = locker({ id: 'n1', path: '/master', value: 10, ttl: 10 })
 node.on('change', (value, leaderId) => { const v: string = value; const i: string = leaderId; void v; void i })
 node.on('deselect', () => {})
@@ -70,6 +78,11 @@ job.on('stop', (reason: locked.Term) => { void reason })
 job.on('elected', () => {})
 // @ts-expect-error: term.token is read-only
 job.on('start', (term) => { term.token = 1 })
+// @ts-expect-error: term() needs a name
+void locker.term()
+// @ts-expect-error: term() resolves to a TermInfo or null, not a string
+const leaderName: Promise<string> = locker.term('job')
+void leaderName
 // @ts-expect-error: isLeader returns a boolean
 const wrong: string = job.isLeader()
 void wrong
