@@ -231,6 +231,8 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
         try { kvs = await etcd.keys(`${prefix}/`) } catch { return null }
         const byName = new Map()
         for (const kv of kvs) {
+          // Candidates' keys only (`<prefix>/<name>/<lease>`), not the leaders' term records.
+          if (!kv.key.slice(prefix.length + 1).includes('/')) continue
           const name = kv.key.slice(prefix.length + 1).split('/')[0]
           if (!byName.has(name)) byName.set(name, [])
           byName.get(name).push(kv)
