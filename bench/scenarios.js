@@ -390,7 +390,8 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
       await competitor.ready()
       const creply = await competitor.request('register', { names, expectAll: true }, cap)
       try {
-        await waitKeys(ctx.admin, `${prefix}/`, 2 * n, cap)
+        // Two candidates per name, and for locked each leader's term record `<prefix>/<name>`.
+        await waitKeys(ctx.admin, `${prefix}/`, (lib === 'locked' ? 3 : 2) * n, cap)
       } catch (err) {
         if (!(err instanceof TimeoutError)) throw err
         out.competitorDidNotFinish = `competitor not queued on all ${n} names within ${cap / 1000} s`
