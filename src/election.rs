@@ -134,11 +134,6 @@ impl Election {
         // For the takeover time reported with `start`.
         let mut waited_behind_other = false;
         let mut woken_at: Option<std::time::Instant> = None;
-        // The term record not yet written: (token, election time). A failed write is retried
-        // from `publish_retry` on.
-        let mut unpublished: Option<(i64, i64)> = None;
-        let mut publish_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut publish_retry: Option<tokio::time::Instant> = None;
 
         // Campaign only once the watch is in place, so that no deletion can go unnoticed.
         tokio::select! {
@@ -223,14 +218,23 @@ impl Election {
                             .flatten()
                             .map(|at| at.elapsed());
                         waited_behind_other = false;
-                        unpublished = Some((token, term::now_ms()));
-                        publish_backoff.reset();
-                        publish_retry = None;
+                        let since_ms = term::now_ms();
                         self.emit(Event::Start {
                             serial: self.serial,
                             token,
                             takeover,
                         });
+                        // After `start`, and beside the election: the record is for readers and
+                        // never delays a takeover, and a failing write costs idle elections nothing.
+                        tokio::spawn(term::publish(
+                            shared.clone(),
+                            self.name.clone(),
+                            self.key(lease),
+                            token,
+                            lease,
+                            since_ms,
+                            self.leading_lease.clone(),
+                        ));
                     }
                 }
                 Ok(Standing::Waiting { revision, leader }) => {
@@ -274,55 +278,9 @@ impl Election {
                 }
             }
 
-            if !self.leading {
-                unpublished = None;
-            }
-            let due = publish_retry.is_none_or(|at| at <= tokio::time::Instant::now());
-            if let (Some((token, since_ms)), true) = (unpublished, due) {
-                // After `start`: publishing is for readers and never delays the takeover.
-                let txn = term::publish(&self.record, &self.key(lease), token, lease, since_ms);
-                let write = Box::pin(self.shared.batcher.txn(txn));
-                let result = tokio::select! {
-                    r = write => r,
-                    _ = changed(&mut lease_state) => continue,
-                    _ = changed(&mut resign) => continue,
-                    _ = changed(&mut closing) => continue,
-                };
-                match result {
-                    // Also when the guard failed: our key is gone, and the watch says so.
-                    Ok(_) => {
-                        unpublished = None;
-                        self.shared
-                            .events
-                            .log(|| format!("{}: published term {token}", self.name));
-                    }
-                    Err(Failure::Unavailable(reason)) => {
-                        publish_retry =
-                            Some(tokio::time::Instant::now() + publish_backoff.next_delay());
-                        self.shared.events.log(|| {
-                            format!("{}: term record not written, retrying: {reason}", self.name)
-                        });
-                    }
-                    // Refused, or the lease is gone (the next round sees that): readers go
-                    // without the time of this term.
-                    Err(failure) => {
-                        unpublished = None;
-                        self.shared.events.log(|| {
-                            format!(
-                                "{}: term record not written: {}",
-                                self.name,
-                                failure.message()
-                            )
-                        });
-                    }
-                }
-            }
-            let retry_at = publish_retry.filter(|_| unpublished.is_some());
-
             // Nothing to do until a key of this name is deleted or the lease changes.
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => break,
                     _ = changed(&mut wake) => {
                         woken_at = Some(std::time::Instant::now());
                         break;

@@ -8,12 +8,15 @@
 //! successor's record. A reader trusts a record only when it names the token of the key that
 //! leads; until the new leader's record is written, the time is unknown, never the predecessor's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
+use crate::backoff::Backoff;
 use crate::cluster::Failure;
 use crate::events::LeaderInfo;
 use crate::locker::Shared;
@@ -51,15 +54,60 @@ fn decode(value: &[u8]) -> Option<(i64, i64)> {
 }
 
 /// Writes the record of the term whose key `own_key` was created at revision `token`, if that key
-/// still exists.
-pub fn publish(record: &str, own_key: &str, token: i64, lease: i64, since_ms: i64) -> Txn {
-    Txn::new()
+/// still exists. Retries while etcd is unavailable and the term may still be ours (a retry for a
+/// term that has ended fails its guard); gives up when etcd refuses, or the lease is gone.
+pub async fn publish(
+    shared: Arc<Shared>,
+    name: String,
+    own_key: String,
+    token: i64,
+    lease: i64,
+    since_ms: i64,
+    leading: Arc<AtomicI64>,
+) {
+    let record = record_key(&shared.prefix, &name);
+    let txn = Txn::new()
         .when([Compare::create_revision(own_key, CompareOp::Equal, token)])
         .and_then([TxnOp::put(
             record,
             encode(token, since_ms),
             Some(PutOptions::new().with_lease(lease)),
-        )])
+        )]);
+    let mut closing = shared.closing.subscribe();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let result = tokio::select! {
+            r = shared.batcher.txn(txn.clone()) => r,
+            _ = closing.wait_for(|c| *c) => return,
+        };
+        let failure = match result {
+            // Also when the guard failed: the term is over, and so is its record.
+            Ok(_) => {
+                shared
+                    .events
+                    .log(|| format!("{name}: published term {token}"));
+                return;
+            }
+            Err(failure) => failure,
+        };
+        let retry = matches!(failure, Failure::Unavailable(_))
+            && leading.load(Ordering::SeqCst) == lease
+            && !*closing.borrow();
+        shared.events.log(|| {
+            format!(
+                "{name}: term record not written{}: {}",
+                if retry { ", retrying" } else { "" },
+                failure.message()
+            )
+        });
+        if !retry {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+    }
 }
 
 /// Deletes the record if `lease` wrote it: a record of ours is ours to remove when we leave, and

@@ -250,3 +250,57 @@ impl Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_candidate_wakes_its_name_only() {
+        let watcher = Watcher::new("p/".into());
+        let mut build = watcher.deletions("build");
+        let build2 = watcher.deletions("build2");
+        let mut observer = watcher.changes("build");
+        watcher.changed(b"p/build/694da2166b8e6d66", true);
+        assert!(build.has_changed().unwrap_or(false));
+        assert!(observer.has_changed().unwrap_or(false));
+        assert!(!build2.has_changed().unwrap_or(true));
+        build.borrow_and_update();
+        observer.borrow_and_update();
+        // A new candidate changes who observers see queued, never who is ahead of an election.
+        watcher.changed(b"p/build/694da2166b8e6d67", false);
+        assert!(!build.has_changed().unwrap_or(true));
+        assert!(observer.has_changed().unwrap_or(false));
+    }
+
+    #[test]
+    fn term_records_and_foreign_keys_wake_nobody() {
+        let watcher = Watcher::new("p/".into());
+        let build = watcher.deletions("build");
+        let observer = watcher.changes("build");
+        // The leader's term record `<prefix>/<name>`, written and deleted.
+        watcher.changed(b"p/build", false);
+        watcher.changed(b"p/build", true);
+        // Keys outside the prefix, and a key whose name is not UTF-8.
+        watcher.changed(b"q/build/1", true);
+        watcher.changed(b"p/\xff/1", true);
+        assert!(!build.has_changed().unwrap_or(true));
+        assert!(!observer.has_changed().unwrap_or(true));
+    }
+
+    #[test]
+    fn a_released_name_is_forgotten_only_when_nobody_listens() {
+        let watcher = Watcher::new("p/".into());
+        let election = watcher.deletions("build");
+        let observer = watcher.changes("build");
+        drop(election);
+        watcher.release("build");
+        assert!(
+            watcher.names().contains_key("build"),
+            "the observer still listens"
+        );
+        drop(observer);
+        watcher.release("build");
+        assert!(!watcher.names().contains_key("build"));
+    }
+}
