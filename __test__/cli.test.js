@@ -6,7 +6,7 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
-const { startEtcd } = require('./helpers/etcd')
+const { startEtcd, freePorts } = require('./helpers/etcd')
 const { uniquePrefix } = require('./helpers/util')
 
 const CLI = path.join(__dirname, '..', 'cli.js')
@@ -162,6 +162,17 @@ describe('locked run', { timeout: 60000 }, () => {
     const { code } = await r.exited
     assert.strictEqual(code, 7)
     assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no key left behind')
+  })
+
+  it('status: nobody leads (text and JSON); etcd not answering exits 1', async () => {
+    const prefix = uniquePrefix('cli4')
+    assert.strictEqual(status(prefix).stdout, 'nightly: no leader\n')
+    assert.deepStrictEqual(JSON.parse(status(prefix, ['--json']).stdout), { name: 'nightly', leader: null, token: null, since: null })
+    const [port] = await freePorts(1)
+    const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', `127.0.0.1:${port}`, '--name', 'nightly'], { encoding: 'utf8', timeout: 15000 })
+    assert.strictEqual(r.status, 1, r.stderr)
+    assert.strictEqual(r.stdout, '')
+    assert.match(r.stderr, /no answer from etcd/)
   })
 
   it('usage errors exit with code 2 and --help documents every flag', () => {
