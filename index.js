@@ -14,6 +14,8 @@ const DEFAULT_TTL = 10
 const DEFAULT_PREFIX = 'locked'
 const DEFAULT_DRAIN_TIMEOUT = 10000
 
+function noop () {}
+
 class LockedError extends Error {
   constructor (message, code, options) {
     super(message, options)
@@ -187,6 +189,48 @@ function unwatchSignals (locker) {
   }
 }
 
+// What fn and 'start' listeners get for one term. One object per term, its methods shared: a
+// locker with thousands of singletons keeps thousands of these.
+let endTerm
+class Term {
+  #state
+  #controller = null // made on first use of `signal`: most code never looks at it
+  #ended = null
+  #endedAt = null
+
+  constructor (state, token) {
+    this.#state = state
+    this.token = token
+    Object.freeze(this)
+  }
+
+  /** Aborted when this term ends, with a LEADERSHIP_ENDED LockedError. */
+  get signal () {
+    if (this.#controller === null) {
+      this.#controller = new AbortController()
+      if (this.#ended) this.#controller.abort(this.#ended)
+    }
+    return this.#controller.signal
+  }
+
+  /** The local leadership deadline (performance.now() time); frozen once the term ended. */
+  get validUntil () {
+    if (this.#endedAt !== null) return this.#endedAt
+    // Only while the native election still leads in this term; otherwise it is over.
+    const { native, singleton } = this.#state
+    return performance.now() + (native.isLeading(singleton.name) ? native.validFor() : 0)
+  }
+
+  static {
+    endTerm = (term, reason) => {
+      term.#endedAt = performance.now()
+      term.#ended = new LockedError(`leadership of ${JSON.stringify(term.#state.singleton.name)} ended: ${reason}`, 'LEADERSHIP_ENDED')
+      term.#ended.reason = reason
+      if (term.#controller !== null) term.#controller.abort(term.#ended)
+    }
+  }
+}
+
 class Singleton extends EventEmitter {
   #state
 
@@ -198,12 +242,12 @@ class Singleton extends EventEmitter {
 
   /** Un-registers this host: steps down if leading, then deletes its key. */
   remove () {
-    return this.#state.remove()
+    return this.#state.locker.removeSingleton(this.#state)
   }
 
   /** Whether this host leads now, checked against the leadership deadline at the time of the call. */
   isLeader () {
-    return this.#state.isLeader()
+    return this.#state.locker.isLeading(this.#state)
   }
 
   /** The locker id of the current leader, or null when nobody leads (or not known yet). */
@@ -298,44 +342,12 @@ function locked (hosts, options) {
       state.leader = null
       state.leaderToken = null
     }
-    state.term.end(reason)
+    endTerm(state.term, reason)
     try {
       state.singleton.emit('stop', reason)
       if (wasNamed) state.singleton.emit('leader', null, null)
     } catch (err) {
       userError(state, err)
-    }
-  }
-
-  function makeTerm (state, token) {
-    // Made on first use: most code never looks at the signal, and thousands of terms add up.
-    let controller = null
-    let ended = null
-    const signal = () => {
-      if (controller === null) {
-        controller = new AbortController()
-        if (ended) controller.abort(ended)
-      }
-      return controller.signal
-    }
-    let endedAt = null
-    const term = Object.freeze({
-      token,
-      get signal () { return signal() },
-      get validUntil () {
-        if (endedAt !== null) return endedAt
-        // Only while the native election still leads in this term; otherwise it is over.
-        return performance.now() + (native.isLeading(state.singleton.name) ? native.validFor() : 0)
-      }
-    })
-    return {
-      term,
-      end (reason) {
-        endedAt = performance.now()
-        ended = new LockedError(`leadership of ${JSON.stringify(state.singleton.name)} ended: ${reason}`, 'LEADERSHIP_ENDED')
-        ended.reason = reason
-        if (controller !== null) controller.abort(ended)
-      }
     }
   }
 
@@ -409,12 +421,11 @@ function locked (hosts, options) {
         state.termsWon++
         if (ev.takeoverMs != null) state.lastTakeoverMs = ev.takeoverMs
         state.since = Date.now()
-        state.term = makeTerm(state, ev.token)
-        const term = state.term.term
+        const term = state.term = new Term(state, ev.token)
         try {
           state.singleton.emit('start', term)
           if (state.leading) {
-            const result = state.fn.call(state.singleton, state.removeFn, term)
+            const result = state.fn.call(state.singleton, () => state.singleton.remove(), term)
             if (result && typeof result.then === 'function') {
               const work = Promise.resolve(result).then(null, (err) => userError(state, err))
               state.work = work
@@ -428,7 +439,8 @@ function locked (hosts, options) {
       }
       case 'leader':
         if (!state) return
-        state.leader = ev.leader ?? null
+        // This locker's own id is kept once, not once per singleton it leads.
+        state.leader = ev.leader === opts.id ? opts.id : ev.leader ?? null
         state.leaderToken = ev.token ?? null
         state.singleton.emit('leader', state.leader, state.leaderToken)
         return
@@ -460,7 +472,7 @@ function locked (hosts, options) {
     if (name === '' || name.includes('/')) {
       throw rangeError(`locker(name, fn): name must be a non-empty string without '/', got ${JSON.stringify(name)}`)
     }
-    if (fn === undefined) fn = () => {}
+    if (fn === undefined) fn = noop
     if (typeof fn !== 'function') {
       throw typeError(`locker(name, fn): fn must be a function, got ${describe(fn)}`)
     }
@@ -480,13 +492,10 @@ function locked (hosts, options) {
       lastTakeoverMs: null,
       since: Date.now(),
       lastStop: null,
-      remove: () => removeSingleton(state),
-      // Asked of the native election itself: events still queued behind a busy JavaScript
-      // thread cannot make this answer stale.
-      isLeader: () => state.leading && !state.removing && !closing && native.isLeading(name)
+      locker: internals,
+      native
     }
     state.singleton = new Singleton(name, state)
-    state.removeFn = () => state.singleton.remove()
     state.serial = native.register(name)
     bySerial.set(state.serial, state)
     byName.set(name, state)
@@ -503,6 +512,14 @@ function locked (hosts, options) {
     stopLeading(state, 'removed')
     drained([state]).then(() => native.remove(state.singleton.name))
     return state.removing
+  }
+
+  // What a singleton asks of its locker (shared by all of them, not a closure each).
+  const internals = {
+    removeSingleton,
+    // Asked of the native election itself: events still queued behind a busy JavaScript thread
+    // cannot make this answer stale.
+    isLeading: (state) => state.leading && !state.removing && !closing && native.isLeading(state.singleton.name)
   }
 
   function observe (name) {
@@ -575,7 +592,7 @@ function locked (hosts, options) {
             state: state.leading ? 'leader' : state.lastStop && state.lastStop !== 'removed' ? 'stepped-down' : 'candidate',
             termsWon: state.termsWon,
             lastTakeoverMs: state.lastTakeoverMs,
-            token: state.leading ? state.term.term.token : null,
+            token: state.leading ? state.term.token : null,
             leader: state.leader,
             since: state.since,
             lastStop: state.lastStop

@@ -225,16 +225,15 @@ impl Election {
                             takeover,
                         });
                         // After `start`, and beside the election: the record is for readers and
-                        // never delays a takeover, and a failing write costs idle elections nothing.
-                        tokio::spawn(term::publish(
-                            shared.clone(),
-                            self.name.clone(),
-                            self.key(lease),
+                        // never delays a takeover.
+                        shared.publisher.publish(term::Publication {
+                            name: self.name.clone(),
+                            own_key: self.key(lease),
                             token,
                             lease,
                             since_ms,
-                            self.leading_lease.clone(),
-                        ));
+                            leading: self.leading_lease.clone(),
+                        });
                     }
                 }
                 Ok(Standing::Waiting { revision, leader }) => {

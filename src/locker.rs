@@ -36,6 +36,8 @@ pub struct Shared {
     pub session: Arc<Session>,
     pub watcher: Arc<Watcher>,
     pub events: EventSink,
+    /// Writes leaders' term records (see `term`).
+    pub publisher: term::Publisher,
     /// Set when the locker closes: elections step down and end without touching etcd.
     pub closing: watch::Sender<bool>,
     registry: Mutex<HashMap<String, Entry>>,
@@ -80,7 +82,8 @@ impl Locker {
         let session = Arc::new(Session::new(cluster.clone(), options.ttl, events.clone()));
         let watcher = Arc::new(Watcher::new(format!("{}/", options.prefix)));
         let stop = watch::channel(false).0;
-        let background = vec![
+        let (publisher, publications) = term::Publisher::new();
+        let mut background = vec![
             runtime.spawn(session.clone().run(stop.subscribe())),
             runtime.spawn(session.clone().guard_deadline(stop.subscribe())),
             runtime.spawn(
@@ -97,10 +100,13 @@ impl Locker {
             session,
             watcher,
             events,
+            publisher,
             closing: watch::channel(false).0,
             registry: Mutex::new(HashMap::new()),
             observers: Mutex::new(HashMap::new()),
         });
+        // Ends when the locker closes (`closing`), which also drops the records still queued.
+        background.push(runtime.spawn(term::run(shared.clone(), publications)));
         Ok(Locker {
             shared,
             runtime,

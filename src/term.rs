@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
 use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
@@ -53,34 +56,77 @@ fn decode(value: &[u8]) -> Option<(i64, i64)> {
     Some((token.parse().ok()?, since.parse().ok()?))
 }
 
-/// Writes the record of the term whose key `own_key` was created at revision `token`, if that key
-/// still exists. Retries while etcd is unavailable and the term may still be ours (a retry for a
-/// term that has ended fails its guard); gives up when etcd refuses, or the lease is gone.
-pub async fn publish(
-    shared: Arc<Shared>,
-    name: String,
-    own_key: String,
-    token: i64,
-    lease: i64,
-    since_ms: i64,
-    leading: Arc<AtomicI64>,
-) {
-    let record = record_key(&shared.prefix, &name);
+/// A term whose record is to be written: the key `own_key` of the election `name`, created at
+/// revision `token` under `lease`.
+pub struct Publication {
+    pub name: String,
+    pub own_key: String,
+    pub token: i64,
+    pub lease: i64,
+    pub since_ms: i64,
+    /// The election's "leading in lease" flag: retries stop once the term is over.
+    pub leading: Arc<AtomicI64>,
+}
+
+/// Hands term records to the locker's publishing task.
+pub struct Publisher {
+    queue: mpsc::UnboundedSender<Publication>,
+}
+
+/// Records written at once: a mass election (thousands of names) queues small publications
+/// instead of holding thousands of requests in flight.
+const CONCURRENT_WRITES: usize = 16;
+
+impl Publisher {
+    pub fn new() -> (Publisher, mpsc::UnboundedReceiver<Publication>) {
+        let (queue, pending) = mpsc::unbounded_channel();
+        (Publisher { queue }, pending)
+    }
+
+    pub fn publish(&self, publication: Publication) {
+        // Fails only once the publishing task ended, when the locker closes: nothing to write.
+        let _ = self.queue.send(publication);
+    }
+}
+
+/// Writes queued records, a few at a time, until the locker closes.
+pub async fn run(shared: Arc<Shared>, mut pending: mpsc::UnboundedReceiver<Publication>) {
+    let mut closing = shared.closing.subscribe();
+    let mut writing = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(publication) = pending.recv(), if writing.len() < CONCURRENT_WRITES => {
+                writing.spawn(write(shared.clone(), publication));
+            }
+            Some(_) = writing.join_next(), if !writing.is_empty() => {}
+            _ = closing.wait_for(|c| *c) => return,
+            else => return,
+        }
+    }
+}
+
+/// Writes one record if the key of its term still exists. Retries while etcd is unavailable and
+/// the term may still be ours (a retry for a term that has ended fails its guard); gives up when
+/// etcd refuses, or the lease is gone.
+async fn write(shared: Arc<Shared>, publication: Publication) {
+    let Publication {
+        name,
+        own_key,
+        token,
+        lease,
+        since_ms,
+        leading,
+    } = publication;
     let txn = Txn::new()
         .when([Compare::create_revision(own_key, CompareOp::Equal, token)])
         .and_then([TxnOp::put(
-            record,
+            record_key(&shared.prefix, &name),
             encode(token, since_ms),
             Some(PutOptions::new().with_lease(lease)),
         )]);
-    let mut closing = shared.closing.subscribe();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        let result = tokio::select! {
-            r = shared.batcher.txn(txn.clone()) => r,
-            _ = closing.wait_for(|c| *c) => return,
-        };
-        let failure = match result {
+        let failure = match shared.batcher.txn(txn.clone()).await {
             // Also when the guard failed: the term is over, and so is its record.
             Ok(_) => {
                 shared
@@ -92,7 +138,7 @@ pub async fn publish(
         };
         let retry = matches!(failure, Failure::Unavailable(_))
             && leading.load(Ordering::SeqCst) == lease
-            && !*closing.borrow();
+            && !*shared.closing.borrow();
         shared.events.log(|| {
             format!(
                 "{name}: term record not written{}: {}",
@@ -103,10 +149,7 @@ pub async fn publish(
         if !retry {
             return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = closing.wait_for(|c| *c) => return,
-        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

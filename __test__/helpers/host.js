@@ -133,7 +133,9 @@ function register (name) {
     emit('start', {
       name,
       token: term && term.token,
-      termKeys: term ? Object.keys(term) : null,
+      // What the term offers: own data (token) and the getters of its class (signal, validUntil).
+      termKeys: term ? ['token', 'signal', 'validUntil', 'end'].filter((k) => k in term) : null,
+      termOwnKeys: term ? Object.keys(term) : null,
       validFor: term ? round(term.validUntil - performance.now()) : null,
       isLeader: s.isLeader(),
       aborted: term ? term.signal.aborted : null,
