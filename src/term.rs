@@ -75,7 +75,7 @@ pub struct Publisher {
 
 /// Records written at once: a mass election (thousands of names) queues small publications
 /// instead of holding thousands of requests in flight.
-const CONCURRENT_WRITES: usize = 16;
+const CONCURRENT_WRITES: usize = 64;
 
 impl Publisher {
     pub fn new() -> (Publisher, mpsc::UnboundedReceiver<Publication>) {
