@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-
 use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::backoff::Backoff;
 use crate::cluster::Failure;
