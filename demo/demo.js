@@ -4,6 +4,7 @@
 // on one monotonic clock (process.hrtime.bigint() is system-wide on Linux).
 
 const path = require('node:path')
+const { spawnSync } = require('node:child_process')
 const { startEtcd } = require('../__test__/helpers/etcd')
 const { spawnHost, killAll, now, ms, waitForAny } = require('../__test__/helpers/hosts')
 
@@ -82,7 +83,13 @@ async function main () {
     const handoff = ms(handStart.t - removing)
     console.log(`  ${bold('handoff after remove(): ' + handoff.toFixed(1) + ' ms')} ${dim(`(stop of ${second.label} came ${ms(handStart.t - stop.t).toFixed(1)} ms before the start of ${last.label})`)}`)
 
-    section('4. Clean up')
+    section('4. Who leads, since when: locked status')
+    const cli = path.join(__dirname, '..', 'cli.js')
+    const status = spawnSync(process.execPath, [cli, 'status', '--hosts', etcd.endpoints[0], '--prefix', 'demo', '--name', NAME], { encoding: 'utf8', timeout: 15000 })
+    console.log(dim(`  $ node cli.js status --hosts ${etcd.endpoints[0]} --prefix demo --name ${NAME}`))
+    console.log(`  ${(status.stdout || status.stderr).trim()}`)
+
+    section('5. Clean up')
     last.send({ cmd: 'close' })
     await last.waitFor({ ev: 'closed' }, 5000, 'close() resolved')
     line(now(), last.label, 'close(): lease revoked')
