@@ -367,6 +367,8 @@ function locked (hosts, options) {
       bySerial.clear()
       for (const observer of observers.values()) observer.closed = true
       observers.clear()
+      for (const query of queries.values()) query.reject(new LockedError(`term(${JSON.stringify(query.name)}): locker is closed`, 'LOCKER_CLOSED'))
+      queries.clear()
       unwatchSignals(locker)
       byName.clear()
       openLockers.delete(native)

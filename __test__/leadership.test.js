@@ -553,11 +553,22 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     await assert.rejects(reader.term('job'), { code: 'LOCKER_CLOSED' })
   })
 
-  it('locker.term(name) on an unreachable etcd rejects with ETCD_UNAVAILABLE', async () => {
+  it('locker.term(name) on an unreachable etcd rejects with ETCD_UNAVAILABLE; close() settles a read in flight', async () => {
     const [port] = await freePorts(1)
     const l = open([`127.0.0.1:${port}`], { ttl: TTL })
     await assert.rejects(within(l.term('job'), 15000, 'term() settles'), { code: 'ETCD_UNAVAILABLE' })
     await l.close()
+
+    // etcd stops answering (black hole): a read is in flight when the locker closes.
+    const p = await proxy()
+    const m = open([p.endpoint], { ttl: TTL, prefix: uniquePrefix('term-close') })
+    m.on('error', () => {})
+    assert.strictEqual(await m.term('job'), null, 'answered while etcd is reachable')
+    p.mode('blackhole')
+    const pending = m.term('job')
+    const closed = m.close().catch(() => {}) // the lease cannot be revoked through the black hole
+    await assert.rejects(within(pending, 15000, 'term() settles after close()'), { code: 'LOCKER_CLOSED' })
+    await within(closed, 15000, 'close() settles')
   })
 
   it('pitfall 9: observers and candidates resume after a watch outage and a compaction, with the right leader', async (t) => {

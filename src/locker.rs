@@ -200,7 +200,7 @@ impl Locker {
     }
 
     /// Reads who leads `name` and since when; the answer comes as `Event::Term` (or
-    /// `Event::Error`) with the returned serial.
+    /// `Event::Error`) with the returned serial, unless the locker closes first.
     pub fn term(&self, name: &str) -> Result<u32, RegisterError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(RegisterError::Closed);
@@ -212,9 +212,8 @@ impl Locker {
             let mut closing = shared.closing.subscribe();
             let read = tokio::select! {
                 r = term::read(&shared, &name) => r,
-                _ = closing.wait_for(|c| *c) => Err(Failure::Unavailable(
-                    "the locker closed before etcd answered".into(),
-                )),
+                // The binding answers every query still open when the locker has closed.
+                _ = closing.wait_for(|c| *c) => return,
             };
             shared.events.emit(match read {
                 Ok(term) => Event::Term { serial, term },
