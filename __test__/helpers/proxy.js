@@ -27,7 +27,9 @@ process.on('exit', () => {
 function hardDestroy (sock) {
   if (!sock || sock.destroyed) return
   // RST rather than FIN when possible: the peer sees a reset connection, like a dead host's kernel.
-  if (typeof sock.resetAndDestroy === 'function' && sock._handle) {
+  // Not once end() was called: libuv refuses to reset a socket that is shutting down, and Node 20
+  // then leaves the handle neither open nor closed, so the process spins at exit, never ending.
+  if (typeof sock.resetAndDestroy === 'function' && sock._handle && !sock.writableEnded) {
     try { sock.resetAndDestroy(); return } catch {}
   }
   sock.destroy()
