@@ -216,9 +216,7 @@ class Term {
   /** The local leadership deadline (performance.now() time); frozen once the term ended. */
   get validUntil () {
     if (this.#endedAt !== null) return this.#endedAt
-    // Only while the native election still leads in this term; otherwise it is over.
-    const { native, singleton } = this.#state
-    return performance.now() + (native.isLeading(singleton.name) ? native.validFor() : 0)
+    return performance.now() + this.#state.locker.validFor(this.#state)
   }
 
   static {
@@ -494,8 +492,7 @@ function locked (hosts, options) {
       lastTakeoverMs: null,
       since: Date.now(),
       lastStop: null,
-      locker: internals,
-      native
+      locker: internals
     }
     state.singleton = new Singleton(name, state)
     state.serial = native.register(name)
@@ -521,7 +518,9 @@ function locked (hosts, options) {
     removeSingleton,
     // Asked of the native election itself: events still queued behind a busy JavaScript thread
     // cannot make this answer stale.
-    isLeading: (state) => state.leading && !state.removing && !closing && native.isLeading(state.singleton.name)
+    isLeading: (state) => state.leading && !state.removing && !closing && native.isLeading(state.singleton.name),
+    // Milliseconds the native election may still lead in its current term; 0 once it is over.
+    validFor: (state) => native.isLeading(state.singleton.name) ? native.validFor() : 0
   }
 
   function observe (name) {

@@ -5,11 +5,13 @@
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
 const path = require('node:path')
-const { spawn, spawnSync } = require('node:child_process')
+const { spawn, spawnSync, execFile } = require('node:child_process')
+const { promisify } = require('node:util')
 const { startEtcd, freePorts } = require('./helpers/etcd')
 const { uniquePrefix } = require('./helpers/util')
 
 const CLI = path.join(__dirname, '..', 'cli.js')
+const execFileAsync = promisify(execFile)
 const TTL = 2
 let etcd
 const procs = new Set()
@@ -78,10 +80,23 @@ function runArgs (prefix, extra = []) {
   return ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', String(TTL), '--grace', '2s', ...extra, '--', ...COMMAND]
 }
 
-function status (prefix, extra = []) {
-  const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix, ...extra], { encoding: 'utf8', timeout: 15000 })
-  assert.strictEqual(r.status, 0, r.stderr)
-  return r
+// `locked status` for the name 'nightly', in a child process (the test's own event loop keeps
+// reading the runners' output meanwhile).
+async function status (prefix, extra = []) {
+  const args = [CLI, 'status', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix, ...extra]
+  const r = await execFileAsync(process.execPath, args, { encoding: 'utf8', timeout: 15000 })
+  return r.stdout
+}
+
+// Runs `status --json` until done(info) is true (bounded); done may assert on every answer.
+async function statusUntil (prefix, done, description) {
+  const deadline = Date.now() + 5000
+  let info
+  do {
+    info = JSON.parse(await status(prefix, ['--json']))
+    if (done(info)) return info
+  } while (Date.now() < deadline)
+  throw new Error(`timeout waiting for ${description}; last status: ${JSON.stringify(info)}`)
 }
 
 function pidAlive (pid) {
@@ -98,18 +113,14 @@ describe('locked run', { timeout: 60000 }, () => {
     await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
     const tokenA = Number(startA.line.split(' ')[2])
     // The leader publishes its election time right after its election: wait for it (bounded).
-    let info
-    for (const deadline = Date.now() + 5000; ;) {
-      info = JSON.parse(status(prefix, ['--json']).stdout)
-      if (info.since !== null || Date.now() > deadline) break
-    }
+    const info = await statusUntil(prefix, (x) => x.since !== null, 'A\'s election time')
     assert.deepStrictEqual(Object.keys(info), ['name', 'leader', 'token', 'since'])
     assert.strictEqual(info.name, 'nightly')
     assert.strictEqual(info.leader, 'host-a')
     assert.strictEqual(info.token, tokenA, 'the token the command got in LOCKED_TOKEN')
     const since = Date.parse(info.since)
     assert.ok(since >= spawnedA && since <= startA.wall, `elected ${info.since}: after the runner started, before its command did`)
-    const text = status(prefix).stdout
+    const text = await status(prefix)
     assert.match(text, new RegExp(`^nightly: led by host-a since ${info.since.replace(/[.]/g, '[.]')} \\(\\d+s ago\\), token ${tokenA}\n$`))
     assert.ok(!b.has(/^child-start/), 'the second runner did not start its command')
 
@@ -125,15 +136,14 @@ describe('locked run', { timeout: 60000 }, () => {
     assert.strictEqual(code, 143, 'exits with 128 + SIGTERM')
     // status follows the handover: B, its token, and B's election time (never A's).
     const tokenB = Number(started.line.split(' ')[2])
-    for (const deadline = Date.now() + 5000; ;) {
-      info = JSON.parse(status(prefix, ['--json']).stdout)
-      assert.ok(info.token === tokenB || info.token === tokenA, JSON.stringify(info))
-      if (info.token === tokenB) assert.ok(info.since === null || Date.parse(info.since) >= sentWall, `B's term shows ${info.since}`)
-      if ((info.token === tokenB && info.since !== null) || Date.now() > deadline) break
-    }
-    assert.strictEqual(info.leader, 'host-b')
-    assert.strictEqual(info.token, tokenB)
-    assert.ok(Date.parse(info.since) >= sentWall && Date.parse(info.since) <= started.wall, `B elected ${info.since}`)
+    const infoB = await statusUntil(prefix, (x) => {
+      assert.ok(x.token === tokenB || x.token === tokenA, JSON.stringify(x))
+      if (x.token === tokenB) assert.ok(x.since === null || Date.parse(x.since) >= sentWall, `B's term shows ${x.since}`)
+      return x.token === tokenB && x.since !== null
+    }, 'B\'s election time')
+    assert.strictEqual(infoB.leader, 'host-b')
+    assert.strictEqual(infoB.token, tokenB)
+    assert.ok(Date.parse(infoB.since) >= sentWall && Date.parse(infoB.since) <= started.wall, `B elected ${infoB.since}`)
     b.proc.kill('SIGTERM')
     await b.exited
   })
@@ -169,8 +179,8 @@ describe('locked run', { timeout: 60000 }, () => {
 
   it('status: nobody leads (text and JSON); etcd not answering exits 1', async () => {
     const prefix = uniquePrefix('cli4')
-    assert.strictEqual(status(prefix).stdout, 'nightly: no leader\n')
-    assert.deepStrictEqual(JSON.parse(status(prefix, ['--json']).stdout), { name: 'nightly', leader: null, token: null, since: null })
+    assert.strictEqual(await status(prefix), 'nightly: no leader\n')
+    assert.deepStrictEqual(JSON.parse(await status(prefix, ['--json'])), { name: 'nightly', leader: null, token: null, since: null })
     const [port] = await freePorts(1)
     const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', `127.0.0.1:${port}`, '--name', 'nightly'], { encoding: 'utf8', timeout: 15000 })
     assert.strictEqual(r.status, 1, r.stderr)
