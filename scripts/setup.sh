@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for `npm test` and `npm run demo` (their pre-scripts): system packages (etcd,
-# etcdctl, protoc), Rust, npm packages, then an incremental build of the native addon.
+# Idempotent set-up for `npm test` and `npm run demo` (their pre-scripts): system packages (the list in
+# scripts/system-packages.txt), Rust, npm packages, then an incremental build of the native addon.
 # One line per step on success; the full output of a failing step otherwise.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,29 +18,49 @@ quiet() {
   fi
 }
 
-SYSTEM_PACKAGES=(etcd-server etcd-client protobuf-compiler openssl)
+# The one list of system packages, shared with .ci/run.
+mapfile -t SYSTEM_PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' scripts/system-packages.txt)
 
-# 1. etcd, etcdctl (tests and demo) and protoc (the build of etcd-client's protobufs).
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null || ! command -v openssl >/dev/null; then
+# What the build and the tests use from those packages; the include files are checked too, since
+# protoc without them fails only deep inside the Rust build ("descriptor.proto: File not found").
+missing_tools() {
+  local tool
+  for tool in etcd etcdctl protoc openssl; do
+    command -v "$tool" >/dev/null || printf '%s\n' "$tool"
+  done
+  if [ -z "${PROTOC_INCLUDE:-}" ] && [ ! -f /usr/include/google/protobuf/descriptor.proto ] &&
+    [ ! -f /usr/local/include/google/protobuf/descriptor.proto ]; then
+    printf '%s\n' "protoc's include files (google/protobuf/descriptor.proto)"
+  fi
+}
+# Debian packages of the list that are not installed (none when this is not a Debian machine).
+missing_packages() {
+  command -v dpkg-query >/dev/null || return 0
+  local pkg
+  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^.i' || printf '%s\n' "$pkg"
+  done
+}
+
+# 1. etcd, etcdctl (tests and demo), protoc and its include files (the build of etcd-client's
+#    protobufs), openssl (test certificates).
+mapfile -t absent < <(missing_packages)
+mapfile -t missing < <(missing_tools)
+if [ "${#absent[@]}" -gt 0 ] || [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     say "installing ${SYSTEM_PACKAGES[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     quiet apt-get update
     quiet apt-get install -y --no-install-recommends "${SYSTEM_PACKAGES[@]}"
-    for tool in etcd etcdctl protoc openssl; do
-      command -v "$tool" >/dev/null || die "$tool is still missing after apt-get install ${SYSTEM_PACKAGES[*]}"
-    done
-  else
-    missing=()
-    command -v etcd >/dev/null || missing+=(etcd)
-    command -v etcdctl >/dev/null || missing+=(etcdctl)
-    command -v protoc >/dev/null || missing+=(protoc)
-    command -v openssl >/dev/null || missing+=(openssl)
+    mapfile -t missing < <(missing_tools)
+    [ "${#missing[@]}" -eq 0 ] || die "still missing after apt-get install ${SYSTEM_PACKAGES[*]}: ${missing[*]}"
+  elif [ "${#missing[@]}" -gt 0 ]; then
     {
       echo "setup: missing: ${missing[*]}"
       echo "setup: on Debian/Ubuntu install them with:"
-      echo "    sudo apt-get update && sudo apt-get install -y ${SYSTEM_PACKAGES[*]}"
-      echo "setup: (or run this as root and it installs them; elsewhere: etcd 3.4+ from https://etcd.io and protoc from your package manager)"
+      echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends ${SYSTEM_PACKAGES[*]}"
+      echo "setup: (or run this as root and it installs them; elsewhere: etcd 3.4+ from https://etcd.io,"
+      echo "setup:  and protoc with its include files from your package manager)"
     } >&2
     exit 1
   fi
