@@ -5,6 +5,7 @@
 
 const { spawn } = require('node:child_process')
 const os = require('node:os')
+const { performance } = require('node:perf_hooks')
 const locked = require('./index.js')
 
 const USAGE = `Usage:
@@ -12,11 +13,14 @@ const USAGE = `Usage:
   locked status --hosts HOSTS --name NAME [--prefix PREFIX] [--json]
 
 run: campaign for NAME; while this host leads, run COMMAND (stdio inherited, with LOCKED_TOKEN set to
-the fencing token and LOCKED_NAME to NAME). On losing leadership the command gets SIGTERM, then
-SIGKILL after the grace period; if this process is itself killed with SIGKILL, the command is killed
-with it (Linux, via setpriv's parent-death signal). When the command exits by itself, resign and exit with its code, or
-with --restart keep campaigning and run it again when elected. SIGTERM/SIGINT stop the command,
-resign and exit.
+the fencing token and LOCKED_NAME to NAME). SIGTERM/SIGINT stop the command (SIGTERM, then SIGKILL
+after --grace), resign and exit. When leadership is lost (etcd unreachable, lease or key gone), the
+command gets SIGTERM, and SIGKILL after --grace but never after the leadership deadline, past which
+another host may be elected: a stop at or after the deadline means SIGKILL at once. This host then
+campaigns again and, when re-elected, starts the command anew only once the old one is gone, never
+two at once. If this process is itself killed with SIGKILL, the command is
+killed with it (Linux, via setpriv's parent-death signal). When the command exits by itself, resign
+and exit with its code, or with --restart keep campaigning and run it again when elected.
 
 status: print the current leader of NAME, since when it leads (by its own clock), and its fencing
 token. Exits 0 (also when nobody leads), or 1 when etcd does not answer.
@@ -25,7 +29,8 @@ Options:
   --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required)
   --name NAME       the singleton's name (required)
   --ttl SECONDS     lease TTL in seconds, at least 2 (default 10)
-  --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s)
+  --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s); when
+                    leadership is lost, at most the time left until the leadership deadline
   --prefix PREFIX   key prefix in etcd (default locked)
   --id ID           this host's id (default hostname:pid)
   --restart         run the command again each time this host is elected
@@ -101,12 +106,23 @@ async function run (opts) {
 
   locker.on('error', (err) => log(`${err.code}: ${err.message}`))
 
-  function terminate () {
-    if (!child || child.stopping) return child ? child.exited : Promise.resolve()
-    child.stopping = true
-    child.proc.kill('SIGTERM')
-    const timer = setTimeout(() => child && child.proc.kill('SIGKILL'), opts.grace)
-    return child.exited.finally(() => clearTimeout(timer))
+  // SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the
+  // SIGKILL forward: a lost leadership while the command is already stopping tightens the bound.
+  function terminate (graceMs = opts.grace) {
+    const current = child
+    if (!current) return Promise.resolve()
+    const killAt = performance.now() + graceMs
+    if (current.killAt <= killAt) return current.exited
+    current.killAt = killAt
+    clearTimeout(current.killTimer)
+    if (graceMs <= 0) {
+      current.proc.kill('SIGKILL')
+    } else {
+      if (!current.stopping) current.proc.kill('SIGTERM')
+      current.killTimer = setTimeout(() => current.proc.kill('SIGKILL'), graceMs)
+    }
+    current.stopping = true
+    return current.exited
   }
 
   async function exit (code) {
@@ -126,7 +142,7 @@ async function run (opts) {
       stdio: 'inherit',
       env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
     })
-    const current = { proc, stopping: false }
+    const current = { proc, stopping: false, killAt: Infinity, killTimer: null }
     current.exited = new Promise((resolve) => {
       proc.on('error', (err) => {
         log(`cannot run ${file}: ${err.message}`)
@@ -136,6 +152,7 @@ async function run (opts) {
     })
     child = current
     current.exited.then(async ({ code, signal }) => {
+      clearTimeout(current.killTimer)
       if (child === current) child = null
       if (current.stopping || shuttingDown) return
       // The command ended by itself while this host led.
@@ -151,14 +168,25 @@ async function run (opts) {
   }
 
   function register () {
-    singleton = locker(opts.name, (remove, term) => {
+    let lastTerm = null
+    singleton = locker(opts.name, async (remove, term) => {
+      lastTerm = term
+      // Re-elected while the command of an earlier term is still being stopped: never two at once.
+      while (child) {
+        log(`elected for ${opts.name} (token ${term.token}); waiting for the previous ${opts.argv[0]} (pid ${child.proc.pid}) to end`)
+        await child.exited
+      }
+      if (term.signal.aborted || shuttingDown) return
       log(`elected for ${opts.name} (token ${term.token}); starting ${opts.argv[0]}`)
       startCommand(term)
     })
     singleton.on('stop', (reason) => {
       if (reason === 'removed' || reason === 'closed') return
-      log(`lost leadership of ${opts.name} (${reason}); stopping the command`)
-      terminate()
+      // Past the leadership deadline etcd may expire the lease and elect another host, which then
+      // starts its own copy: the command must be dead by then, whatever --grace says.
+      const left = Math.min(opts.grace, Math.max(0, lastTerm.validUntil - performance.now()))
+      log(`lost leadership of ${opts.name} (${reason}); stopping the command${child ? (left > 0 ? ` (SIGKILL in ${Math.ceil(left)} ms at the latest)` : ' with SIGKILL') : ''}`)
+      terminate(left)
     })
   }
 

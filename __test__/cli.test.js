@@ -1,13 +1,17 @@
 'use strict'
 // `locked run` and `locked status` as separate processes on a real etcd: exactly one command runs,
-// a killed supervisor hands over within the TTL, SIGTERM hands over at once, and usage errors.
+// the old command is gone before the new one starts (SIGTERM handover, SIGKILL of the runner, a
+// leader cut off from etcd, a re-election), and usage errors.
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
+const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync, execFile } = require('node:child_process')
 const { promisify } = require('node:util')
 const { startEtcd, freePorts } = require('./helpers/etcd')
+const { startProxy } = require('./helpers/proxy')
 const { uniquePrefix } = require('./helpers/util')
 
 const CLI = path.join(__dirname, '..', 'cli.js')
@@ -22,13 +26,32 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
-// The supervised command: prints its token, reports SIGTERM, and runs until told otherwise.
-const COMMAND = [
-  process.execPath, '-e',
-  `console.log('child-start', process.pid, process.env.LOCKED_TOKEN)
-   process.on('SIGTERM', () => { console.log('child-term', process.pid); process.exit(0) })
+// The supervised command. A shell checks, right after the spawn and before anything slow, which
+// commands started earlier in this test (their pids are files in `dir`) are still alive, records
+// its own pid, and execs Node with that list: `child-start PID TOKEN alive:PID,...|none` shows
+// whether the old command was gone before the new one started, without racing the test's reads.
+// With ignoreTerm the command outlives SIGTERM, so only SIGKILL ends it.
+const CHECK = `dir=$1; shift; alive=
+for f in "$dir"/*; do
+  [ -f "$f" ] || continue
+  if kill -0 "\${f##*/}" 2>/dev/null; then alive="$alive \${f##*/}"; fi
+done
+: > "$dir/$$"
+ALIVE_BEFORE=$alive exec "$@"`
+const NODE_COMMAND = `const alive = process.env.ALIVE_BEFORE.trim().split(/ +/).filter(Boolean)
+   console.log('child-start', process.pid, process.env.LOCKED_TOKEN, 'alive:' + (alive.join(',') || 'none'))
+   const ignoreTerm = process.argv[1] === 'ignore-term'
+   process.on('SIGTERM', () => { console.log('child-term', process.pid); if (!ignoreTerm) process.exit(0) })
    setInterval(() => {}, 1000)`
-]
+function command (dir, { ignoreTerm = false } = {}) {
+  return ['/bin/sh', '-c', CHECK, 'sh', dir, process.execPath, '-e', NODE_COMMAND, ignoreTerm ? 'ignore-term' : 'exit-on-term']
+}
+
+// What a `child-start` line says: { pid, token, alive: [pids alive when it started] }.
+function childStart (hit) {
+  const [, pid, token, alive] = hit.line.split(' ')
+  return { pid: Number(pid), token: Number(token), alive: alive === 'alive:none' ? [] : alive.slice(6).split(',').map(Number) }
+}
 
 class Runner {
   constructor (label, args) {
@@ -76,8 +99,32 @@ class Runner {
   has (re) { return this.lines.some((l) => re.test(l.line)) }
 }
 
-function runArgs (prefix, extra = []) {
-  return ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', String(TTL), '--grace', '2s', ...extra, '--', ...COMMAND]
+// Arguments of `locked run` for the name 'nightly'; a later --grace in `extra` wins.
+function runArgs (prefix, extra, cmd, hosts = etcd.endpoints.join(',')) {
+  return ['run', '--hosts', hosts, '--name', 'nightly', '--prefix', prefix, '--ttl', String(TTL), '--grace', '2s', ...extra, '--', ...cmd]
+}
+
+// One test's runners and pid directory, cleaned up when the test ends, passed or failed: every
+// command still alive and every runner get SIGKILL.
+function scope (t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'locked-cli-'))
+  const runners = []
+  t.after(async () => {
+    for (const file of fs.readdirSync(dir)) {
+      try { process.kill(Number(file), 'SIGKILL') } catch {}
+    }
+    for (const r of runners) r.proc.kill('SIGKILL')
+    await Promise.all(runners.map((r) => r.exited))
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    dir,
+    runner (label, args) {
+      const r = new Runner(label, args)
+      runners.push(r)
+      return r
+    }
+  }
 }
 
 // `locked status` for the name 'nightly', in a child process (the test's own event loop keeps
@@ -104,12 +151,13 @@ function pidAlive (pid) {
 }
 
 describe('locked run', { timeout: 60000 }, () => {
-  it('two runners on one name: exactly one command runs; status shows its leader', async () => {
+  it('two runners on one name: exactly one command runs; status shows its leader; SIGTERM hands over after the command is gone', async (t) => {
     const prefix = uniquePrefix('cli1')
+    const { dir, runner } = scope(t)
     const spawnedA = Date.now()
-    const a = new Runner('A', runArgs(prefix, ['--id', 'host-a']))
+    const a = runner('A', runArgs(prefix, ['--id', 'host-a'], command(dir)))
     const startA = await a.waitLine(/^child-start/, 10000, 'A child start')
-    const b = new Runner('B', runArgs(prefix, ['--id', 'host-b']))
+    const b = runner('B', runArgs(prefix, ['--id', 'host-b'], command(dir)))
     await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
     const tokenA = Number(startA.line.split(' ')[2])
     // The leader publishes its election time right after its election: wait for it (bounded).
@@ -132,6 +180,9 @@ describe('locked run', { timeout: 60000 }, () => {
     const started = await b.waitLine(/^child-start/, 5000, 'B child start')
     const handover = Number(started.t - sent) / 1e6
     assert.ok(handover < TTL * 1000, `handover at once, not after the TTL (${handover.toFixed(0)} ms)`)
+    const pidA = childStart(startA).pid
+    assert.deepStrictEqual(childStart(started).alive, [], `A's command (pid ${pidA}) was gone when B's started`)
+    assert.ok(!pidAlive(pidA), 'A\'s command is gone')
     const { code } = await a.exited
     assert.strictEqual(code, 143, 'exits with 128 + SIGTERM')
     // status follows the handover: B, its token, and B's election time (never A's).
@@ -148,19 +199,21 @@ describe('locked run', { timeout: 60000 }, () => {
     await b.exited
   })
 
-  it('SIGKILL of the leading runner: its command dies with it, the other runs within TTL + 2 s', async () => {
+  it('SIGKILL of the leading runner: its command dies with it, before the other runs it within TTL + 2 s', async (t) => {
     const prefix = uniquePrefix('cli2')
-    const a = new Runner('A', runArgs(prefix))
+    const { dir, runner } = scope(t)
+    const a = runner('A', runArgs(prefix, [], command(dir)))
     const first = await a.waitLine(/^child-start/, 10000, 'A child start')
-    const childPid = Number(first.line.split(' ')[1])
-    const b = new Runner('B', runArgs(prefix))
+    const childPid = childStart(first).pid
+    const b = runner('B', runArgs(prefix, [], command(dir)))
     await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
     const killed = process.hrtime.bigint()
     a.proc.kill('SIGKILL')
     // The runner says so right before it spawns the command; the command's own first line comes
     // after Node started it, which on a loaded machine is not the runner's doing.
     const starting = await b.waitLine(/^locked: elected for nightly .*; starting /, TTL * 1000 + 2000, 'B starts its command')
-    await b.waitLine(/^child-start/, 10000, 'B child start')
+    const startedB = await b.waitLine(/^child-start/, 10000, 'B child start')
+    assert.deepStrictEqual(childStart(startedB).alive, [], `the killed runner's command (pid ${childPid}) was gone when B's started`)
     assert.ok(!pidAlive(childPid), 'the killed runner\'s command is gone')
     const failover = Number(starting.t - killed) / 1e6
     assert.ok(failover <= TTL * 1000 + 2000, `failover ${failover.toFixed(0)} ms`)
@@ -168,13 +221,47 @@ describe('locked run', { timeout: 60000 }, () => {
     await b.exited
   })
 
-  it('a command that exits by itself: the runner resigns and exits with its code', async () => {
+  it('a command that exits by itself: the runner resigns and exits with its code', async (t) => {
     const prefix = uniquePrefix('cli3')
     const args = ['run', '--hosts', etcd.endpoints[0], '--name', 'once', '--prefix', prefix, '--', process.execPath, '-e', 'process.exit(7)']
-    const r = new Runner('R', args)
+    const r = scope(t).runner('R', args)
     const { code } = await r.exited
     assert.strictEqual(code, 7)
     assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no key left behind')
+  })
+
+  it('a leader cut off from etcd: its command, ignoring SIGTERM, is killed by the leadership deadline, not after --grace, before another host starts one', async (t) => {
+    const prefix = uniquePrefix('cli5')
+    const { dir, runner } = scope(t)
+    const proxy = await startProxy(etcd.endpoints[0])
+    t.after(() => proxy.close())
+    const a = runner('A', runArgs(prefix, ['--id', 'host-a', '--grace', '60s'], command(dir, { ignoreTerm: true }), proxy.endpoint))
+    const pidA = childStart(await a.waitLine(/^child-start/, 10000, 'A child start')).pid
+    const b = runner('B', runArgs(prefix, ['--id', 'host-b'], command(dir)))
+    await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+    // A partition of A alone: its keepalives go unanswered, no error ever arrives.
+    proxy.mode('blackhole')
+    await a.waitLine(/^locked: lost leadership of nightly \(deadline\)/, TTL * 1000 + 5000, 'A steps down at its deadline')
+    const startedB = await b.waitLine(/^child-start/, TTL * 1000 + 5000, 'B child start')
+    assert.deepStrictEqual(childStart(startedB).alive, [], `A's command (pid ${pidA}) was gone when B's started`)
+    assert.ok(!pidAlive(pidA), 'A\'s command is gone')
+    assert.strictEqual(a.lines.filter((l) => /^child-start/.test(l.line)).length, 1, 'A started its command once')
+  })
+
+  it('re-elected while the old command ignores SIGTERM: no second command until the old one is gone', async (t) => {
+    const prefix = uniquePrefix('cli6')
+    const { dir, runner } = scope(t)
+    const a = runner('A', runArgs(prefix, ['--id', 'host-a', '--grace', '60s'], command(dir, { ignoreTerm: true })))
+    const first = childStart(await a.waitLine(/^child-start/, 10000, 'A child start'))
+    // Deleting the key from outside ends the term at once; A, alone, campaigns and is re-elected.
+    const [key] = await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 1 && kvs, 10000, 'A\'s key')
+    assert.strictEqual(await etcd.del(key.key), 1)
+    await a.waitLine(/^locked: lost leadership of nightly \(key-deleted\)/, 5000, 'A loses leadership')
+    await a.waitLine(/^locked: elected for nightly .*; starting /, 10000, 'A re-elected')
+    const second = childStart(await a.waitLine(new RegExp(`^child-start (?!${first.pid} )`), 10000, 'A\'s second command start'))
+    assert.notStrictEqual(second.pid, first.pid)
+    assert.deepStrictEqual(second.alive, [], `the first command (pid ${first.pid}) was gone when the second started`)
+    assert.ok(!pidAlive(first.pid), 'the first command is gone')
   })
 
   it('status: nobody leads (text and JSON); etcd not answering exits 1', async () => {
