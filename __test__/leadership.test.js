@@ -10,7 +10,7 @@ const locked = require('..')
 const { startEtcd, freePorts } = require('./helpers/etcd')
 const { startProxy } = require('./helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, nextEvent, within, observe } = require('./helpers/util')
+const { uniquePrefix, nextEvent, within, observe, marginMs, CLOCK_READ_MS, assertDeadlineStop } = require('./helpers/util')
 
 const TTL = 2
 let etcd
@@ -86,6 +86,12 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
       assert.deepStrictEqual(start.termKeys, ['token', 'signal', 'validUntil'], 'term has token, signal, validUntil, and nothing that ends it')
       assert.deepStrictEqual(start.termOwnKeys, ['token'], 'token is data; signal and validUntil are computed when read')
       assert.strictEqual(fn.token, start.token, 'fn and the start listeners get the same token')
+      // The term is valid until the last answered keepalive's send time + TTL − margin: never
+      // more than TTL − margin ahead, and exactly that far ahead of that keepalive.
+      assert.ok(start.validFor > 0 && start.validFor <= TTL * 1000 - marginMs(TTL) + CLOCK_READ_MS,
+        `validFor at the start ${start.validFor} ms, at most TTL − margin = ${TTL * 1000 - marginMs(TTL)} ms`)
+      assert.ok(Math.abs(start.validFor + start.sinceRenewalMs - (TTL * 1000 - marginMs(TTL))) <= CLOCK_READ_MS,
+        `validFor ${start.validFor} ms + ${start.sinceRenewalMs} ms since the last answered keepalive was sent = TTL − margin (${TTL * 1000 - marginMs(TTL)} ms)`)
       assert.strictEqual(typeof start.token, 'number')
       assert.ok(Number.isSafeInteger(start.token) && start.token > 0, `token ${start.token}`)
       const own = keyOf(await etcd.keys(`${prefix}/job/`), h.id)
@@ -158,7 +164,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
       const log = record(s)
       s.on('stop', (reason) => {
         const term = fnTerms[fnTerms.length - 1]
-        order.push({ what: 'stop', reason, aborted: term.signal.aborted, isLeader: s.isLeader(), validUntil: term.validUntil, t: performance.now() })
+        order.push({ what: 'stop', reason, aborted: term.signal.aborted, isLeader: s.isLeader(), validUntil: term.validUntil, t: performance.now(), sinceRenewalMs: locker.stats().keepalive.sinceRenewalMs })
       })
       const [term] = await nextEvent(s, 'start', 5000, 'start')
       assert.strictEqual(fnTerms.length, 1, 'fn ran')
@@ -179,6 +185,9 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
       // Order: the signal aborts before the 'stop' listeners run, and exactly once.
       assert.deepStrictEqual(order.map((o) => o.what), ['abort', 'stop'], 'abort first, then stop')
       const [abort, stopSeen] = order
+      if (cause === 'deadline') {
+        assertDeadlineStop({ sinceRenewalMs: stopSeen.sinceRenewalMs, at: stopSeen.t, outageAt: triggered, ttl: TTL })
+      }
       assert.strictEqual(abort.aborted, true)
       assert.strictEqual(abort.isLeader, false, 'isLeader() is false in the abort listener')
       assert.strictEqual(stopSeen.isLeader, false, 'isLeader() is false in the stop listener')
@@ -246,7 +255,11 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     t.diagnostic(`${samples.length} samples: validUntil - now from ${round(minAhead)} to ${round(maxAhead)} ms (ttl ${TTL * 1000} ms); moved ${round(samples[samples.length - 1].validUntil - samples[0].validUntil)} ms forward`)
     assert.ok(samples.every((x) => x.isLeader), 'isLeader() true throughout the term')
     assert.ok(minAhead > 0, 'validUntil is in the future while leading')
-    assert.ok(maxAhead <= TTL * 1000, `validUntil is less than the TTL ahead (max ${maxAhead} ms)`)
+    // validUntil is the send time of the last answered keepalive + TTL − margin: never more than
+    // TTL − margin ahead. Right after a renewal it is that minus the keepalive's round trip and
+    // the delay of the next sample (every 50 ms): well within 300 ms of it on a loaded machine.
+    assert.ok(maxAhead <= TTL * 1000 - marginMs(TTL) + CLOCK_READ_MS, `validUntil is at most TTL − margin = ${TTL * 1000 - marginMs(TTL)} ms ahead (max ${round(maxAhead)} ms)`)
+    assert.ok(maxAhead >= TTL * 1000 - marginMs(TTL) - 300, `right after a renewal validUntil is about TTL − margin = ${TTL * 1000 - marginMs(TTL)} ms ahead (max ${round(maxAhead)} ms)`)
     // Between renewals validUntil is one instant; read through two clocks it may jitter by a
     // few ms, never move back by more.
     const backSteps = samples.slice(1).map((x, i) => samples[i].validUntil - x.validUntil)
@@ -778,7 +791,10 @@ describe('locker.stats()', { timeout: 120000 }, () => {
     t.diagnostic(`A: ${JSON.stringify(s1)}`)
     assert.doesNotThrow(() => JSON.stringify(s1), 'serialisable for a health endpoint')
     assert.strictEqual(s1.lease, ownKey.leaseHex, 'lease: the hex id in the keys')
-    assert.ok(s1.validForMs > 0 && s1.validForMs <= TTL * 1000, `validForMs ${s1.validForMs}`)
+    assert.ok(s1.validForMs > 0 && s1.validForMs <= TTL * 1000 - marginMs(TTL) + CLOCK_READ_MS, `validForMs ${s1.validForMs}, at most TTL − margin = ${TTL * 1000 - marginMs(TTL)} ms`)
+    // Both count from the send time of the last answered keepalive.
+    assert.ok(Math.abs(s1.validForMs + s1.keepalive.sinceRenewalMs - (TTL * 1000 - marginMs(TTL))) <= CLOCK_READ_MS,
+      `validForMs ${s1.validForMs} + sinceRenewalMs ${s1.keepalive.sinceRenewalMs} = TTL − margin (${TTL * 1000 - marginMs(TTL)} ms)`)
     assert.ok(s1.keepalive.renewals >= 2, `renewals ${s1.keepalive.renewals}`)
     assert.ok(typeof s1.keepalive.roundTripMs === 'number' && s1.keepalive.roundTripMs >= 0 && s1.keepalive.roundTripMs < 1000, `roundTripMs ${s1.keepalive.roundTripMs}`)
     assert.ok(s1.keepalive.sinceRenewalMs >= 0 && s1.keepalive.sinceRenewalMs < TTL * 1000, `sinceRenewalMs ${s1.keepalive.sinceRenewalMs}`)
@@ -832,12 +848,16 @@ describe('locker.stats()', { timeout: 120000 }, () => {
     const sa = a('job')
     sa.on('error', () => {})
     await nextEvent(sa, 'start', 5000, 'A start')
+    let atStop = null
+    sa.once('stop', () => { atStop = { t: performance.now(), stats: a.stats() } })
+    const cut = performance.now()
     p.mode('blackhole')
     await nextEvent(sa, 'stop', TTL * 1000 + 2000, 'A stop at the deadline')
-    const s = a.stats()
+    const s = atStop.stats
     t.diagnostic(`at the deadline stop: ${JSON.stringify(s)}`)
     assert.strictEqual(s.validForMs, 0)
-    assert.ok(s.keepalive.sinceRenewalMs >= TTL * 1000 * 0.7, `sinceRenewalMs ${s.keepalive.sinceRenewalMs}`)
+    // sinceRenewalMs reached TTL − margin (the deadline) when the stop came, and not much more.
+    assertDeadlineStop({ sinceRenewalMs: s.keepalive.sinceRenewalMs, at: atStop.t, outageAt: cut, ttl: TTL })
     assert.strictEqual(s.singletons.job.state, 'stepped-down')
     assert.strictEqual(s.singletons.job.lastStop, 'deadline')
     p.mode('pass')

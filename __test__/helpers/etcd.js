@@ -302,6 +302,16 @@ class Member {
     }
   }
 
+  // One counter or gauge of this member's Prometheus /metrics (served on the client URL), as a
+  // number: etcd's own record of what it did, e.g. 'etcd_debugging_server_lease_expired_total'
+  // (leases this member found expired and revoked).
+  async metric (name, timeoutMs = 2000) {
+    const res = await httpJson(`${this.clientUrl}/metrics`, { timeoutMs, tls: this.clientTls })
+    const line = String(res.body).split('\n').find((l) => l.startsWith(name + ' '))
+    if (res.status !== 200 || !line) throw new Error(`metric ${name} of ${this.name}: HTTP ${res.status}, ${line ? 'found' : 'not found'}`)
+    return Number(line.slice(name.length + 1))
+  }
+
   log (lines = 40) { return tailFile(this.logFile, lines) }
 }
 

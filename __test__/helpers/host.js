@@ -17,10 +17,13 @@
 //
 // stdout: one JSON line per event: { t: <process.hrtime.bigint() as string>, ev, name, id, ...details }
 //   ready                       set up (every name of the config registered)
-//   start    { token, validFor, isLeader, aborted, leader }   the singleton's 'start' event
-//                               (validFor = term.validUntil - performance.now() at that moment)
+//   start    { token, validFor, isLeader, aborted, leader, sinceRenewalMs, validForMs }   the
+//                               singleton's 'start' event (validFor = term.validUntil -
+//                               performance.now() at that moment; sinceRenewalMs / validForMs: the
+//                               lease as locker.stats() tells it then, see renewal())
 //   fn       { token }          the user fn was called (after the 'start' listeners)
-//   stop     { reason, isLeader, aborted, abortReason }   the singleton's 'stop' event
+//   stop     { reason, isLeader, aborted, abortReason, sinceRenewalMs, validForMs }   the
+//                               singleton's 'stop' event (lease figures as for start)
 //   aborted  { token, reason, code, errorName, stopSeen, isLeader, validFor }   term.signal aborted
 //   settled  { token, sinceAbortMs }   the promise fn returned (config.work) settled
 //   leader   { leader }         the singleton's 'leader' event;  observed { leader }: an observer's
@@ -32,6 +35,7 @@
 // stdin: one JSON command per line:
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
 //   { cmd: 'exit', code }  { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
+//   { cmd: 'stats' } -> stats { sinceRenewalMs, validForMs, renewals } (see renewal())
 //   { cmd: 'leading' } (prints { ev: 'leading', names } — the names whose fn ran since the last start)
 //   { cmd: 'isLeader', name } -> isLeader { value, validFor, leader }
 //   { cmd: 'term', name }     -> term { token, validUntil, validFor, aborted } of the last term
@@ -76,6 +80,19 @@ const observers = new Map() // name -> Observer
 
 const stopCount = (name) => stops.get(name) || 0
 const round = (x) => Math.round(x * 10) / 10
+const roundOrNull = (x) => (typeof x === 'number' ? round(x) : null)
+
+// The lease as the locker reports it right now: how long ago the last answered keepalive was sent,
+// and the session's time left to its deadline. A parent can place that keepalive on its timeline
+// (event time − sinceRenewalMs) and check the deadline against it.
+function renewal () {
+  try {
+    const s = locker.stats()
+    return { sinceRenewalMs: roundOrNull(s.keepalive.sinceRenewalMs), validForMs: roundOrNull(s.validForMs), renewals: s.keepalive.renewals }
+  } catch (err) {
+    return { sinceRenewalMs: null, validForMs: null, renewalError: err && err.message }
+  }
+}
 
 if (config.noErrorListeners) {
   // Report what reached the top, then die like Node would.
@@ -139,7 +156,8 @@ function register (name) {
       validFor: term ? round(term.validUntil - performance.now()) : null,
       isLeader: s.isLeader(),
       aborted: term ? term.signal.aborted : null,
-      leader: s.leader()
+      leader: s.leader(),
+      ...renewal()
     })
   })
   s.on('stop', (reason) => {
@@ -151,7 +169,8 @@ function register (name) {
       reason,
       isLeader: s.isLeader(),
       aborted: term ? term.signal.aborted : null,
-      abortReason: term && term.signal.reason ? term.signal.reason.reason : null
+      abortReason: term && term.signal.reason ? term.signal.reason.reason : null,
+      ...renewal()
     })
   })
   s.on('leader', (leader) => emit('leader', { name, leader }))
@@ -244,6 +263,9 @@ function command (msg) {
       break
     case 'ping':
       emit('pong', {})
+      break
+    case 'stats':
+      emit('stats', renewal())
       break
     case 'singletons':
       emit('singletons', { names: Object.keys(locker.singletons()) })

@@ -21,6 +21,7 @@ const path = require('node:path')
 
 const HOST = path.join(__dirname, 'host.js')
 const live = new Set()
+const unchecked = new Set() // hosts whose start/stop sequence killAll() has not judged yet
 let counter = 0
 
 const now = () => process.hrtime.bigint()
@@ -74,6 +75,7 @@ class Host {
     })
     this.pid = this.proc.pid
     live.add(this)
+    unchecked.add(this)
     // Commands to a host that is gone are dropped, not thrown.
     this.proc.stdin.on('error', () => {})
     let buf = ''
@@ -231,10 +233,18 @@ function spawnHost (config, label, options) {
 }
 
 // SIGKILL every host still running and wait for them to be gone. after(killAll) in each file.
+// Then every host spawned since the last call is judged by assertStartStopAlternate for each of
+// its names, so a test that never looked at leadership still fails on a doubled start or stop.
 async function killAll () {
   const hosts = [...live]
   for (const h of hosts) h.kill('SIGKILL')
   await Promise.all(hosts.map((h) => h.exited))
+  const judged = [...unchecked]
+  unchecked.clear()
+  for (const h of judged) {
+    const names = new Set(h.events.filter((e) => e.ev === 'start' || e.ev === 'stop').map((e) => e.name))
+    for (const name of names) assertStartStopAlternate([h], name)
+  }
 }
 
 // All events of the given hosts (optionally filtered) in hrtime order.
@@ -249,11 +259,31 @@ function formatTimeline (hosts, pred, t0) {
   return events.map((e) => '  ' + compact(e, base)).join('\n')
 }
 
+// Throws unless, on every host, the 'start' and 'stop' events of `name` alternate: start, stop,
+// start, ... (a host may die while leading). A second start without a stop would hand fn a second
+// term while the first one runs; a stop without a start reports an end nobody began. Every helper
+// that judges leadership (assertOneLeaderAtATime, leadershipTerms and all built on it) calls this,
+// so no test can count terms over such a sequence.
+function assertStartStopAlternate (hosts, name) {
+  for (const h of hosts) {
+    let leading = false
+    for (const e of h.events) {
+      if (e.name !== name || (e.ev !== 'start' && e.ev !== 'stop')) continue
+      if ((e.ev === 'start') === leading) {
+        throw new Error(`${h.label}: ${e.ev === 'start' ? 'a second start' : 'a stop'} of ${name} ` +
+          `${e.ev === 'start' ? 'without a stop in between' : 'without a start'} (event #${e.i})\n${formatTimeline([h], { name })}`)
+      }
+      leading = e.ev === 'start'
+    }
+  }
+}
+
 // Checks that, for one election name, no two hosts ever led at the same time on the shared
 // monotonic timeline: each 'start' comes after the previous leader's 'stop' (or its death:
 // an 'exiting' / 'uncaught' line, or the moment it was SIGKILLed by the test). Returns the
 // sequence of terms [{ host, start, end }]. Throws an assertion-style error otherwise.
 function assertOneLeaderAtATime (hosts, name, { allowOverlapMs = 0 } = {}) {
+  assertStartStopAlternate(hosts, name)
   const points = []
   for (const h of hosts) {
     for (const e of h.events) {
@@ -303,25 +333,27 @@ function deathOf (host) {
   return t
 }
 
-// Every leadership term of one name, without judging them: [{ host, start, end, endBy, reason,
-// token, doubleStart }] in start order, on the shared timeline. A term ends at the host's 'stop'
-// (endBy 'stop', reason set) or at its death (endBy 'dead'); end is null while it lasts.
-// doubleStart marks a term that began while the same host already led (a bug in itself).
+// Every leadership term of one name: [{ host, start, end, endBy, reason, token, startEvent,
+// stopEvent }] in start order, on the shared timeline. A term ends at the host's 'stop' (endBy
+// 'stop', reason and stopEvent set) or at its death (endBy 'dead'); end is null while it lasts.
+// Overlaps are not judged here, but a host that started twice without a stop, or stopped without a
+// start, throws (assertStartStopAlternate).
 function leadershipTerms (hosts, name) {
+  assertStartStopAlternate(hosts, name)
   const terms = []
   for (const h of hosts) {
     let open = null
     for (const e of h.events) {
       if (e.name !== name) continue
       if (e.ev === 'start') {
-        const term = { host: h, start: e.t, end: null, endBy: null, reason: null, token: e.token, doubleStart: open !== null }
-        if (open) { open.end = e.t; open.endBy = 'restart' }
+        const term = { host: h, start: e.t, end: null, endBy: null, reason: null, token: e.token, startEvent: e }
         terms.push(term)
         open = term
       } else if (e.ev === 'stop' && open) {
         open.end = e.t
         open.endBy = 'stop'
         open.reason = e.reason
+        open.stopEvent = e
         open = null
       }
     }
@@ -401,6 +433,6 @@ function waitForAny (hosts, pred, timeoutMs = 10000, description, { since } = {}
 }
 
 module.exports = {
-  spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, waitForAny, Host,
+  spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, assertStartStopAlternate, waitForAny, Host,
   deathOf, leadershipTerms, leadershipOverlaps, leadershipReport
 }

@@ -1,6 +1,7 @@
 'use strict'
 // Small shared bits for the test files.
 
+const assert = require('node:assert')
 const crypto = require('node:crypto')
 
 // A prefix of its own for every test, so tests sharing one etcd never see each other's keys.
@@ -65,6 +66,66 @@ function metric (t, scenario, fields) {
   t.diagnostic(`metric ${JSON.stringify({ scenario, ...rounded })}`)
 }
 
+// The safety margin of the leadership deadline, in ms: mirrors margin() in src/session.rs (15 % of
+// the TTL, 0.3 to 1.5 s). The deadline is the send time of the last answered keepalive + the TTL −
+// this margin; keep the two in step, or every bound below checks the wrong deadline.
+function marginMs (ttl) {
+  return Math.min(1500, Math.max(300, ttl * 150))
+}
+
+// How far the deadline may seem to move when read through performance.now() (validUntil, validFor)
+// instead of the addon's own clock: two clocks read a few µs apart, rounded to 0.1 ms.
+const CLOCK_READ_MS = 25
+
+// How late a 'deadline' stop may reach the application after the deadline itself: the margin is
+// there to carry the stop to the application's code before etcd could expire the lease, so a stop
+// may use up half of it (a scheduling delay of a loaded machine) — while a stop at a deadline
+// computed without the margin would come a whole margin late, and fail every bound using this.
+function stopDelayMs (ttl) {
+  return marginMs(ttl) / 2
+}
+
+// A 'deadline' stop checked against the deadline the host's own last answered keepalive implies.
+// sinceRenewalMs: the time since that keepalive was sent, read when the stop was delivered (host.js
+// puts it on its stop events; in-process, locker.stats() in the stop listener). The stop comes
+// at the deadline (sent + TTL − margin), not before, and at most stopDelayMs(ttl) after it.
+// With `at` (the stop's time) and `outageAt` (when the test cut the host off, same clock, ms or
+// hrtime BigInt ns alike), the keepalive must have been sent before the outage began: so the stop
+// also came no later than outageAt + TTL − margin + stopDelayMs(ttl). Returns lateMs (stop after
+// the deadline) and lastSendMs (the keepalive's send time, or null without `at`).
+function assertDeadlineStop ({ sinceRenewalMs, at, outageAt, ttl, label = 'the leader' }) {
+  assert.strictEqual(typeof sinceRenewalMs, 'number', `${label}: the time since the last answered keepalive is known at the stop`)
+  const deadlineMs = ttl * 1000 - marginMs(ttl)
+  const lateMs = sinceRenewalMs - deadlineMs
+  assert.ok(lateMs >= -1, `${label} stopped ${(-lateMs).toFixed(1)} ms before its deadline ` +
+    `(last answered keepalive sent ${sinceRenewalMs} ms before the stop; deadline at ${deadlineMs} ms = TTL − margin)`)
+  assert.ok(lateMs <= stopDelayMs(ttl), `${label} stopped ${lateMs.toFixed(1)} ms after its deadline ` +
+    `(last answered keepalive sent ${sinceRenewalMs} ms before the stop; TTL − margin = ${deadlineMs} ms, ` +
+    `allowed delay ${stopDelayMs(ttl)} ms): a deadline without the margin, or a late stop`)
+  let lastSendMs = null
+  if (at !== undefined) {
+    const toMs = (x) => (typeof x === 'bigint' ? Number(x) / 1e6 : x)
+    lastSendMs = toMs(at) - sinceRenewalMs
+    if (outageAt !== undefined) {
+      const afterOutage = lastSendMs - toMs(outageAt)
+      assert.ok(afterOutage <= CLOCK_READ_MS, `${label}: its last answered keepalive was sent ${afterOutage.toFixed(1)} ms after the outage began`)
+    }
+  }
+  return { lateMs, lastSendMs }
+}
+
+// Two processes acting on one etcd watch event (an outside delete reaching the old leader and its
+// successor) are apart only by how soon each is scheduled: an old leader that learned of the
+// deletion any other way (its next keepalive, every TTL/3, or its deadline) would be later by far.
+const SAME_EVENT_MS = 250
+
+// A host continued with SIGCONT after its deadline passed needs no network to know it: the
+// addon's clock says so as soon as the process runs again. Only scheduling delays the stop.
+const RESUME_PROMPT_MS = 250
+
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
 
-module.exports = { uniquePrefix, nextEvent, within, observe, seededRandom, metric, UUID_V4 }
+module.exports = {
+  uniquePrefix, nextEvent, within, observe, seededRandom, metric, UUID_V4,
+  marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS
+}
