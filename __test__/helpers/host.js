@@ -34,7 +34,8 @@
 //
 // stdin: one JSON command per line:
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
-//   { cmd: 'exit', code }  { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
+//   { cmd: 'exit', code }  { cmd: 'closeAndExit' } (close(), then process.exit() right after)
+//   { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
 //   { cmd: 'stats' } -> stats { sinceRenewalMs, validForMs, renewals } (see renewal())
 //   { cmd: 'leading' } (prints { ev: 'leading', names } — the names whose fn ran since the last start)
 //   { cmd: 'isLeader', name } -> isLeader { value, validFor, leader }
@@ -252,6 +253,15 @@ function command (msg) {
         () => emit('closed', {}),
         (err) => emit('error', { name: null, scope: 'command', ...errorFields(err) })
       )
+      break
+    case 'closeAndExit':
+      // close() starts (its native part runs once the drain, here empty, resolved), and the process
+      // exits before the asynchronous lease revoke can have finished.
+      locker.close().catch(() => {})
+      setImmediate(() => {
+        emit('exiting', { code: 0 })
+        process.exit(0)
+      })
       break
     case 'exit':
       emit('exiting', { code: msg.code || 0 })
