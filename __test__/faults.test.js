@@ -7,7 +7,7 @@ const assert = require('node:assert')
 const { startEtcd } = require('./helpers/etcd')
 const { startProxy } = require('./helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny } = require('./helpers/hosts')
-const { uniquePrefix, observe } = require('./helpers/util')
+const { uniquePrefix, observe, assertDeadlineStop, RESUME_PROMPT_MS } = require('./helpers/util')
 
 let etcd
 const proxies = []
@@ -57,6 +57,8 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
       const start = await b.waitFor({ ev: 'start', name: 'job' }, ttl * 1000 + 3000, 'B takes over')
       t.diagnostic(`cut at 0: A stop (${stop.reason}) at ${ms(stop.t - cut).toFixed(0)} ms, B start at ${ms(start.t - cut).toFixed(0)} ms; margin ${ms(start.t - stop.t).toFixed(0)} ms`)
       assert.strictEqual(stop.reason, 'deadline')
+      // At the deadline: TTL - margin after A's last answered keepalive was sent, before the cut.
+      assertDeadlineStop({ sinceRenewalMs: stop.sinceRenewalMs, at: stop.t, outageAt: cut, ttl, label: 'A' })
       assert.ok(stop.t < start.t, `A must stop before B starts\n${formatTimeline([a, b])}`)
       // Back on the network, A rejoins the queue behind B by itself.
       p.mode('pass')
@@ -84,7 +86,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     const stop = await a.waitFor({ ev: 'stop', name: 'job' }, 2000, 'A stop after resuming')
     const late = ms(stop.t - resumed)
     t.diagnostic(`paused ${ms(resumed - paused).toFixed(0)} ms; stop (${stop.reason}) ${late.toFixed(1)} ms after SIGCONT`)
-    assert.ok(late < 250, `A noticed ${late.toFixed(0)} ms after resuming`)
+    assert.ok(late < RESUME_PROMPT_MS, `A noticed ${late.toFixed(0)} ms after resuming`)
     assert.strictEqual(stop.reason, 'deadline')
     assert.strictEqual(a.find({ ev: 'fn' }).length, 1, 'A did not run fn again')
     // A rejoins behind B, and B is not disturbed.
@@ -124,8 +126,10 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     const member = etcd.members[0]
     const down = now()
     await member.stop()
+    const gone = now()
     const stop = await a.waitFor({ ev: 'stop', name: 'job' }, ttl * 1000 + 1000, 'A steps down while etcd is down')
     assert.strictEqual(stop.reason, 'deadline')
+    assertDeadlineStop({ sinceRenewalMs: stop.sinceRenewalMs, at: stop.t, outageAt: gone, ttl, label: 'A' })
     // Keep etcd down for two TTLs in all (the length of the outage is the scenario).
     await observe(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
     const sinceA = a.mark()
