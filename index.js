@@ -373,6 +373,8 @@ function locked (hosts, options) {
       const done = resolveClose
       resolveClose = undefined
       updateActive()
+      // The last event: let go of the callback that ties the native locker to this closure.
+      native.dispose()
       if (ev.code) {
         done.reject(new LockedError(`close: the lease could not be revoked (${ev.message}); it expires within ttl`, ev.code))
       } else {
@@ -415,8 +417,10 @@ function locked (hosts, options) {
     const state = ev.serial == null ? undefined : bySerial.get(ev.serial)
     switch (ev.kind) {
       case 'start': {
-        // A start that crossed a remove() or close() in flight is not acted on.
-        if (!state || state.removing || closing) return
+        // A start that crossed a remove() or close() in flight is not acted on, and neither is
+        // one that reaches a JavaScript thread that was busy until after the term had ended (its
+        // stop follows): the native election answers for the term as of now.
+        if (!state || state.removing || closing || !native.isLeading(state.serial)) return
         state.leading = true
         state.termsWon++
         if (ev.takeoverMs != null) state.lastTakeoverMs = ev.takeoverMs
@@ -507,9 +511,11 @@ function locked (hosts, options) {
     if (closing) return closing.then(() => {}, () => {})
     state.removing = new Promise((resolve) => { state.resolveRemove = resolve })
     byName.delete(state.singleton.name)
+    // The name is free at once; a new registration of it queues behind this one's resign.
+    native.retire(state.serial)
     // Stop before the native resign deletes the key: no other host can start before this.
     stopLeading(state, 'removed')
-    drained([state]).then(() => native.remove(state.singleton.name))
+    drained([state]).then(() => native.remove(state.serial))
     return state.removing
   }
 
@@ -518,9 +524,9 @@ function locked (hosts, options) {
     removeSingleton,
     // Asked of the native election itself: events still queued behind a busy JavaScript thread
     // cannot make this answer stale.
-    isLeading: (state) => state.leading && !state.removing && !closing && native.isLeading(state.singleton.name),
+    isLeading: (state) => state.leading && !state.removing && !closing && native.isLeading(state.serial),
     // Milliseconds the native election may still lead in its current term; 0 once it is over.
-    validFor: (state) => native.isLeading(state.singleton.name) ? native.validFor() : 0
+    validFor: (state) => native.isLeading(state.serial) ? native.validFor() : 0
   }
 
   function observe (name) {

@@ -65,7 +65,10 @@ class Node extends EventEmitter {
     if (!singleton) return Promise.resolve()
     this.#singleton = null
     this.#leader = null
-    return singleton.remove()
+    // The node's locker (its lease and connection) goes with it; start() makes a new one.
+    const locker = this.#locker
+    this.#locker = null
+    return singleton.remove().then(() => locker.close().catch((err) => this.#error(err)))
   }
 
   /** The id of the elected node, or null before any. */

@@ -4,13 +4,25 @@
 //! of them at once. Sent one by one, that is one raft write per name; here the transactions
 //! waiting at the moment a slot frees up go out as nested transactions of one request. A lone
 //! transaction (the common case: one handover) goes out at once, without waiting for company.
+//!
+//! Nested transactions share one snapshot and one fate: etcd evaluates every compare before any
+//! operation runs, refuses a request that writes one key twice, and fails the whole request when
+//! one put names a lease that is gone. So batching must never let one transaction decide
+//! another's outcome:
+//! - at most one transaction per election name goes into a batch (the others wait for the next);
+//! - a transaction whose caller stopped waiting is dropped before it is sent;
+//! - a batch that etcd refuses is sent again one transaction at a time, so that each refusal is
+//!   reported to the transaction that caused it and the others go through.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use etcd_client::{Client, Txn, TxnOp, TxnOpResponse, TxnResponse};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::cluster::{Cluster, Failure};
+use crate::wait::changed;
 
 /// etcd refuses transactions with more operations than `--max-txn-ops` (128 by default) on any
 /// level; stay well below.
@@ -20,65 +32,130 @@ const MAX_BATCHES: usize = 8;
 
 type Reply = oneshot::Sender<Result<TxnResponse, Failure>>;
 
+struct Request {
+    /// The election the transaction belongs to.
+    name: Arc<str>,
+    txn: Txn,
+    reply: Reply,
+}
+
 pub struct Batcher {
-    queue: mpsc::UnboundedSender<(Txn, Reply)>,
+    queue: mpsc::UnboundedSender<Request>,
 }
 
 impl Batcher {
-    /// Starts the batching task; it ends when the batcher is dropped.
-    pub fn start(cluster: Arc<Cluster>, runtime: &tokio::runtime::Handle) -> Batcher {
+    /// Starts the batching task; it ends when `stop` is set (or the batcher is dropped).
+    pub fn start(
+        cluster: Arc<Cluster>,
+        runtime: &tokio::runtime::Handle,
+        stop: watch::Receiver<bool>,
+    ) -> (Batcher, tokio::task::JoinHandle<()>) {
         let (queue, pending) = mpsc::unbounded_channel();
-        runtime.spawn(run(cluster, pending));
-        Batcher { queue }
+        let task = runtime.spawn(run(cluster, pending, stop));
+        (Batcher { queue }, task)
     }
 
-    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, Failure> {
+    /// Sends `txn`, which reads or writes only keys of the election `name`. Dropping the
+    /// returned future before it is sent takes the transaction out of the queue.
+    pub async fn txn(&self, name: &str, txn: Txn) -> Result<TxnResponse, Failure> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((txn, reply))
-            .map_err(|_| Failure::Unavailable("the locker is closed".into()))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(Failure::Unavailable("the locker is closed".into())))
+            .send(Request {
+                name: Arc::from(name),
+                txn,
+                reply,
+            })
+            .map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
     }
 }
 
-async fn run(cluster: Arc<Cluster>, mut pending: mpsc::UnboundedReceiver<(Txn, Reply)>) {
+fn closed() -> Failure {
+    Failure::Unavailable("the locker is closed".into())
+}
+
+async fn run(
+    cluster: Arc<Cluster>,
+    mut pending: mpsc::UnboundedReceiver<Request>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_BATCHES));
-    while let Some(first) = pending.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+    let mut sending = JoinSet::new();
+    // Requests that had to wait because their election already had one in the batch.
+    let mut deferred: VecDeque<Request> = VecDeque::new();
+    loop {
+        if deferred.is_empty() {
+            let next = tokio::select! {
+                next = pending.recv() => next,
+                _ = changed(&mut stop) => break,
+            };
+            let Some(next) = next else { break };
+            deferred.push_back(next);
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = changed(&mut stop) => break,
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+        let Ok(slot) = slot else { break };
+        // Gathered only once a slot is free: everything that arrived meanwhile goes out together.
+        while let Ok(next) = pending.try_recv() {
+            deferred.push_back(next);
+        }
+        let batch = take_batch(&mut deferred);
+        if batch.is_empty() {
+            continue;
         }
         let cluster = cluster.clone();
-        tokio::spawn(async move {
-            send(&cluster, batch).await;
+        sending.spawn(async move {
+            send(cluster, batch).await;
             drop(slot);
         });
+        // Reap finished sends so the set does not grow.
+        while sending.try_join_next().is_some() {}
     }
+    // Closing: whatever is still queued or in flight ends with the locker.
+    sending.abort_all();
 }
 
-async fn send(cluster: &Cluster, mut batch: Vec<(Txn, Reply)>) {
+/// Takes up to `MAX_BATCH` requests from the front of `queue`, in order, at most one per
+/// election, dropping those whose caller is gone; the rest stay queued in their order.
+fn take_batch(queue: &mut VecDeque<Request>) -> Vec<Request> {
+    let mut batch = Vec::new();
+    let mut names: HashSet<Arc<str>> = HashSet::new();
+    let mut rest = VecDeque::with_capacity(queue.len());
+    while let Some(request) = queue.pop_front() {
+        if request.reply.is_closed() {
+            continue;
+        }
+        if batch.len() < MAX_BATCH && names.insert(request.name.clone()) {
+            batch.push(request);
+        } else {
+            rest.push_back(request);
+        }
+    }
+    *queue = rest;
+    batch
+}
+
+async fn send_one(cluster: &Cluster, request: Request) {
+    let Request { txn, reply, .. } = request;
+    let result = cluster
+        .request(|mut c: Client| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await;
+    let _ = reply.send(result);
+}
+
+async fn send(cluster: Arc<Cluster>, mut batch: Vec<Request>) {
     if batch.len() == 1 {
-        let Some((txn, reply)) = batch.pop() else {
-            return;
-        };
-        let result = cluster
-            .request(|mut c: Client| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await;
-        let _ = reply.send(result);
+        if let Some(request) = batch.pop() {
+            send_one(&cluster, request).await;
+        }
         return;
     }
-    let nested: Vec<TxnOp> = batch.iter().map(|(t, _)| TxnOp::txn(t.clone())).collect();
+    let nested: Vec<TxnOp> = batch.iter().map(|r| TxnOp::txn(r.txn.clone())).collect();
     let outer = Txn::new().and_then(nested);
     let result = cluster
         .request(|mut c: Client| {
@@ -89,17 +166,91 @@ async fn send(cluster: &Cluster, mut batch: Vec<(Txn, Reply)>) {
     match result {
         Ok(response) => {
             let answers = response.op_responses();
-            for ((_, reply), answer) in batch.into_iter().zip(answers) {
-                let _ = reply.send(match answer {
+            for (request, answer) in batch.into_iter().zip(answers) {
+                let _ = request.reply.send(match answer {
                     TxnOpResponse::Txn(inner) => Ok(inner),
                     _ => Err(Failure::Rejected("unexpected batched answer".into())),
                 });
             }
         }
-        Err(failure) => {
-            for (_, reply) in batch {
-                let _ = reply.send(Err(failure.clone()));
+        // Transport trouble is everyone's: each caller decides whether to retry.
+        Err(failure @ Failure::Unavailable(_)) => {
+            for request in batch {
+                let _ = request.reply.send(Err(failure.clone()));
             }
         }
+        // etcd refused the request as a whole (a lease gone, a key written twice): it applied
+        // none of it. One at a time, each transaction gets its own answer.
+        Err(_) => {
+            let mut each = JoinSet::new();
+            for request in batch {
+                if request.reply.is_closed() {
+                    continue;
+                }
+                let cluster = cluster.clone();
+                each.spawn(async move { send_one(&cluster, request).await });
+            }
+            while each.join_next().await.is_some() {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str) -> (Request, oneshot::Receiver<Result<TxnResponse, Failure>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Request {
+                name: Arc::from(name),
+                txn: Txn::new(),
+                reply,
+            },
+            answer,
+        )
+    }
+
+    #[test]
+    fn a_batch_holds_one_transaction_per_election_in_order() {
+        let mut queue = VecDeque::new();
+        let mut answers = Vec::new();
+        for name in ["a", "b", "a", "c", "b"] {
+            let (r, answer) = request(name);
+            queue.push_back(r);
+            answers.push(answer);
+        }
+        let batch = take_batch(&mut queue);
+        let names: Vec<&str> = batch.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let rest: Vec<&str> = queue.iter().map(|r| &*r.name).collect();
+        assert_eq!(rest, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_transaction_nobody_waits_for_is_never_sent() {
+        let mut queue = VecDeque::new();
+        let (gone, answer) = request("a");
+        drop(answer);
+        queue.push_back(gone);
+        let (kept, _answer) = request("b");
+        queue.push_back(kept);
+        let batch = take_batch(&mut queue);
+        let names: Vec<&str> = batch.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["b"]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_batch_stays_within_etcds_operation_limit() {
+        let mut queue = VecDeque::new();
+        let mut answers = Vec::new();
+        for i in 0..(MAX_BATCH + 10) {
+            let (r, answer) = request(&format!("n{i}"));
+            queue.push_back(r);
+            answers.push(answer);
+        }
+        assert_eq!(take_batch(&mut queue).len(), MAX_BATCH);
+        assert_eq!(queue.len(), 10);
     }
 }

@@ -115,6 +115,8 @@ struct Current {
     generation: u64,
     /// Built on first use: with authentication, building a client talks to etcd.
     clients: Vec<Option<Client>>,
+    /// The locker closed: no connection is made again.
+    shut: bool,
 }
 
 /// How to reach and authenticate to the cluster.
@@ -172,6 +174,7 @@ impl Cluster {
                 index: 0,
                 generation: 0,
                 clients,
+                shut: false,
             }),
             generation: watch::channel(0).0,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
@@ -233,6 +236,9 @@ impl Cluster {
     pub async fn member(&self) -> Result<Member, Failure> {
         let (endpoint, generation) = {
             let current = self.lock();
+            if current.shut {
+                return Err(Failure::Unavailable("the locker is closed".into()));
+            }
             if let Some(client) = &current.clients[current.index] {
                 return Ok(Member {
                     client: client.clone(),
@@ -244,7 +250,7 @@ impl Cluster {
         match self.connect(&endpoint).await {
             Ok(client) => {
                 let mut current = self.lock();
-                if current.generation == generation {
+                if current.generation == generation && !current.shut {
                     let index = current.index;
                     current.clients[index] = Some(client.clone());
                 }
@@ -257,6 +263,13 @@ impl Cluster {
                 Err(failure)
             }
         }
+    }
+
+    /// Drops every connection, for good: the locker has closed.
+    pub fn shutdown(&self) {
+        let mut current = self.lock();
+        current.shut = true;
+        current.clients.iter_mut().for_each(|c| *c = None);
     }
 
     pub fn members(&self) -> usize {

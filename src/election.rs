@@ -138,7 +138,7 @@ impl Election {
         // Campaign only once the watch is in place, so that no deletion can go unnoticed.
         tokio::select! {
             _ = shared.watcher.synced() => {}
-            _ = resign.wait_for(|c| *c != Control::Running) => {}
+            _ = resign.wait_for(|c| c.resigning()) => {}
             _ = closing.wait_for(|c| *c) => {}
         }
 
@@ -148,7 +148,7 @@ impl Election {
                 self.step_down(StopReason::Closed);
                 break;
             }
-            if *resign.borrow() != Control::Running {
+            if resign.borrow().resigning() {
                 self.step_down(StopReason::Removed);
                 if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
                     self.emit(Event::Removed {
@@ -179,20 +179,38 @@ impl Election {
             wake.borrow_and_update();
             // Boxed: request futures are large, and thousands of idle elections should not each
             // carry room for one.
-            let look = Box::pin(async {
+            let campaigning = held.is_none();
+            let mut look = Box::pin(async {
                 match held {
                     Some(_) => self.check(lease).await,
                     None => self.campaign(lease).await,
                 }
             });
-            // Anything that changes the picture mid-request starts the round over; a repeated
-            // campaign is harmless, its transaction only creates the key if absent.
+            // A read can be dropped whenever the picture changes: the round starts over. A
+            // campaign cannot: once queued it may still reach etcd, and a resign sent before its
+            // answer could arrive first and leave the key behind (a candidate nobody runs). So a
+            // campaign is always seen through; only closing, whose lease revoke removes every key
+            // of ours, cuts it short.
             let result = tokio::select! {
-                r = look => r,
-                _ = changed(&mut lease_state) => continue,
-                _ = changed(&mut resign) => continue,
+                r = &mut look => r,
+                _ = changed(&mut lease_state), if !campaigning => continue,
+                _ = changed(&mut resign), if !campaigning => continue,
                 _ = changed(&mut closing) => continue,
             };
+            drop(look);
+            if resign.borrow().resigning() {
+                // Resign next, knowing what the campaign left in etcd.
+                held = match result {
+                    Ok(Standing::Leader { token }) => Some(Held {
+                        lease,
+                        revision: token,
+                    }),
+                    Ok(Standing::Waiting { revision, .. }) => Some(Held { lease, revision }),
+                    Ok(Standing::Gone) => None,
+                    Err(_) => held,
+                };
+                continue;
+            }
 
             match result {
                 Ok(Standing::Leader { token }) => {
@@ -245,11 +263,35 @@ impl Election {
                     self.report_leader(Some(leader));
                     held = Some(Held { lease, revision });
                 }
-                Ok(Standing::Gone) => {
+                Ok(Standing::Gone) if !campaigning => {
                     self.step_down(StopReason::KeyDeleted);
                     held = None;
                     // Campaign again at once with the same lease; if the lease is gone too, the
                     // put says so and the session grants a new one.
+                    continue;
+                }
+                Ok(Standing::Gone) => {
+                    // Right after our campaign: our key exists but is bound to another lease (or
+                    // none), so the campaign could not create it. Someone wrote it from outside;
+                    // campaigning again at once would only repeat that as fast as etcd answers.
+                    self.step_down(StopReason::KeyDeleted);
+                    held = None;
+                    if errors.should_report() {
+                        self.emit(Event::error(
+                            Some(self.serial),
+                            &Failure::Rejected(format!(
+                                "the key {} exists but is not bound to this locker's lease {lease:x} \
+                                 (was it written from outside?); campaigning again with backoff",
+                                self.key(lease)
+                            )),
+                        ));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = changed(&mut lease_state) => {}
+                        _ = changed(&mut resign) => {}
+                        _ = changed(&mut closing) => {}
+                    }
                     continue;
                 }
                 Err(Failure::LeaseNotFound) => {
@@ -325,7 +367,7 @@ impl Election {
                 lowest.clone(),
             ])
             .or_else([TxnOp::get(key.clone(), None), lowest]);
-        let response = self.shared.batcher.txn(txn).await?;
+        let response = self.shared.batcher.txn(&self.name, txn).await?;
         Ok(standing(&key, lease, &response))
     }
 
@@ -333,7 +375,7 @@ impl Election {
     async fn check(&self, lease: i64) -> Result<Standing, Failure> {
         let key = self.key(lease);
         let txn = Txn::new().and_then([TxnOp::get(key.clone(), None), self.lowest_key()]);
-        let response = self.shared.batcher.txn(txn).await?;
+        let response = self.shared.batcher.txn(&self.name, txn).await?;
         Ok(standing(&key, lease, &response))
     }
 
@@ -378,7 +420,7 @@ impl Election {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
         loop {
-            let attempt = self.shared.batcher.txn(txn.clone());
+            let attempt = self.shared.batcher.txn(&self.name, txn.clone());
             let result = tokio::select! {
                 r = attempt => r,
                 _ = closing.wait_for(|c| *c) => return false,

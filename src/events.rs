@@ -95,9 +95,13 @@ impl Event {
     }
 }
 
+type Deliver = Box<dyn Fn(Event) + Send + Sync>;
+
 /// Where events go, and whether the election's steps are also narrated (`DEBUG=locked`).
 pub struct Events {
-    deliver: Box<dyn Fn(Event) + Send + Sync>,
+    /// Taken away once the locker has closed: what delivers events to JavaScript holds the
+    /// JavaScript side alive, and a closed locker must be free to go.
+    deliver: std::sync::RwLock<Option<Deliver>>,
     debug: bool,
 }
 
@@ -106,13 +110,26 @@ pub type EventSink = Arc<Events>;
 impl Events {
     pub fn new(deliver: impl Fn(Event) + Send + Sync + 'static, debug: bool) -> EventSink {
         Arc::new(Events {
-            deliver: Box::new(deliver),
+            deliver: std::sync::RwLock::new(Some(Box::new(deliver))),
             debug,
         })
     }
 
     pub fn emit(&self, event: Event) {
-        (self.deliver)(event);
+        let deliver = self.deliver.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(deliver) = deliver.as_ref() {
+            deliver(event);
+        }
+    }
+
+    /// Delivers nothing from now on, and drops what delivered.
+    pub fn detach(&self) {
+        let taken = self
+            .deliver
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(taken);
     }
 
     /// A debug line; the text is only built when debugging is on.

@@ -2,6 +2,7 @@
 
 mod backoff;
 mod batch;
+mod clock;
 mod cluster;
 mod election;
 mod events;
@@ -12,7 +13,7 @@ mod term;
 mod wait;
 mod watcher;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -182,7 +183,10 @@ type EventCallback = ThreadsafeFunction<LockerEvent, (), LockerEvent, Status, fa
 #[napi]
 pub struct NativeLocker {
     locker: Arc<Locker>,
-    callback: Arc<EventCallback>,
+    /// Released by `dispose` once the locker has closed: it holds the JavaScript callback, and
+    /// through it the locker's JavaScript side.
+    callback: Option<Arc<EventCallback>>,
+    cleanup: Option<napi::CleanupEnvHook<Weak<Locker>>>,
     referenced: bool,
 }
 
@@ -250,19 +254,20 @@ impl NativeLocker {
         let locker = Arc::new(locker);
         // A terminated worker thread never runs `close`: revoke on environment teardown.
         let for_cleanup = Arc::downgrade(&locker);
-        env.add_env_cleanup_hook(for_cleanup, |locker| {
+        let cleanup = env.add_env_cleanup_hook(for_cleanup, |locker| {
             if let Some(locker) = locker.upgrade() {
                 locker.close_now(EXIT_REVOKE_CAP);
             }
         })?;
         Ok(NativeLocker {
             locker,
-            callback,
+            callback: Some(callback),
+            cleanup: Some(cleanup),
             referenced: false,
         })
     }
 
-    /// Registers `name`; returns the serial its events carry.
+    /// Registers `name`; returns the serial its events (and the calls below) use.
     #[napi]
     pub fn register(&self, name: String) -> Result<u32> {
         self.locker.register(&name).map_err(|e| match e {
@@ -298,10 +303,10 @@ impl NativeLocker {
         self.locker.unobserve(serial);
     }
 
-    /// Whether the singleton `name` leads right now (checked against the clock).
+    /// Whether the registration `serial` leads right now (checked against the clock).
     #[napi]
-    pub fn is_leading(&self, name: String) -> bool {
-        self.locker.is_leading(&name)
+    pub fn is_leading(&self, serial: u32) -> bool {
+        self.locker.is_leading(serial)
     }
 
     /// Milliseconds until the leadership deadline (0 when passed or without a lease).
@@ -331,10 +336,16 @@ impl NativeLocker {
         }
     }
 
-    /// Starts resigning `name`; a `removed` event follows once etcd confirmed.
+    /// Frees the name of registration `serial` while its work drains; it keeps its key.
     #[napi]
-    pub fn remove(&self, name: String) -> bool {
-        self.locker.remove(&name)
+    pub fn retire(&self, serial: u32) {
+        self.locker.retire(serial);
+    }
+
+    /// Starts resigning registration `serial`; a `removed` event follows once etcd confirmed.
+    #[napi]
+    pub fn remove(&self, serial: u32) -> bool {
+        self.locker.remove(serial)
     }
 
     /// Starts closing; a `closed` event follows.
@@ -349,13 +360,28 @@ impl NativeLocker {
         self.locker.close_now(EXIT_REVOKE_CAP);
     }
 
+    /// After the `closed` event: lets go of the JavaScript callback and the environment hook,
+    /// so that nothing of the closed locker stays reachable.
+    #[napi]
+    pub fn dispose(&mut self, env: Env) -> Result<()> {
+        self.callback = None;
+        if let Some(cleanup) = self.cleanup.take() {
+            env.remove_env_cleanup_hook(cleanup)?;
+        }
+        self.referenced = false;
+        Ok(())
+    }
+
     /// Whether events should keep the Node event loop alive.
     #[napi]
     pub fn set_active(&mut self, env: Env, active: bool) -> Result<()> {
         if active == self.referenced {
             return Ok(());
         }
-        let raw = self.callback.raw();
+        let Some(callback) = self.callback.as_ref() else {
+            return Ok(());
+        };
+        let raw = callback.raw();
         // SAFETY: `raw` is a live thread-safe function owned by `self.callback`, and this runs on
         // the JavaScript thread that created it, as N-API requires.
         let status = unsafe {

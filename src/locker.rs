@@ -2,7 +2,7 @@
 //! their elections, and an orderly close.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub struct Shared {
     pub publisher: term::Publisher,
     /// Set when the locker closes: elections step down and end without touching etcd.
     pub closing: watch::Sender<bool>,
-    registry: Mutex<HashMap<String, Entry>>,
+    registry: Mutex<Registry>,
     observers: Mutex<HashMap<u32, watch::Sender<bool>>>,
 }
 
@@ -49,15 +49,31 @@ pub struct Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Running,
+    /// The user removed it and its work is winding down: it still campaigns and keeps its key
+    /// (so no other host starts yet), but the name is free to be registered again.
+    Draining,
     Resign,
     Done,
 }
 
+impl Control {
+    pub fn resigning(self) -> bool {
+        matches!(self, Control::Resign | Control::Done)
+    }
+}
+
 struct Entry {
-    serial: u32,
     control: Arc<watch::Sender<Control>>,
     /// The lease of the term the election leads in, 0 while it does not lead.
     leading: Arc<AtomicI64>,
+}
+
+/// Registrations by serial; `latest` names the newest registration of each name (older ones of
+/// the same name are still resigning).
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<u32, Entry>,
+    latest: HashMap<String, u32>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -69,9 +85,9 @@ pub enum RegisterError {
 pub struct Locker {
     shared: Arc<Shared>,
     runtime: Handle,
-    /// Ends the background tasks (keepalive, deadline guard, watch).
+    /// Ends the background tasks (keepalive, deadline guard, watch, batching).
     stop: watch::Sender<bool>,
-    closed: AtomicBool,
+    phase: AtomicU8,
     next_serial: Mutex<u32>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -83,6 +99,7 @@ impl Locker {
         let watcher = Arc::new(Watcher::new(format!("{}/", options.prefix)));
         let stop = watch::channel(false).0;
         let (publisher, publications) = term::Publisher::new();
+        let (batcher, batching) = Batcher::start(cluster.clone(), &runtime, stop.subscribe());
         let mut background = vec![
             runtime.spawn(session.clone().run(stop.subscribe())),
             runtime.spawn(session.clone().guard_deadline(stop.subscribe())),
@@ -91,18 +108,19 @@ impl Locker {
                     .clone()
                     .run(cluster.clone(), events.clone(), stop.subscribe()),
             ),
+            batching,
         ];
         let shared = Arc::new(Shared {
             id: options.id,
             prefix: options.prefix,
-            batcher: Batcher::start(cluster.clone(), &runtime),
+            batcher,
             cluster,
             session,
             watcher,
             events,
             publisher,
             closing: watch::channel(false).0,
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             observers: Mutex::new(HashMap::new()),
         });
         // Ends when the locker closes (`closing`), which also drops the records still queued.
@@ -111,20 +129,25 @@ impl Locker {
             shared,
             runtime,
             stop,
-            closed: AtomicBool::new(false),
+            phase: AtomicU8::new(OPEN),
             next_serial: Mutex::new(0),
             background: Mutex::new(background),
         })
     }
 
     /// Starts campaigning for `name`; returns the serial that tags its events. A name whose
-    /// previous registration is still resigning campaigns once that resign is confirmed.
+    /// previous registration is still draining or resigning campaigns once that resign is
+    /// confirmed.
     pub fn register(&self, name: &str) -> Result<u32, RegisterError> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
         let mut registry = lock(&self.shared.registry);
-        let previous = match registry.get(name) {
+        let previous = match registry
+            .latest
+            .get(name)
+            .and_then(|serial| registry.entries.get(serial))
+        {
             Some(entry) if *entry.control.borrow() == Control::Running => {
                 return Err(RegisterError::AlreadyRegistered);
             }
@@ -134,14 +157,15 @@ impl Locker {
         let serial = self.next_serial();
         let control = Arc::new(watch::channel(Control::Running).0);
         let leading = Arc::new(AtomicI64::new(0));
-        registry.insert(
-            name.to_string(),
+        registry.entries.insert(
+            serial,
             Entry {
-                serial,
                 control: control.clone(),
                 leading: leading.clone(),
             },
         );
+        registry.latest.insert(name.to_string(), serial);
+        drop(registry);
         let shared = self.shared.clone();
         let name = name.to_string();
         self.runtime.spawn(async move {
@@ -153,28 +177,45 @@ impl Locker {
                 .await;
             control.send_replace(Control::Done);
             let mut registry = lock(&shared.registry);
-            if registry.get(&name).is_some_and(|e| e.serial == serial) {
-                registry.remove(&name);
+            registry.entries.remove(&serial);
+            if registry.latest.get(&name) == Some(&serial) {
+                registry.latest.remove(&name);
             }
         });
         Ok(serial)
     }
 
-    /// Whether the election of `name` leads right now: it has not stepped down, and the lease of
+    /// Whether the election `serial` leads right now: it has not stepped down, and the lease of
     /// its term is still this locker's lease with the deadline ahead. Read from the clock, so a
     /// process resuming from a pause gets the truth before any event is delivered.
-    pub fn is_leading(&self, name: &str) -> bool {
+    pub fn is_leading(&self, serial: u32) -> bool {
         let lease = lock(&self.shared.registry)
-            .get(name)
+            .entries
+            .get(&serial)
             .map_or(0, |e| e.leading.load(Ordering::SeqCst));
         lease != 0 && self.shared.session.is_valid(lease)
     }
 
-    /// Asks the election of `name` to resign; `Event::Removed` follows once etcd confirmed.
-    pub fn remove(&self, name: &str) -> bool {
+    /// Frees the name of registration `serial` for a new registration while its work winds
+    /// down; it keeps its place (and key) until `remove`.
+    pub fn retire(&self, serial: u32) {
         let registry = lock(&self.shared.registry);
-        match registry.get(name) {
-            Some(entry) if *entry.control.borrow() == Control::Running => {
+        if let Some(entry) = registry.entries.get(&serial) {
+            entry.control.send_if_modified(|c| {
+                let running = *c == Control::Running;
+                if running {
+                    *c = Control::Draining;
+                }
+                running
+            });
+        }
+    }
+
+    /// Asks the election `serial` to resign; `Event::Removed` follows once etcd confirmed.
+    pub fn remove(&self, serial: u32) -> bool {
+        let registry = lock(&self.shared.registry);
+        match registry.entries.get(&serial) {
+            Some(entry) if !entry.control.borrow().resigning() => {
                 entry.control.send_replace(Control::Resign);
                 true
             }
@@ -184,7 +225,7 @@ impl Locker {
 
     /// Starts reporting the leader of `name` (as `Event::Leader` with the returned serial).
     pub fn observe(&self, name: &str) -> Result<u32, RegisterError> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
         let serial = self.next_serial();
@@ -202,7 +243,7 @@ impl Locker {
     /// Reads who leads `name` and since when; the answer comes as `Event::Term` (or
     /// `Event::Error`) with the returned serial, unless the locker closes first.
     pub fn term(&self, name: &str) -> Result<u32, RegisterError> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
         let serial = self.next_serial();
@@ -252,7 +293,11 @@ impl Locker {
     }
 
     fn begin_close(&self) -> bool {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self
+            .phase
+            .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
             return false;
         }
         self.shared.closing.send_replace(true);
@@ -261,42 +306,52 @@ impl Locker {
 
     fn pending_elections(&self) -> Vec<watch::Receiver<Control>> {
         lock(&self.shared.registry)
+            .entries
             .values()
             .map(|e| e.control.subscribe())
             .collect()
     }
 
     /// Steps every leader down, revokes the lease (deleting every key at once), stops all
-    /// tasks, then emits `Event::Closed`.
-    pub fn close(&self) {
+    /// tasks, lets go of the connections, then emits `Event::Closed` (the last event).
+    pub fn close(self: &Arc<Self>) {
         if !self.begin_close() {
             return;
         }
-        let shared = self.shared.clone();
+        let locker = self.clone();
         let pending = self.pending_elections();
-        let stop = self.stop.clone();
-        let background: Vec<_> = lock(&self.background).drain(..).collect();
         self.runtime.spawn(async move {
             for mut done in pending {
                 let _ = done.wait_for(|c| *c == Control::Done).await;
             }
-            let result = shared.session.revoke().await;
-            stop.send_replace(true);
-            for task in background {
-                let _ = task.await;
-            }
-            shared.events.emit(Event::Closed {
+            let result = locker.shared.session.revoke().await;
+            locker.finish().await;
+            locker.shared.events.emit(Event::Closed {
                 error: result.err(),
             });
+            locker.shared.events.detach();
         });
     }
 
+    /// Ends every task and drops the connections.
+    async fn finish(&self) {
+        self.phase.store(CLOSED, Ordering::SeqCst);
+        self.stop.send_replace(true);
+        let background: Vec<_> = lock(&self.background).drain(..).collect();
+        for task in background {
+            let _ = task.await;
+        }
+        self.shared.cluster.shutdown();
+    }
+
     /// For process exit and worker termination, when nothing asynchronous will run again:
-    /// revokes the lease, waiting at most `cap`, and ends every task.
+    /// revokes the lease, waiting at most `cap`, and ends every task. Also when an
+    /// asynchronous close is under way: its revoke may not get to run before the process ends.
     pub fn close_now(&self, cap: Duration) {
-        if !self.begin_close() {
+        if self.phase.swap(CLOSED, Ordering::SeqCst) == CLOSED {
             return;
         }
+        self.shared.closing.send_replace(true);
         let (tx, rx) = std::sync::mpsc::channel();
         let session = self.shared.session.clone();
         self.runtime.spawn(async move {
@@ -308,6 +363,8 @@ impl Locker {
         for task in lock(&self.background).drain(..) {
             task.abort();
         }
+        self.shared.cluster.shutdown();
+        self.shared.events.detach();
     }
 
     pub fn id(&self) -> &str {
@@ -322,6 +379,10 @@ impl Drop for Locker {
         self.stop.send_replace(true);
     }
 }
+
+const OPEN: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::clock::Stamp;
 use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink, Throttle};
 use crate::wait::changed;
@@ -46,7 +47,8 @@ pub struct Session {
     health: Mutex<(Option<Duration>, u64, Option<Instant>)>,
     ttl: i64,
     state: watch::Sender<LeaseState>,
-    deadline: Mutex<Option<Instant>>,
+    /// On the deadline clock, which keeps counting while the machine is suspended.
+    deadline: Mutex<Option<Stamp>>,
     /// Lease ids that elections learned from etcd to be gone.
     lost: watch::Sender<i64>,
     events: EventSink,
@@ -93,7 +95,7 @@ impl Session {
     pub fn is_valid(&self, lease: i64) -> bool {
         let deadline = self.lock_deadline();
         let state = *self.state.borrow();
-        state.lease == Some(lease) && deadline.is_some_and(|d| Instant::now() < d)
+        state.lease == Some(lease) && deadline.is_some_and(|d| Stamp::now() < d)
     }
 
     /// Time left until the leadership deadline; `None` if it has passed or there is no lease.
@@ -101,8 +103,8 @@ impl Session {
     /// any timer had a chance to fire.
     pub fn valid_for(&self) -> Option<Duration> {
         let deadline = *self.lock_deadline();
-        let now = Instant::now();
-        deadline.filter(|d| *d > now).map(|d| d - now)
+        let now = Stamp::now();
+        deadline.filter(|d| *d > now).map(|d| d.since(now))
     }
 
     /// An election learned from etcd that `lease` is gone (a put failed with "lease not found").
@@ -110,7 +112,7 @@ impl Session {
         self.lost.send_replace(lease);
     }
 
-    fn lock_deadline(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    fn lock_deadline(&self) -> std::sync::MutexGuard<'_, Option<Stamp>> {
         self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -124,7 +126,7 @@ impl Session {
         }
     }
 
-    fn renewed(&self, lease: i64, sent: Instant, ttl: i64) {
+    fn renewed(&self, lease: i64, sent: Instant, sent_at: Stamp, ttl: i64) {
         {
             let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
             *health = (Some(sent.elapsed()), health.1 + 1, Some(sent));
@@ -136,9 +138,9 @@ impl Session {
             self.events.emit(Event::Renewed);
         }
         let mut deadline = self.lock_deadline();
-        let until = sent + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
+        let until = sent_at + Duration::from_secs(ttl.max(0) as u64) - margin(self.ttl);
         *deadline = Some(until);
-        let valid = Instant::now() < until;
+        let valid = Stamp::now() < until;
         let was_valid = self.state.borrow().valid;
         if valid && !was_valid && self.state.borrow().lease == Some(lease) {
             self.events
@@ -174,6 +176,7 @@ impl Session {
         let mut errors = Throttle::new();
         while !*stop.borrow() {
             let sent = Instant::now();
+            let sent_at = Stamp::now();
             let ttl = self.ttl;
             let granted = tokio::select! {
                 r = self.cluster.request(|mut c: Client| async move { c.lease_grant(ttl, None).await }) => r,
@@ -185,7 +188,7 @@ impl Session {
                     errors.reset();
                     self.events
                         .log(|| format!("lease {:x} granted, ttl {} s", grant.id(), grant.ttl()));
-                    self.renewed(grant.id(), sent, grant.ttl());
+                    self.renewed(grant.id(), sent, sent_at, grant.ttl());
                     match self.keep_alive(grant.id(), grant.ttl(), &mut stop).await {
                         KeepAliveEnd::Stopped => return,
                         KeepAliveEnd::LeaseGone => {
@@ -251,6 +254,7 @@ impl Session {
                 stream = None;
             }
             let sent = Instant::now();
+            let sent_at = Stamp::now();
             let exchange = async {
                 match stream.as_mut() {
                     Some((keeper, answers, _)) => {
@@ -292,7 +296,7 @@ impl Session {
                 Ok(ttl) => {
                     errors.reset();
                     failures = 0;
-                    self.renewed(lease, sent, ttl);
+                    self.renewed(lease, sent, sent_at, ttl);
                     next = sent + period;
                 }
                 Err(Failure::LeaseNotFound) => return KeepAliveEnd::LeaseGone,
@@ -318,8 +322,11 @@ impl Session {
     }
 
     /// Publishes the step-down when the deadline passes without a renewal. One timer for the
-    /// whole locker, however many singletons it leads.
+    /// whole locker, however many singletons it leads. Timers run on the monotonic clock, which
+    /// stands still while the machine is suspended: waiting in steps of at most a second lets a
+    /// resumed machine notice within a second (synchronous checks notice at once).
     pub async fn guard_deadline(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        const STEP: Duration = Duration::from_secs(1);
         let mut state = self.subscribe();
         loop {
             tokio::select! {
@@ -329,12 +336,16 @@ impl Session {
             loop {
                 let deadline = *self.lock_deadline();
                 let Some(deadline) = deadline else { break };
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => {}
-                    _ = changed(&mut stop) => return,
+                let left = deadline.since(Stamp::now());
+                if !left.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(left.min(STEP)) => {}
+                        _ = changed(&mut stop) => return,
+                    }
+                    continue;
                 }
                 let current = self.lock_deadline();
-                if current.is_none_or(|d| Instant::now() >= d) {
+                if current.is_none_or(|d| Stamp::now() >= d) {
                     self.state
                         .send_if_modified(|s| std::mem::replace(&mut s.valid, false));
                     break;
@@ -358,6 +369,29 @@ impl Session {
                 Ok(())
             }
             Err(failure) => Err(failure),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_fifteen_percent_of_the_ttl_within_bounds() {
+        // Never less than 300 ms: room for the stop to reach the application even at TTL 2.
+        assert_eq!(margin(2), Duration::from_millis(300));
+        assert_eq!(margin(3), Duration::from_millis(450));
+        assert_eq!(margin(5), Duration::from_millis(750));
+        assert_eq!(margin(10), Duration::from_millis(1500));
+        // Never more than 1.5 s: a long TTL should not cut every term short by a lot.
+        assert_eq!(margin(60), Duration::from_millis(1500));
+        for ttl in 2..=3600 {
+            let m = margin(ttl);
+            assert!(
+                m > Duration::ZERO && m < Duration::from_secs(ttl as u64),
+                "ttl {ttl}"
+            );
         }
     }
 }

@@ -125,7 +125,7 @@ async fn write(shared: Arc<Shared>, publication: Publication) {
         )]);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        let failure = match shared.batcher.txn(txn.clone()).await {
+        let failure = match shared.batcher.txn(&name, txn.clone()).await {
             // Also when the guard failed: the term is over, and so is its record.
             Ok(_) => {
                 shared
@@ -175,7 +175,7 @@ pub async fn read(shared: &Shared, name: &str) -> Result<Option<Term>, Failure> 
         ),
     );
     let txn = Txn::new().and_then([lowest, TxnOp::get(record, None)]);
-    let response = shared.batcher.txn(txn).await?;
+    let response = shared.batcher.txn(name, txn).await?;
     let mut gets = response.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,

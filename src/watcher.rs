@@ -7,7 +7,7 @@
 //! counter moves. Elections only count deletions (a new key never changes who is ahead of an
 //! existing one). The watch resumes from the revision after the last event it saw, so
 //! reconnecting loses nothing; after a compaction, when events may have been lost, everyone looks
-//! again.
+//! again, and so they do when etcd comes back behind the revisions already seen (its data lost).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,6 +134,8 @@ impl Watcher {
     ) {
         // 0 means "from now"; afterwards the revision after the last one seen.
         let mut next_revision = 0i64;
+        // etcd lost its history: wake everyone once the new watch is up.
+        let mut history_lost = false;
         let mut member_changes = cluster.generation();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut errors = Throttle::new();
@@ -212,9 +214,29 @@ impl Watcher {
                         });
                     }
                     if response.created() {
+                        let revision = response.header().map_or(0, |h| h.revision());
+                        if next_revision > revision + 1 {
+                            // etcd is behind what we already saw: it came back without its data
+                            // (an empty data dir, a restored snapshot). A watch from our next
+                            // revision would wait for a future that this etcd reaches only by
+                            // chance, and skip every event until then. Watch again from now;
+                            // once that watch is up, everyone looks again.
+                            events.log(|| {
+                                format!(
+                                    "etcd is at revision {revision}, behind the {} already seen: \
+                                     it lost its history; watching again from now",
+                                    next_revision - 1
+                                )
+                            });
+                            next_revision = 0;
+                            history_lost = true;
+                            break None;
+                        }
                         if next_revision == 0 {
-                            let revision = response.header().map_or(0, |h| h.revision());
                             next_revision = revision + 1;
+                        }
+                        if std::mem::take(&mut history_lost) {
+                            self.wake_all();
                         }
                         events.log(|| {
                             format!("watching {} from revision {next_revision}", self.prefix)
