@@ -2,10 +2,11 @@
 // Chaos, issue 12: a randomized operation-level test. Like the soak, but the dice pick API
 // operations as well as faults. HOSTS host processes (helpers/op-host.js), each behind its own TCP
 // proxy to a single etcd member, share NAMES names. Each round runs a seeded sequence of
-// operations (register; remove, awaited or not; re-register in the same tick as the remove; close
-// and reopen the locker, awaited or at once; a locked@2.x node's start and stop; term(); observe
-// and unobserve) while proxy cuts and etcd freezes (SIGSTOP/SIGCONT of the etcd process) come and
-// go, then everything heals and stays quiet. After each quiet period:
+// operations (register; remove, awaited or not; re-register in the same tick as the remove; remove
+// right after register, while the first campaign is in flight; close and reopen the locker,
+// awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve) while
+// proxy cuts and etcd freezes (SIGSTOP/SIGCONT of the etcd process) come and go, then everything
+// heals and stays quiet. After each quiet period:
 // (a) at most one leader per name at any instant on the shared hrtime timeline;
 // (b) every name with a registered candidate has exactly one leader TTL + 2 s after the quiet
 //     began (none without a candidate), holding the lowest key with its create revision as
@@ -38,12 +39,12 @@ const { spawnHost, killAll, now, ms, leadershipTerms, leadershipOverlaps } = req
 const { uniquePrefix, observe: sleep, seededRandom, metric } = require('../helpers/util')
 
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
-const ROUNDS = Number(process.env.CHAOS_OPS_ROUNDS || 5)
+const ROUNDS = Number(process.env.CHAOS_OPS_ROUNDS || 7)
 const TTL = 3
 const HOSTS = 4
 const NAMES = Array.from({ length: 20 }, (_, i) => `n${String(i).padStart(2, '0')}`)
 const V2 = 'v2' // the name the 2.x node's select/deselect carry on the timeline
-const OPS_PER_ROUND = 22
+const OPS_PER_ROUND = 24
 const FAULT_WINDOW_MS = 5000 // faults of a round begin within this long of its start
 const OP_TIMEOUT_MS = 20000 // an awaited remove/close: etcd may be away for up to ~2 TTL
 const IDLE_WINDOW_MS = 9000
@@ -267,6 +268,7 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       { kind: 'remove-awaited', weight: 2, ok: (s) => s.intent.size > 0 },
       { kind: 'remove', weight: 2, ok: (s) => s.intent.size > 0 },
       { kind: 'reregister-at-once', weight: 2, ok: (s) => s.intent.size > 0 },
+      { kind: 'register-then-remove', weight: 1.5, ok: (s) => s.intent.size < NAMES.length },
       { kind: 'close-then-reopen', weight: 0.5, ok: () => true },
       { kind: 'reopen-at-once', weight: 0.5, ok: () => true },
       { kind: 'node-start', weight: 1, ok: (s) => !s.node.intent },
@@ -326,6 +328,22 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
           log(slot.index, name, `${op.kind === 'remove' ? 'remove, not awaited' : 'remove, awaited'} (reg ${r.reg})`)
           h.send({ cmd: 'remove', name, reg: r.reg })
           if (op.kind === 'remove-awaited' && r.state !== 'failed') {
+            const done = await waitUntil(() => r.resolvedAt !== null, OP_TIMEOUT_MS)
+            if (!done) violation('remove', name, `${slot.label}: remove() of registration ${r.reg} not resolved within ${OP_TIMEOUT_MS} ms`, r.removeSentAt - NS(S(TTL)))
+          }
+          break
+        }
+        case 'register-then-remove': {
+          // remove() while the first campaign is still on its way to etcd.
+          const name = rndOps.pick(NAMES.filter((n) => !slot.intent.has(n)))
+          const awaited = rndOps.chance(0.5)
+          const r = newReg(slot, name, slot.gen, 'register')
+          r.removeSentAt = now()
+          r.removeHow = `remove right after register${awaited ? ', awaited' : ''}`
+          log(slot.index, name, `register (reg ${r.reg}) and remove() at once${awaited ? ', awaited' : ''}`)
+          h.send({ cmd: 'register', name, reg: r.reg })
+          h.send({ cmd: 'remove', name, reg: r.reg })
+          if (awaited) {
             const done = await waitUntil(() => r.resolvedAt !== null, OP_TIMEOUT_MS)
             if (!done) violation('remove', name, `${slot.label}: remove() of registration ${r.reg} not resolved within ${OP_TIMEOUT_MS} ms`, r.removeSentAt - NS(S(TTL)))
           }
@@ -415,12 +433,12 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
     // A round's faults are drawn up front: offsets, kinds and durations come from the seed alone.
     function drawFaults () {
       const list = []
-      const n = rndFaults.int(1, 3)
+      const n = rndFaults.int(2, 4)
       for (let k = 0; k < n; k++) {
         const offset = rndFaults.int(0, FAULT_WINDOW_MS)
         const kindPick = rndFaults()
         const slotPick = rndFaults.int(0, HOSTS - 1)
-        const long = rndFaults.chance(0.25)
+        const long = rndFaults.chance(0.3)
         const frac = rndFaults()
         let spec
         if (kindPick < 0.4) spec = { kind: 'cut', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.5 * frac)) }
