@@ -3,12 +3,15 @@
 // names on a 3-member etcd cluster, each host behind its own TCP proxies (one per member), while
 // random faults are injected for a bounded time (CHAOS_SOAK_MS, default 100 s), then everything
 // heals and stays quiet. Checked on the shared hrtime timeline:
-// - the invariant: no two hosts lead one name at the same instant. Two overlaps are not the
+// - the invariant: no two hosts lead one name at the same instant. Three overlaps are not the
 //   library's to prevent and are checked differently: a host frozen by SIGSTOP (it must stop
-//   within PAUSE_PROMPT_MS of SIGCONT, and runs fn again only after a new start), and a leader
-//   whose lease or key an operator removed from outside (old leader and successor learn of it from
-//   the same etcd watch; the old one must stop within OUTSIDE_PROMPT_MS);
-// - fn runs only inside a term (after a start, before the stop);
+//   within RESUME_PROMPT_MS of running time after SIGCONT, and runs fn again only after a new
+//   start); a leader whose lease or key an operator removed from outside, when that removal took
+//   effect on the key of its term (old leader and successor learn of it from the same etcd watch;
+//   the old one must stop within OUTSIDE_PROMPT_MS, for the reason the removal gives); and etcd's
+//   own stale revoke after a frozen raft leader continues (see below: only with etcd's record);
+// - start and stop alternate on every host, and fn runs once in each term (after a start, before
+//   the stop);
 // - quiet: every name has exactly one leader within TTL + 2 s of the end of the last fault, and it
 //   holds the lowest key;
 // - after close() on every host: no key under the prefix and no lease left in etcd.
@@ -20,8 +23,8 @@ const assert = require('node:assert')
 const crypto = require('node:crypto')
 const { startEtcd } = require('../helpers/etcd')
 const { startProxy } = require('../helpers/proxy')
-const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
-const { uniquePrefix, observe, seededRandom, metric } = require('../helpers/util')
+const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps, assertStartStopAlternate } = require('../helpers/hosts')
+const { uniquePrefix, observe, seededRandom, metric, marginMs, RESUME_PROMPT_MS } = require('../helpers/util')
 
 const SOAK_MS = Number(process.env.CHAOS_SOAK_MS || 100000)
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
@@ -29,8 +32,15 @@ const TTL = 3
 const HOSTS = 4
 const NAMES = ['n0', 'n1', 'n2']
 const MAX_CONCURRENT_FAULTS = 2
-const PAUSE_PROMPT_MS = 500
+// An operator's removal reaches the old leader through its watch, which in this soak may be on
+// another member than the one etcdctl wrote to, or just reconnecting after an earlier fault of its
+// proxies: so more than the scheduling delay of the same event, but far less than a keepalive
+// period and a deadline, which is how the leader would learn of it otherwise.
 const OUTSIDE_PROMPT_MS = 1000
+// etcd's stale revoke after a frozen raft leader continues: its lessor looks for expired leases
+// every 500 ms and proposes their revocation at once, before it hears of the new raft term.
+const STALE_REVOKE_MS = 1000
+const LEASE_EXPIRED_METRIC = 'etcd_debugging_server_lease_expired_total'
 
 let etcd
 const proxies = []
@@ -59,6 +69,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     function spawn (slot) {
       slot.generation++
       const h = spawnHost({ endpoints: slot.proxies.map((p) => p.endpoint), ttl: TTL, prefix, names: NAMES }, `H${slot.index}.${slot.generation}`)
+      h.slotIndex = slot.index
       slot.host = h
       allHosts.push(h)
       return h
@@ -154,11 +165,21 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           const m = f.choice === 'raft-leader' ? raftLeader : etcd.members[f.choice]
           f.wasRaftLeader = m === raftLeader
           f.detail = `${m.name}${f.wasRaftLeader ? ' (raft leader)' : ''}`
+          // etcd's own count of the leases this member revoked as expired: after it continues as
+          // a follower, any rise is the stale revoke of etcd issue 12528 (see the invariant below).
+          f.expiredBefore = await m.metric(LEASE_EXPIRED_METRIC).catch(() => null)
+          f.pausedAt = now()
           m.pause()
           await observe(f.duration)
           f.resumedAt = now()
           m.resume()
           await etcd.settled()
+          // Read etcd's count once the window for a stale revoke has passed (it is proposed within
+          // STALE_REVOKE_MS of SIGCONT, and counted when it was applied).
+          await observe(Math.max(0, 2 * STALE_REVOKE_MS - ms(now() - f.resumedAt)))
+          f.expiredAfter = await m.metric(LEASE_EXPIRED_METRIC).catch(() => null)
+          if (f.expiredBefore === null || f.expiredAfter === null) f.detail += `, ${LEASE_EXPIRED_METRIC} unreadable`
+          else if (f.expiredAfter > f.expiredBefore) f.detail += `, revoked ${f.expiredAfter - f.expiredBefore} lease(s) as expired after it continued`
         }
       },
       // An operator revokes a host's lease (every key of that host goes at once).
@@ -174,7 +195,8 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           // a start of this host with such a token would be a start on a stale key.
           f.revisionBefore = (await etcd.live()[0].status()).revision
           f.begin = now()
-          await etcd.revoke(kv.leaseHex).catch((err) => { f.detail += ` (${err.message.split('\n')[0]})` })
+          // Only a revoke etcd confirmed counts (the lease may have been replaced meanwhile).
+          f.effective = await etcd.revoke(kv.leaseHex).then(() => true, (err) => { f.detail += ` (failed: ${err.message.split('\n')[0]})`; return false })
           f.done = now()
           await observe(2000)
         }
@@ -191,7 +213,10 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           f.detail = `${kv.key} of ${slot.host.label}${kv.lowest ? ' (leader)' : ''}`
           f.staleToken = kv.createRevision
           f.begin = now()
-          await etcd.del(kv.key)
+          // Only a delete that removed the key counts (it may be gone already).
+          const deleted = await etcd.del(kv.key)
+          f.effective = deleted === 1
+          if (!f.effective) f.detail += ` (deleted ${deleted})`
           f.done = now()
           await observe(2000)
         }
@@ -343,51 +368,95 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     assert.deepStrictEqual(churn.map((e) => `${e.host} ${e.ev} ${e.name} ${e.reason || ''}`), [], `leadership changed in the quiet (seed ${SEED})`)
 
     // ---- the invariant over the whole run -----------------------------------------------------
-    const pausesOf = (h) => h.pauses
-    const outsideOf = (h, name) => faults.filter((f) => (f.kind === 'revoke' || (f.kind === 'delete' && f.name === name)) && f.host === h && f.begin && f.done)
+    for (const name of NAMES) {
+      try {
+        assertStartStopAlternate(allHosts, name)
+      } catch (err) {
+        err.message += ` (seed ${SEED})`
+        throw err
+      }
+    }
+    const msN = (x) => BigInt(Math.round(x)) * 1_000_000n
+    // The time host h could run between two instants: the span minus the parts it was frozen. A
+    // host frozen again before it had the time to stop is judged on its running time after
+    // SIGCONT, however many pauses follow.
+    const runningMs = (h, from, to) => {
+      let frozen = 0n
+      for (const q of h.pauses) {
+        const a = q.at > from ? q.at : from
+        const qEnd = q.resumedAt === null ? to : q.resumedAt
+        const b = qEnd < to ? qEnd : to
+        if (b > a) frozen += b - a
+      }
+      return ms(to - from - frozen)
+    }
+    // An operator's removal that took effect on the key of this term: a delete of that very key
+    // (stop 'key-deleted'), or a confirmed revoke of the lease the key was created on before it
+    // (stop 'key-deleted' or 'lease-lost', whichever the host heard of first).
+    const outsideOf = (term, name) => faults.filter((f) => f.host === term.host && f.begin && f.done && f.effective && (
+      (f.kind === 'delete' && f.name === name && term.token === f.staleToken && term.reason === 'key-deleted') ||
+      (f.kind === 'revoke' && term.token <= f.revisionBefore && ['key-deleted', 'lease-lost'].includes(term.reason))))
+    const PROXY_FAULTS = ['partition', 'reset', 'lost-answers', 'member-link']
     const excused = { paused: [], outside: [], etcd: [] }
     const violations = []
-    const msN = (x) => BigInt(x) * 1_000_000n
     for (const name of NAMES) {
       for (const o of leadershipOverlaps(allHosts, name, { until: settledAt })) {
         const first = o.first
-        const pause = pausesOf(first.host).find((p) => p.at > first.start && p.at <= o.from && p.resumedAt !== null &&
-          first.end !== null && first.end <= p.resumedAt + msN(PAUSE_PROMPT_MS))
-        if (pause) { excused.paused.push({ ...o, name, afterResumeMs: ms(first.end - pause.resumedAt) }); continue }
+        const pause = first.host.pauses.find((p) => p.at > first.start && p.at <= o.from && p.resumedAt !== null &&
+          first.end !== null && runningMs(first.host, p.resumedAt, first.end) <= RESUME_PROMPT_MS)
+        if (pause) { excused.paused.push({ ...o, name, afterResumeMs: runningMs(first.host, pause.resumedAt, first.end) }); continue }
         // (The term may have begun while the operator's command was under way, before etcd applied it.)
-        const op = outsideOf(first.host, name).find((f) => first.start < f.done && f.begin <= o.from &&
-          first.end !== null && first.end <= f.done + msN(OUTSIDE_PROMPT_MS))
+        const op = outsideOf(first, name).find((f) => first.start < f.done && f.begin <= o.from &&
+          first.end <= f.done + msN(OUTSIDE_PROMPT_MS))
         if (op) { excused.outside.push({ ...o, name, kind: op.kind }); continue }
         // etcd itself revoking a lease that was being renewed: a raft leader frozen for longer than
         // the TTL proposes, when it continues, the revocation of every lease it still believes
         // expired; being a follower by then, it forwards the proposal to the new leader, which
         // commits it (etcd issues #12528 / #15247, fixed upstream by etcd PR #16822; the Debian
-        // etcd 3.4.23 used here predates it). To the hosts this is exactly an outside revoke: the
-        // successor starts within moments of the frozen member continuing, and the old leader learns
-        // that its key is gone from the same watch. Only that signature is accepted here.
-        const stale = faults.find((f) => f.kind === 'member-pause' && f.wasRaftLeader && f.resumedAt &&
-          f.resumedAt - f.begin > msN(S(TTL) - 1000) && o.from >= f.resumedAt && o.from <= f.resumedAt + msN(3000))
-        if (stale && first.end !== null && ['key-deleted', 'lease-lost'].includes(first.reason) && first.end <= o.from + msN(OUTSIDE_PROMPT_MS)) {
-          excused.etcd.push({ ...o, name, afterResumeMs: ms(o.from - stale.resumedAt) })
+        // etcd 3.4.23 used here predates it). To the hosts this is exactly an outside revoke. Only
+        // that signature, with evidence on both sides, is accepted here:
+        // - the frozen member was the raft leader, frozen long enough for a lease renewed just
+        //   before (keepalives go every TTL/3) to look expired to it: 2/3 of the TTL;
+        // - the successor started within STALE_REVOKE_MS of that member's SIGCONT;
+        // - etcd's own count of leases revoked as expired by that member rose after it continued
+        //   (it was a follower then: a revoke by the raft leader is not counted there);
+        // - the old leader's own deadline had not passed when the successor started (its lease had
+        //   been renewed: this is not a late step-down), and nothing cut it off from etcd (no fault
+        //   on its own proxies in the TTL before), and it stopped for the reason a revoke gives,
+        //   at once.
+        const hostFaulted = faults.some((f) => PROXY_FAULTS.includes(f.kind) && f.slot === first.host.slotIndex &&
+          f.begin <= (first.end === null ? settledAt : first.end) && (f.end === null || f.end >= o.from - msN(S(TTL))))
+        const stopEvent = first.stopEvent
+        const deadline = stopEvent && typeof stopEvent.sinceRenewalMs === 'number'
+          ? stopEvent.t - msN(stopEvent.sinceRenewalMs) + msN(S(TTL) - marginMs(TTL))
+          : null
+        const stale = faults.find((f) => f.kind === 'member-pause' && f.wasRaftLeader && f.resumedAt && f.pausedAt &&
+          ms(f.resumedAt - f.pausedAt) >= (2 * S(TTL)) / 3 &&
+          o.from >= f.resumedAt && o.from <= f.resumedAt + msN(STALE_REVOKE_MS) &&
+          f.expiredBefore !== null && f.expiredAfter !== null && f.expiredAfter > f.expiredBefore)
+        if (stale && !hostFaulted && deadline !== null && deadline > o.from &&
+          ['key-deleted', 'lease-lost'].includes(first.reason) && first.end <= o.from + msN(OUTSIDE_PROMPT_MS)) {
+          excused.etcd.push({ ...o, name, afterResumeMs: ms(o.from - stale.resumedAt), deadlineAfterMs: ms(deadline - o.from) })
           continue
         }
-        violations.push({ ...o, name })
+        violations.push({ ...o, name, evidence: { staleRevokeFault: stale ? stale.id : null, hostFaulted, deadlineAfterSuccessorMs: deadline === null ? null : ms(deadline - o.from) } })
       }
     }
-    const describeOverlap = (o) => `${o.name}: ${o.second.host.label} started at ${rel(o.from)} while ${o.first.host.label} led since ${rel(o.first.start)} (until ${o.first.end === null ? 'never stopped' : rel(o.first.end) + ' ' + (o.first.reason || o.first.endBy)}), overlap ${o.ms.toFixed(1)} ms`
+    const describeOverlap = (o) => `${o.name}: ${o.second.host.label} started at ${rel(o.from)} while ${o.first.host.label} led since ${rel(o.first.start)} (until ${o.first.end === null ? 'never stopped' : rel(o.first.end) + ' ' + (o.first.reason || o.first.endBy)}), overlap ${o.ms.toFixed(1)} ms${o.evidence ? ` ${JSON.stringify(o.evidence)}` : ''}`
     assert.deepStrictEqual(violations.map(describeOverlap), [],
       `two leaders at once (seed ${SEED})\n${violations.slice(0, 2).map((o) => `${describeOverlap(o)}\n${around(o.from, o.name)}\nfaults around:\n  ${faultsNear(o.from)}`).join('\n')}`)
 
     // Never a start on a key an operator removed (pitfall 2): after a revoke, no start with a token
     // from before it; after a delete, no start on the deleted key.
-    for (const f of faults.filter((x) => x.done && (x.kind === 'revoke' || x.kind === 'delete'))) {
+    for (const f of faults.filter((x) => x.done && x.effective && (x.kind === 'revoke' || x.kind === 'delete'))) {
       const stale = f.host.events.filter((e) => e.ev === 'start' && e.t > f.done &&
         (f.kind === 'revoke' ? e.token <= f.revisionBefore : e.name === f.name && e.token === f.staleToken))
       assert.deepStrictEqual(stale.map((e) => `${e.host} start ${e.name} token ${e.token} at ${rel(e.t)}`), [], `start on a stale key after ${faultLog[f.id]} (seed ${SEED})`)
     }
 
-    // A host frozen while leading, for longer than the TTL (so its deadline passed) or while another
-    // host started, stops at once when it continues.
+    // A host frozen while leading, for at least TTL - margin (so its deadline passed: its last
+    // answered keepalive was sent before the freeze) or while another host started, stops at once
+    // when it continues: within RESUME_PROMPT_MS of running time, even when frozen again meanwhile.
     const resumedStops = []
     for (const h of allHosts) {
       for (const p of h.pauses) {
@@ -396,18 +465,14 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           const term = leadershipTerms([h], name).find((x) => x.start < p.at && (x.end === null || x.end > p.at))
           if (!term) continue
           const othersStarted = allHosts.some((g) => g !== h && g.events.some((e) => e.ev === 'start' && e.name === name && e.t > p.at && e.t < p.resumedAt))
-          if (!othersStarted && ms(p.resumedAt - p.at) < S(TTL)) continue
-          // Frozen again before it had the time to stop: the check belongs to that later pause.
-          const refrozen = h.pauses.some((q) => q !== p && q.at >= p.resumedAt && q.at < p.resumedAt + msN(PAUSE_PROMPT_MS) &&
-            (term.end === null || q.at < term.end))
-          if (refrozen) continue
-          const after = term.end === null ? Infinity : ms(term.end - p.resumedAt)
+          if (!othersStarted && ms(p.resumedAt - p.at) < S(TTL) - marginMs(TTL)) continue
+          const after = term.end === null ? Infinity : runningMs(h, p.resumedAt, term.end)
           resumedStops.push(after)
-          assert.ok(after <= PAUSE_PROMPT_MS, `${h.label} frozen ${ms(p.resumedAt - p.at).toFixed(0)} ms while leading ${name}: stopped ${after.toFixed(1)} ms after SIGCONT (seed ${SEED})\n${around(p.resumedAt, name)}`)
+          assert.ok(after <= RESUME_PROMPT_MS, `${h.label} frozen ${ms(p.resumedAt - p.at).toFixed(0)} ms while leading ${name}: stopped after ${after.toFixed(1)} ms of running time after SIGCONT (seed ${SEED})\n${around(p.resumedAt, name)}`)
         }
       }
     }
-    // fn runs only inside a term of its host.
+    // fn runs only inside a term of its host, once per term (start and stop alternate, checked above).
     for (const h of allHosts) {
       for (const name of NAMES) {
         let inTerm = false
@@ -444,7 +509,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     const terms = NAMES.reduce((n, name) => n + leadershipTerms(allHosts, name).length, 0)
     const maxOf = (list, f) => list.reduce((m, x) => Math.max(m, f(x)), 0)
     if (excused.paused.length) t.diagnostic(`frozen-host overlaps: ${excused.paused.map((o) => `${o.name} ${o.ms.toFixed(0)} ms (stop ${o.afterResumeMs.toFixed(1)} ms after SIGCONT)`).join('; ')}`)
-    if (excused.etcd.length) t.diagnostic(`leases revoked by a frozen etcd raft leader after it continued (etcd issue 12528): ${excused.etcd.map((o) => `${o.name} ${o.first.host.label}->${o.second.host.label} overlap ${o.ms.toFixed(1)} ms (successor ${o.afterResumeMs.toFixed(0)} ms after SIGCONT of the member)`).join('; ')}`)
+    if (excused.etcd.length) t.diagnostic(`leases revoked by a frozen etcd raft leader after it continued (etcd issue 12528): ${excused.etcd.map((o) => `${o.name} ${o.first.host.label}->${o.second.host.label} overlap ${o.ms.toFixed(1)} ms (successor ${o.afterResumeMs.toFixed(0)} ms after SIGCONT of the member, ${o.deadlineAfterMs.toFixed(0)} ms before the old leader's deadline)`).join('; ')}`)
     if (excused.outside.length) t.diagnostic(`outside-removal overlaps: ${excused.outside.map((o) => `${o.name} ${o.kind} ${o.ms.toFixed(1)} ms`).join('; ')}`)
     metric(t, '7-soak', {
       seed: SEED,
