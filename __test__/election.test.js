@@ -7,7 +7,7 @@ const assert = require('node:assert')
 const { spawn } = require('node:child_process')
 const { startEtcd } = require('./helpers/etcd')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny } = require('./helpers/hosts')
-const { uniquePrefix, observe } = require('./helpers/util')
+const { uniquePrefix, observe, SAME_EVENT_MS } = require('./helpers/util')
 
 const TTL = 2
 let etcd
@@ -253,9 +253,9 @@ describe('election between host processes', { timeout: 120000 }, () => {
     const bStops = b.find({ ev: 'stop', name: 'job' })
     assert.deepStrictEqual(bStops.map((e) => e.reason), ['removed'], 'B got no stop before its own remove()')
     assert.ok(bStops[0].t <= bRemoved.t)
-    // An outside revoke deletes A's key while A leads: A can only notice afterwards (at the same
-    // time as B), so a short overlap is unavoidable here; it must end at once.
-    assertOneLeaderAtATime(hosts, 'job', { allowOverlapMs: 1000 })
+    // An outside revoke deletes A's key while A leads: A can only notice afterwards (from the same
+    // watch event as B), so a short overlap is unavoidable here; it must end at once.
+    assertOneLeaderAtATime(hosts, 'job', { allowOverlapMs: SAME_EVENT_MS })
   })
 
   it('pitfall 8: names build and build2 on one locker are independent', async () => {
@@ -327,16 +327,21 @@ describe('election between host processes', { timeout: 120000 }, () => {
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.some((kv) => kv.value === 'go-candidate'), 5000, 'the Go candidate queued')
     const [b] = await queue(['B'], { prefix, names: ['job'] })
     assert.strictEqual(go.output(), '', 'the Go candidate waits while A leads')
-    // A goes: the Go candidate (next in line) is elected, B waits.
+    // A goes: the Go candidate (next in line) is elected, and B knows it waits behind its key.
     a.send({ cmd: 'remove', name: 'job' })
     const [goKey, goValue] = await go.lines(2, 5000)
     assert.strictEqual(goValue, 'go-candidate')
     assert.match(goKey, new RegExp(`^${election}/[0-9a-f]+$`))
-    // The Go candidate resigns on SIGINT: B is elected.
+    await b.waitFor({ ev: 'leader', name: 'job', leader: 'go-candidate' }, 5000, 'B sees the Go candidate lead')
+    assert.deepStrictEqual(b.find({ ev: 'start' }), [], 'B does not start while the Go candidate leads')
+    // The Go candidate resigns on SIGINT: only then is B elected.
+    const resigned = now()
     go.proc.kill('SIGINT')
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start after the Go candidate resigned')
+    assert.ok(bStart.t > resigned, `B started before the Go candidate resigned\n${formatTimeline([a, b])}`)
     assert.ok(bStart.token > aKey.createRevision)
     assert.deepStrictEqual(b.find({ ev: 'start' }).length, 1)
+    assert.ok(!keyOf(await etcd.keys(`${prefix}/job/`), { id: 'go-candidate' }), 'the Go candidate\'s key is gone')
   })
 
   it('a user fn that throws with no error listener is an uncaught exception', async () => {

@@ -758,14 +758,18 @@ describe('handleSignals', { timeout: 120000 }, () => {
     const prefix = uniquePrefix('sig-off')
     const [a, b] = await queue(['A', 'B'], { prefix, ttl: short })
     await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    // etcd keeps A's lease for the TTL from its receipt of A's last keepalive, which A sent no
+    // earlier than this one (a later keepalive only moves the expiry later).
+    const renewal = await a.request({ cmd: 'stats' }, { ev: 'stats' }, 5000)
+    const leaseUntil = renewal.t - BigInt(Math.round(renewal.sinceRenewalMs * 1e6)) + BigInt(short * 1e9)
     const sent = now()
     a.kill('SIGTERM')
     const exit = await within(a.exited, 5000, 'A exits')
     const start = await b.waitFor({ ev: 'start', name: 'job' }, short * 1000 + 5000, 'B start')
-    t.diagnostic(`default SIGTERM: A exited ${ms(exit.t - sent).toFixed(0)} ms, B start ${ms(start.t - sent).toFixed(0)} ms (ttl ${short * 1000} ms)`)
+    t.diagnostic(`default SIGTERM: A exited ${ms(exit.t - sent).toFixed(0)} ms, B start ${ms(start.t - sent).toFixed(0)} ms (ttl ${short * 1000} ms), ${ms(start.t - leaseUntil).toFixed(0)} ms after the lease could expire`)
     assert.strictEqual(exit.signal, 'SIGTERM')
     assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'no stop: the process died at once')
-    assert.ok(ms(start.t - sent) > 1000, 'the handover waited for the lease to expire')
+    assert.ok(start.t >= leaseUntil, `the handover waited for the lease to expire: B started ${ms(leaseUntil - start.t).toFixed(0)} ms before it could`)
   })
 })
 
@@ -784,8 +788,8 @@ describe('locker.stats()', { timeout: 120000 }, () => {
     const sb = b('job')
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
     await until(() => sb.leader() === a.id(), 5000, 'B knows A leads')
-    // A few keepalives later.
-    await observe(TTL * 1000)
+    // A few keepalives later (one goes out every TTL/3).
+    await until(() => a.stats().keepalive.renewals >= 3, TTL * 1000 + 2000, 'A\'s third renewal')
     const s1 = a.stats()
     const ownKey = keyOf(await etcd.keys(`${prefix}/job/`), a.id())
     t.diagnostic(`A: ${JSON.stringify(s1)}`)

@@ -19,10 +19,13 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
+// Events of a node in the order they were emitted, numbered across all nodes of this process
+// (seq), so the order of two nodes' events can be compared exactly.
+let seq = 0
 function record (node) {
   const events = []
   for (const name of ['change', 'select', 'deselect', 'refresh', 'ping', 'error']) {
-    node.on(name, (...args) => events.push({ name, args, t: Date.now() }))
+    node.on(name, (...args) => events.push({ name, args, t: Date.now(), seq: ++seq }))
   }
   cleanup.push(() => node.stop())
   return events
@@ -61,7 +64,7 @@ describe('locked@2.x nodes', { timeout: 60000 }, () => {
     const path = `/${uniquePrefix('two')}`
     const a = locker({ id: 'a', path, value: 'A', ttl: TTL })
     const b = locker({ id: 'b', path, value: 'B', ttl: TTL })
-    record(a)
+    const eventsA = record(a)
     const eventsB = record(b)
     const aSelected = nextEvent(a, 'select', 5000, 'a select')
     a.start()
@@ -86,6 +89,10 @@ describe('locked@2.x nodes', { timeout: 60000 }, () => {
     assert.strictEqual(b.id(), 'b')
     const change = eventsB.filter((e) => e.name === 'change').map((e) => e.args)
     assert.deepStrictEqual(change, [['A', 'a'], ['B', 'b']])
+    // One leader at a time: b is selected only after a was deselected.
+    const deselectA = eventsA.find((e) => e.name === 'deselect')
+    const selectB = eventsB.find((e) => e.name === 'select')
+    assert.ok(deselectA.seq < selectB.seq, `b selected (#${selectB.seq}) before a was deselected (#${deselectA.seq})`)
   })
 
   it('two nodes idle for several TTLs: no change and no deselect', async () => {

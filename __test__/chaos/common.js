@@ -2,6 +2,7 @@
 // Glue shared by the chaos tests (not a test file itself): competing hosts with leadership spread
 // over them, and the per-scenario report lines.
 
+const assert = require('node:assert')
 const { spawnHost, leadershipReport, formatTimeline } = require('../helpers/hosts')
 const { metric } = require('../helpers/util')
 
@@ -36,9 +37,10 @@ function since (hosts, mark, pred) {
   return hosts.flatMap((h) => h.events.slice(mark.get(h) || 0).filter(pred))
 }
 
-// The leadership summary of every name, asserted to have no overlap unless allowed, and printed
-// as one metric line: { overlapMs (largest over the names), minGapMs, ...extra }.
-function leadershipMetric (t, scenario, hosts, names, extra = {}) {
+// The leadership summary of every name, asserted to have no overlap longer than allowOverlapMs
+// (none by default), and printed as one metric line: { overlapMs (largest over the names),
+// minGapMs, ...extra }.
+function leadershipMetric (t, scenario, hosts, names, extra = {}, { allowOverlapMs = 0 } = {}) {
   let overlapMs = 0
   let minGapMs = null
   let terms = 0
@@ -49,6 +51,7 @@ function leadershipMetric (t, scenario, hosts, names, extra = {}) {
     terms += r.terms.length
   }
   metric(t, scenario, { overlapMs, minGapMs, terms, ...extra })
+  assert.ok(overlapMs <= allowOverlapMs, `${scenario}: two leaders at once for ${overlapMs.toFixed(1)} ms\n${timelineOf(hosts, names)}`)
   return { overlapMs, minGapMs, terms }
 }
 

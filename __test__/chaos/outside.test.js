@@ -14,7 +14,7 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { startEtcd } = require('../helpers/etcd')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, leadershipReport } = require('../helpers/hosts')
-const { uniquePrefix, observe, metric } = require('../helpers/util')
+const { uniquePrefix, observe, metric, SAME_EVENT_MS } = require('../helpers/util')
 const { keyOf } = require('./common')
 
 let etcd
@@ -26,8 +26,10 @@ after(async () => {
 })
 afterEach(killAll)
 
-// How soon "at once" is: the old leader hears of the deletion through its watch, like everyone.
-const AT_ONCE_MS = 1000
+// How soon "at once" is: the old leader hears of the deletion through its watch, like everyone,
+// so it stops (and the overlap with its successor ends) within the scheduling delay of one watch
+// event; learning of it at its next keepalive (every TTL/3, 1.7 s here) would be far later.
+const AT_ONCE_MS = SAME_EVENT_MS
 
 // Spawns hosts one after the other, each with its keys in etcd before the next one starts, so
 // that the queue order of every name is the order of the specs.
