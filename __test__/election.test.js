@@ -1,6 +1,6 @@
 'use strict'
 // The election between competing host processes on one real etcd: who starts, handovers, crash
-// failover, and the pitfalls of ../../shared/election-pitfalls.md (1, 2, 3, 7, 8).
+// failover, and the election pitfalls this project numbers 1, 2, 3, 7 and 8 (in the test titles).
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')

@@ -1,6 +1,6 @@
 'use strict'
 // Faults between a host and etcd: partitions (pitfall 4), a paused leader (5), remove() during an
-// outage (6), and etcd down for longer than the TTL (10). See ../../shared/election-pitfalls.md.
+// outage (6), and etcd down for longer than the TTL (10): the election pitfalls of those numbers.
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
