@@ -5,8 +5,8 @@
 // operations (register; remove, awaited or not; re-register in the same tick as the remove; remove
 // right after register, while the first campaign is in flight; close and reopen the locker,
 // awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve) while
-// proxy cuts and etcd freezes (SIGSTOP/SIGCONT of the etcd process) come and go, then everything
-// heals and stays quiet. After each quiet period:
+// proxy cuts (both ways, or only etcd's answers lost) and etcd freezes (SIGSTOP/SIGCONT of the
+// etcd process) come and go, then everything heals and stays quiet. After each quiet period:
 // (a) at most one leader per name at any instant on the shared hrtime timeline;
 // (b) every name with a registered candidate has exactly one leader TTL + 2 s after the quiet
 //     began (none without a candidate), holding the lowest key with its create revision as
@@ -441,7 +441,10 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
         const long = rndFaults.chance(0.3)
         const frac = rndFaults()
         let spec
-        if (kindPick < 0.4) spec = { kind: 'cut', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.5 * frac)) }
+        if (kindPick < 0.3) spec = { kind: 'cut', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.5 * frac)) }
+        // etcd carries out the host's requests but the answers are lost: a campaign or a resign
+        // that etcd applied while its sender believes it failed.
+        else if (kindPick < 0.45) spec = { kind: 'lost-answers', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.2 * frac)) }
         else if (kindPick < 0.65) spec = { kind: 'reset', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 0.9 * frac)) }
         // etcd frozen: mostly shorter than the TTL (nobody should notice), sometimes longer.
         else spec = { kind: 'etcd-pause', slot: null, duration: Math.round(S(TTL) * (long ? 1.2 + 0.4 * frac : 0.3 + 0.5 * frac)) }
@@ -464,7 +467,9 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
         member.resume()
       } else {
         const p = slots[spec.slot].proxy
-        p.mode(spec.kind === 'cut' ? 'blackhole' : 'reset')
+        if (spec.kind === 'cut') p.mode('blackhole')
+        else if (spec.kind === 'lost-answers') p.mode('blackhole', 'down')
+        else p.mode('reset')
         await sleep(spec.duration)
         p.mode('pass')
       }
