@@ -24,7 +24,7 @@ const crypto = require('node:crypto')
 const { startEtcd } = require('../helpers/etcd')
 const { startProxy } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps, assertStartStopAlternate } = require('../helpers/hosts')
-const { uniquePrefix, observe, seededRandom, metric, marginMs, RESUME_PROMPT_MS } = require('../helpers/util')
+const { uniquePrefix, observe, seededRandom, metric, marginMs, stopDelayMs, RESUME_PROMPT_MS } = require('../helpers/util')
 
 const SOAK_MS = Number(process.env.CHAOS_SOAK_MS || 100000)
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
@@ -472,6 +472,27 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
         }
       }
     }
+    // Every 'deadline' stop comes at the deadline of the host's last answered keepalive (its send
+    // time + TTL - margin), not before, and within stopDelayMs of running time after it (so a
+    // host frozen across its deadline stops as soon as it runs again). The lease figures are read
+    // when the stop reaches the application: if a keepalive was answered in between (etcd
+    // reachable again, or the addon's thread ran first after SIGCONT), the session is valid again
+    // (validForMs > 0), and that keepalive must have been sent after the deadline, within the
+    // same delay of the stop.
+    const deadlineStops = []
+    for (const h of allHosts) {
+      for (const e of h.events.filter((x) => x.ev === 'stop' && x.reason === 'deadline')) {
+        assert.strictEqual(typeof e.sinceRenewalMs, 'number', `${h.label}: lease figures on its stop at ${rel(e.t)}`)
+        const sent = e.t - msN(e.sinceRenewalMs)
+        const renewedSince = e.validForMs > 0
+        const deadline = renewedSince ? sent : sent + msN(S(TTL) - marginMs(TTL))
+        const lateMs = deadline <= e.t ? runningMs(h, deadline, e.t) : -ms(deadline - e.t)
+        deadlineStops.push(lateMs)
+        assert.ok(lateMs >= -1 && lateMs <= stopDelayMs(TTL), `${h.label} stopped ${e.name} ${lateMs.toFixed(1)} ms (running time) after ` +
+          `${renewedSince ? 'a keepalive that renewed the lease after the deadline was sent' : 'its deadline'} ` +
+          `(last answered keepalive sent ${e.sinceRenewalMs} ms before; TTL - margin = ${S(TTL) - marginMs(TTL)} ms, allowed ${stopDelayMs(TTL)} ms) at ${rel(e.t)} (seed ${SEED})\n${around(e.t, e.name)}`)
+      }
+    }
     // fn runs only inside a term of its host, once per term (start and stop alternate, checked above).
     for (const h of allHosts) {
       for (const name of NAMES) {
@@ -522,6 +543,8 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
       frozenOverlapMaxMs: maxOf(excused.paused, (o) => o.ms),
       frozenLeaders: resumedStops.length,
       resumedStopMaxMs: maxOf(resumedStops, (x) => x),
+      deadlineStops: deadlineStops.length,
+      deadlineStopLateMaxMs: maxOf(deadlineStops, (x) => x),
       outsideOverlaps: excused.outside.length,
       outsideOverlapMaxMs: maxOf(excused.outside, (o) => o.ms),
       etcdRevokeOverlaps: excused.etcd.length,
