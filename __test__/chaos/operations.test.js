@@ -461,17 +461,22 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       const f = { kind: spec.kind, slot: spec.slot, begin: now(), end: null, duration: spec.duration, detail: spec.slot === null ? 'etcd' : slots[spec.slot].label }
       faults.push(f)
       counts.faults[f.kind] = (counts.faults[f.kind] || 0) + 1
-      if (spec.kind === 'etcd-pause') {
-        member.pause()
-        await sleep(spec.duration)
-        member.resume()
-      } else {
-        const p = slots[spec.slot].proxy
-        if (spec.kind === 'cut') p.mode('blackhole')
-        else if (spec.kind === 'lost-answers') p.mode('blackhole', 'down')
-        else p.mode('reset')
-        await sleep(spec.duration)
-        p.mode('pass')
+      // (A test that already failed may have closed etcd under a fault still running.)
+      try {
+        if (spec.kind === 'etcd-pause') {
+          member.pause()
+          await sleep(spec.duration)
+          member.resume()
+        } else {
+          const p = slots[spec.slot].proxy
+          if (spec.kind === 'cut') p.mode('blackhole')
+          else if (spec.kind === 'lost-answers') p.mode('blackhole', 'down')
+          else p.mode('reset')
+          await sleep(spec.duration)
+          p.mode('pass')
+        }
+      } catch (err) {
+        f.error = err.message
       }
       f.end = now()
     }
@@ -673,6 +678,8 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
           await sleep(rndOps.int(30, 350))
         }
         await Promise.all(running)
+        const broken = faults.filter((f) => f.error)
+        if (broken.length) throw new Error(`faults not injected or healed: ${broken.map((f) => `${f.kind} ${f.detail}: ${f.error}`).join('; ')}`)
         const quietFrom = now()
         // Everything asked for before the quiet settles (a remove() or close() sent during an outage
         // may only now reach etcd).
@@ -741,9 +748,18 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       for (const name of idleNames) {
         if (!await waitUntil(() => leadsNow(idle.host, name), S(TTL + 5))) violation('b', name, `${idle.label} does not lead ${name} ${TTL + 5} s after it became the only candidate`)
       }
-      const lockersOpen = 1 + (idle.node.ever ? 1 : 0)
+      // Every lease left is the idle host's: its locker's (the one its keys are bound to) and, if it
+      // ever started a 2.x node, that node's own locker's (held while started; once stopped, kept
+      // unless etcd expired it meanwhile).
       const leases = await etcd.leases()
-      if (leases.length !== lockersOpen) violation('d', null, `${leases.length} leases in etcd with one host left holding ${lockersOpen} locker(s): ${leases.join(', ')}`)
+      const idleId = currentGen(idle).id
+      const mainLeases = new Set((await etcd.keys(`${prefix}/`)).filter((kv) => kv.value === idleId).map((kv) => kv.leaseHex))
+      const nodeLeases = new Set((await etcd.keys(`${v2Path}/`)).filter((kv) => kv.value.startsWith(`${idle.label}-node:::`)).map((kv) => kv.leaseHex))
+      const others = leases.filter((l) => !mainLeases.has(l) && !nodeLeases.has(l))
+      const spare = idle.node.ever && nodeLeases.size === 0 ? 1 : 0
+      if (mainLeases.size !== 1 || others.length > spare) {
+        violation('d', null, `with one host left, etcd holds leases ${leases.join(', ')}: its locker's keys are bound to ${[...mainLeases].join(', ') || 'none'}, its node's to ${[...nodeLeases].join(', ') || 'none'}${idle.node.ever ? '' : ' (it never started a node)'}`)
+      }
       // Past the idle host's own elections and the test's last gRPC requests.
       await sleep(1500)
       const before = await grpcReceived(member)
@@ -790,7 +806,8 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
         if (!clean) violation('host', null, `${h.label} ended unexpectedly: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
       }
     } catch (err) {
-      err.message = `seed ${SEED}, round ${round}: ${err.message}`
+      const found = violations.map((v) => `  [round ${v.round}] (${v.check}) ${v.name || ''}: ${v.message}`).join('\n')
+      err.message = `seed ${SEED}, round ${round}: ${err.message}${found ? `\nviolations found before:\n${found}` : ''}`
       throw err
     }
 
