@@ -812,6 +812,9 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
     }
 
     const seconds = (Date.now() - started) / 1000
+    // The same seed must give the same digest: the check that a replay replays.
+    const digest = crypto.createHash('sha256').update(opLog.map((o) => `${o.slot} ${o.text.replace(/\(reg [^)]*\)/g, '')} ${o.name}`).join('\n')).digest('hex').slice(0, 16)
+    t.diagnostic(`operation sequence digest ${digest} (${opLog.length} operations)`)
     t.diagnostic(`operations: ${JSON.stringify(counts.ops)}; faults: ${JSON.stringify(counts.faults)}; errors reported by the library: ${JSON.stringify(counts.errors)}`)
     const byCheck = {}
     for (const v of violations) byCheck[v.check] = (byCheck[v.check] || 0) + 1
@@ -832,6 +835,6 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       shown.add(v.check)
       return `${head}\n${v.evidence}`
     })
-    if (violations.length) assert.fail(`seed ${SEED}: ${violations.length} violations (replay: CHAOS_SEED=${SEED})\n${details.join('\n')}`)
+    if (violations.length) assert.fail(`seed ${SEED}: ${violations.length} violations (replay: CHAOS_SEED=${SEED}, operation sequence digest ${digest})\n${details.join('\n')}`)
   })
 })
