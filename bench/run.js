@@ -97,14 +97,20 @@ function gitState () {
   return state
 }
 
+// long: for results.md; short: for the README's one sentence.
 function describeGit (g, { long = true } = {}) {
   if (g.commit === 'unknown') return 'an unknown commit (git not available)'
   const at = `commit ${g.commit}${long && g.date ? ` (${g.date})` : ''}`
-  if (g.changed.length === 0) return `${at}, working tree clean`
   const list = (files) => files.slice(0, 6).join(', ') + (files.length > 6 ? `, … (${files.length} files)` : '')
+  if (!long) {
+    if (g.changed.length === 0) return at
+    if (g.measuredChanged.length === 0) return `${at} (uncommitted changes only in files that do not affect the numbers: ${list(g.changed)})`
+    return `${at} WITH UNCOMMITTED CHANGES to ${list(g.measuredChanged)}`
+  }
+  if (g.changed.length === 0) return `${at}, working tree clean`
   const others = g.changed.length - g.measuredChanged.length
   if (g.measuredChanged.length === 0) return `${at}; the working tree differs only in files not measured (${others}: ${list(g.changed)})`
-  return `${at} WITH UNCOMMITTED CHANGES to measured files (${list(g.measuredChanged)})` + (others ? ` and ${others} other files` : '')
+  return `${at} WITH UNCOMMITTED CHANGES to measured files (${list(g.measuredChanged)})` + (others ? ` and ${others} other file${others === 1 ? '' : 's'}` : '')
 }
 
 /** The addon as built in the working tree, and whether a source file is newer than it. */
