@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::cluster::{Cluster, Failure};
-use crate::wait::changed;
+use crate::util::changed;
 
 /// etcd refuses transactions with more operations than `--max-txn-ops` (128 by default) on any
 /// level; stay well below.

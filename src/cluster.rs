@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use crate::backoff::Backoff;
+use crate::retry::Backoff;
 
 /// How long one request may take on one member before another member is tried.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -299,8 +299,7 @@ impl Cluster {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
-        // The guarded data stays consistent even if a holder panicked.
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.current)
     }
 
     /// Runs `call` against the current member, moving to other members on transport failures and
@@ -312,7 +311,7 @@ impl Cluster {
         Fut: Future<Output = Result<T, EtcdError>>,
     {
         let attempts = (self.endpoints.len() * 2).max(3);
-        let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(400));
+        let mut backoff = Backoff::attempts();
         let mut last = Failure::Unavailable("no attempt made".to_string());
         for attempt in 0..attempts {
             let member = match self.member().await {

@@ -11,21 +11,37 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
-};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::cluster::Failure;
-use crate::events::{Event, LeaderInfo, StopReason, Throttle};
-use crate::locker::{Control, Shared};
+use crate::context::Context;
+use crate::events::{Event, StopReason};
+use crate::keys::{self, LeaderInfo};
+use crate::retry::Backoff;
+use crate::retry::Throttle;
 use crate::session::LeaseState;
 use crate::term;
-use crate::wait::changed;
+use crate::util::changed;
+
+/// Where a registration is in its life; one channel per registration, shared by the registry
+/// (which asks for the resign and waits for the end) and the election task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Running,
+    /// The user removed it and its work is winding down: it still campaigns and keeps its key
+    /// (so no other host starts yet), but the name is free to be registered again.
+    Draining,
+    Resign,
+    Done,
+}
+
+impl Control {
+    pub fn resigning(self) -> bool {
+        matches!(self, Control::Resign | Control::Done)
+    }
+}
 
 /// Where a candidate stands, as of one consistent read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +62,7 @@ struct Held {
 }
 
 pub struct Election {
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     serial: u32,
     name: String,
     /// `<prefix>/<name>/`
@@ -62,13 +78,13 @@ pub struct Election {
 
 impl Election {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Context>,
         serial: u32,
         name: String,
         leading_lease: Arc<AtomicI64>,
     ) -> Election {
-        let record = term::record_key(&shared.prefix, &name);
-        let prefix = format!("{record}/");
+        let record = keys::record(&shared.prefix, &name);
+        let prefix = keys::candidates(&shared.prefix, &name);
         Election {
             shared,
             serial,
@@ -82,7 +98,7 @@ impl Election {
     }
 
     fn key(&self, lease: i64) -> String {
-        format!("{}{:x}", self.prefix, lease)
+        keys::candidate(&self.prefix, lease)
     }
 
     fn emit(&self, event: Event) {
@@ -129,7 +145,7 @@ impl Election {
         let mut lease_state = shared.session.subscribe();
         let mut wake = shared.watcher.deletions(&self.name);
         let mut held: Option<Held> = None;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::rounds();
         let mut errors = Throttle::new();
         // For the takeover time reported with `start`.
         let mut waited_behind_other = false;
@@ -380,15 +396,7 @@ impl Election {
     }
 
     fn lowest_key(&self) -> TxnOp {
-        TxnOp::get(
-            self.prefix.clone(),
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1),
-            ),
-        )
+        keys::first_created_op(&self.prefix)
     }
 
     /// Deletes our key, guarded so that only our own key of this term can go. Keeps trying
@@ -417,7 +425,7 @@ impl Election {
             TxnOp::delete(key, None),
             term::withdraw(&self.record, lease),
         ]);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::rounds();
         let mut errors = Throttle::new();
         loop {
             let attempt = self.shared.batcher.txn(&self.name, txn.clone());
@@ -472,10 +480,7 @@ fn standing(key: &str, lease: i64, response: &TxnResponse) -> Standing {
         },
         Some(first) => Standing::Waiting {
             revision: own.create_revision(),
-            leader: LeaderInfo {
-                id: String::from_utf8_lossy(first.value()).into_owned(),
-                token: first.create_revision(),
-            },
+            leader: LeaderInfo::of(first),
         },
         // Our key exists, so the range cannot be empty; treat it as "not first" to be safe.
         None => Standing::Waiting {

@@ -1,9 +1,9 @@
 //! What the core reports to its user (the binding turns these into JavaScript events).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::cluster::Failure;
+use crate::keys::LeaderInfo;
 
 /// Why a leader stopped leading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +32,13 @@ impl StopReason {
     }
 }
 
-/// Who leads an election: the locker id in the leader's key, and the key's create revision.
+/// The current term of an election, as read from etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderInfo {
-    pub id: String,
-    pub token: i64,
+pub struct Term {
+    pub leader: LeaderInfo,
+    /// When the leader was elected, in milliseconds since the Unix epoch by the leader's clock;
+    /// `None` until the leader's record is written (or if it could not be).
+    pub since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ pub enum Event {
     /// The answer to a query of who leads, and since when (`None`: nobody leads).
     Term {
         serial: u32,
-        term: Option<crate::term::Term>,
+        term: Option<Term>,
     },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
@@ -116,7 +118,7 @@ impl Events {
     }
 
     pub fn emit(&self, event: Event) {
-        let deliver = self.deliver.read().unwrap_or_else(|e| e.into_inner());
+        let deliver = crate::util::read(&self.deliver);
         if let Some(deliver) = deliver.as_ref() {
             deliver(event);
         }
@@ -124,11 +126,7 @@ impl Events {
 
     /// Delivers nothing from now on, and drops what delivered.
     pub fn detach(&self) {
-        let taken = self
-            .deliver
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let taken = crate::util::write(&self.deliver).take();
         drop(taken);
     }
 
@@ -137,47 +135,5 @@ impl Events {
         if self.debug {
             self.emit(Event::Log { line: line() });
         }
-    }
-}
-
-/// Decides which failures of a streak to report: none while the streak is younger than a grace
-/// period (a member failing over, or an etcd raft election, heals within it, and reporting those
-/// would only alarm), then one at once and at most one every few seconds, so an outage does not
-/// flood the event loop.
-pub struct Throttle {
-    streak_since: Option<Instant>,
-    last: Option<Instant>,
-}
-
-const GRACE: Duration = Duration::from_secs(2);
-const THROTTLE_INTERVAL: Duration = Duration::from_secs(5);
-
-impl Throttle {
-    pub fn new() -> Throttle {
-        Throttle {
-            streak_since: None,
-            last: None,
-        }
-    }
-
-    pub fn should_report(&mut self) -> bool {
-        let now = Instant::now();
-        let since = *self.streak_since.get_or_insert(now);
-        if now.duration_since(since) < GRACE {
-            return false;
-        }
-        match self.last {
-            Some(last) if now.duration_since(last) < THROTTLE_INTERVAL => false,
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
-    }
-
-    /// A success ends the streak.
-    pub fn reset(&mut self) {
-        self.streak_since = None;
-        self.last = None;
     }
 }

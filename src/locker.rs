@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 
 use crate::batch::Batcher;
 use crate::cluster::{Cluster, Failure, Security};
-use crate::election::Election;
+use crate::context::Context;
+use crate::election::{Control, Election};
 use crate::events::{Event, EventSink};
+use crate::keys;
 use crate::observer::Observer;
 use crate::session::Session;
 use crate::term;
+use crate::util::lock;
 use crate::watcher::Watcher;
 
 pub struct Options {
@@ -25,41 +28,6 @@ pub struct Options {
     pub ttl: i64,
     pub prefix: String,
     pub id: String,
-}
-
-/// What every election of a locker shares.
-pub struct Shared {
-    pub id: String,
-    pub prefix: String,
-    pub cluster: Arc<Cluster>,
-    pub batcher: Batcher,
-    pub session: Arc<Session>,
-    pub watcher: Arc<Watcher>,
-    pub events: EventSink,
-    /// Writes leaders' term records (see `term`).
-    pub publisher: term::Publisher,
-    /// Set when the locker closes: elections step down and end without touching etcd.
-    pub closing: watch::Sender<bool>,
-    registry: Mutex<Registry>,
-    observers: Mutex<HashMap<u32, watch::Sender<bool>>>,
-}
-
-/// Where a registration is in its life; one channel per registration, shared by the registry
-/// (which asks for the resign and waits for the end) and the election task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Running,
-    /// The user removed it and its work is winding down: it still campaigns and keeps its key
-    /// (so no other host starts yet), but the name is free to be registered again.
-    Draining,
-    Resign,
-    Done,
-}
-
-impl Control {
-    pub fn resigning(self) -> bool {
-        matches!(self, Control::Resign | Control::Done)
-    }
 }
 
 struct Entry {
@@ -82,11 +50,21 @@ pub enum RegisterError {
     Closed,
 }
 
+/// Where a locker is in its life: open, closing (its elections step down, then the lease is
+/// revoked), closed (every task ended, connections dropped).
+const OPEN: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
 pub struct Locker {
-    shared: Arc<Shared>,
+    context: Arc<Context>,
+    registry: Arc<Mutex<Registry>>,
+    observers: Arc<Mutex<HashMap<u32, watch::Sender<bool>>>>,
     runtime: Handle,
-    /// Ends the background tasks (keepalive, deadline guard, watch, batching).
-    stop: watch::Sender<bool>,
+    /// The second step of a close, after the lease revoke: the background tasks (keepalive,
+    /// deadline guard, watch, batching, term records) end.
+    stopped: watch::Sender<bool>,
+    /// OPEN, CLOSING or CLOSED.
     phase: AtomicU8,
     next_serial: Mutex<u32>,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -96,21 +74,30 @@ impl Locker {
     pub fn new(options: Options, events: EventSink, runtime: Handle) -> Result<Locker, Failure> {
         let cluster = Arc::new(Cluster::new(options.endpoints, options.security)?);
         let session = Arc::new(Session::new(cluster.clone(), options.ttl, events.clone()));
-        let watcher = Arc::new(Watcher::new(format!("{}/", options.prefix)));
-        let stop = watch::channel(false).0;
+        let watcher = Arc::new(Watcher::new(keys::all(&options.prefix)));
+        let stopped = watch::channel(false).0;
+        let closing = watch::channel(false).0;
         let (publisher, publications) = term::Publisher::new();
-        let (batcher, batching) = Batcher::start(cluster.clone(), &runtime, stop.subscribe());
-        let mut background = vec![
-            runtime.spawn(session.clone().run(stop.subscribe())),
-            runtime.spawn(session.clone().guard_deadline(stop.subscribe())),
-            runtime.spawn(
-                watcher
-                    .clone()
-                    .run(cluster.clone(), events.clone(), stop.subscribe()),
-            ),
+        let (batcher, batching) = Batcher::start(cluster.clone(), &runtime, stopped.subscribe());
+        let batcher = Arc::new(batcher);
+        let writer = term::Writer {
+            prefix: options.prefix.clone(),
+            batcher: batcher.clone(),
+            events: events.clone(),
+        };
+        let background = vec![
+            runtime.spawn(session.clone().run(stopped.subscribe())),
+            runtime.spawn(session.clone().guard_deadline(stopped.subscribe())),
+            runtime.spawn(watcher.clone().run(
+                cluster.clone(),
+                events.clone(),
+                stopped.subscribe(),
+            )),
             batching,
+            // Ends as the locker starts closing, dropping the records still queued.
+            runtime.spawn(term::run(writer, closing.subscribe(), publications)),
         ];
-        let shared = Arc::new(Shared {
+        let context = Arc::new(Context {
             id: options.id,
             prefix: options.prefix,
             batcher,
@@ -119,16 +106,14 @@ impl Locker {
             watcher,
             events,
             publisher,
-            closing: watch::channel(false).0,
-            registry: Mutex::new(Registry::default()),
-            observers: Mutex::new(HashMap::new()),
+            closing,
         });
-        // Ends when the locker closes (`closing`), which also drops the records still queued.
-        background.push(runtime.spawn(term::run(shared.clone(), publications)));
         Ok(Locker {
-            shared,
+            context,
+            registry: Arc::new(Mutex::new(Registry::default())),
+            observers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
-            stop,
+            stopped,
             phase: AtomicU8::new(OPEN),
             next_serial: Mutex::new(0),
             background: Mutex::new(background),
@@ -142,7 +127,7 @@ impl Locker {
         if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
-        let mut registry = lock(&self.shared.registry);
+        let mut registry = lock(&self.registry);
         let previous = match registry
             .latest
             .get(name)
@@ -166,17 +151,18 @@ impl Locker {
         );
         registry.latest.insert(name.to_string(), serial);
         drop(registry);
-        let shared = self.shared.clone();
+        let context = self.context.clone();
+        let registry = self.registry.clone();
         let name = name.to_string();
         self.runtime.spawn(async move {
             if let Some(mut previous) = previous {
                 let _ = previous.wait_for(|c| *c == Control::Done).await;
             }
-            Election::new(shared.clone(), serial, name.clone(), leading)
+            Election::new(context, serial, name.clone(), leading)
                 .run(control.subscribe())
                 .await;
             control.send_replace(Control::Done);
-            let mut registry = lock(&shared.registry);
+            let mut registry = lock(&registry);
             registry.entries.remove(&serial);
             if registry.latest.get(&name) == Some(&serial) {
                 registry.latest.remove(&name);
@@ -189,17 +175,17 @@ impl Locker {
     /// its term is still this locker's lease with the deadline ahead. Read from the clock, so a
     /// process resuming from a pause gets the truth before any event is delivered.
     pub fn is_leading(&self, serial: u32) -> bool {
-        let lease = lock(&self.shared.registry)
+        let lease = lock(&self.registry)
             .entries
             .get(&serial)
             .map_or(0, |e| e.leading.load(Ordering::SeqCst));
-        lease != 0 && self.shared.session.is_valid(lease)
+        lease != 0 && self.context.session.is_valid(lease)
     }
 
     /// Frees the name of registration `serial` for a new registration while its work winds
     /// down; it keeps its place (and key) until `remove`.
     pub fn retire(&self, serial: u32) {
-        let registry = lock(&self.shared.registry);
+        let registry = lock(&self.registry);
         if let Some(entry) = registry.entries.get(&serial) {
             entry.control.send_if_modified(|c| {
                 let running = *c == Control::Running;
@@ -213,7 +199,7 @@ impl Locker {
 
     /// Asks the election `serial` to resign; `Event::Removed` follows once etcd confirmed.
     pub fn remove(&self, serial: u32) -> bool {
-        let registry = lock(&self.shared.registry);
+        let registry = lock(&self.registry);
         match registry.entries.get(&serial) {
             Some(entry) if !entry.control.borrow().resigning() => {
                 entry.control.send_replace(Control::Resign);
@@ -230,12 +216,12 @@ impl Locker {
         }
         let serial = self.next_serial();
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        lock(&self.shared.observers).insert(serial, cancel_tx);
-        let shared = self.shared.clone();
-        let observer = Observer::new(shared.clone(), serial, name.to_string());
+        lock(&self.observers).insert(serial, cancel_tx);
+        let observers = self.observers.clone();
+        let observer = Observer::new(self.context.clone(), serial, name.to_string());
         self.runtime.spawn(async move {
             observer.run(cancel_rx).await;
-            lock(&shared.observers).remove(&serial);
+            lock(&observers).remove(&serial);
         });
         Ok(serial)
     }
@@ -247,16 +233,16 @@ impl Locker {
             return Err(RegisterError::Closed);
         }
         let serial = self.next_serial();
-        let shared = self.shared.clone();
+        let context = self.context.clone();
         let name = name.to_string();
         self.runtime.spawn(async move {
-            let mut closing = shared.closing.subscribe();
+            let mut closing = context.closing.subscribe();
             let read = tokio::select! {
-                r = term::read(&shared, &name) => r,
+                r = term::read(&context.batcher, &context.prefix, &name) => r,
                 // The binding answers every query still open when the locker has closed.
                 _ = closing.wait_for(|c| *c) => return,
             };
-            shared.events.emit(match read {
+            context.events.emit(match read {
                 Ok(term) => Event::Term { serial, term },
                 Err(failure) => Event::error(Some(serial), &failure),
             });
@@ -265,7 +251,7 @@ impl Locker {
     }
 
     pub fn unobserve(&self, serial: u32) {
-        if let Some(cancel) = lock(&self.shared.observers).remove(&serial) {
+        if let Some(cancel) = lock(&self.observers).remove(&serial) {
             cancel.send_replace(true);
         }
     }
@@ -278,18 +264,18 @@ impl Locker {
 
     /// How long leaders of this locker may still act (negative: the deadline has passed).
     pub fn valid_for(&self) -> Option<Duration> {
-        self.shared.session.valid_for()
+        self.context.session.valid_for()
     }
 
     pub fn report_renewals(&self, on: bool) {
-        self.shared
+        self.context
             .session
             .report_renewals
             .store(on, Ordering::Relaxed);
     }
 
     pub fn health(&self) -> crate::session::Health {
-        self.shared.session.health()
+        self.context.session.health()
     }
 
     fn begin_close(&self) -> bool {
@@ -300,12 +286,12 @@ impl Locker {
         {
             return false;
         }
-        self.shared.closing.send_replace(true);
+        self.context.closing.send_replace(true);
         true
     }
 
     fn pending_elections(&self) -> Vec<watch::Receiver<Control>> {
-        lock(&self.shared.registry)
+        lock(&self.registry)
             .entries
             .values()
             .map(|e| e.control.subscribe())
@@ -324,24 +310,24 @@ impl Locker {
             for mut done in pending {
                 let _ = done.wait_for(|c| *c == Control::Done).await;
             }
-            let result = locker.shared.session.revoke().await;
+            let result = locker.context.session.revoke().await;
             locker.finish().await;
-            locker.shared.events.emit(Event::Closed {
+            locker.context.events.emit(Event::Closed {
                 error: result.err(),
             });
-            locker.shared.events.detach();
+            locker.context.events.detach();
         });
     }
 
     /// Ends every task and drops the connections.
     async fn finish(&self) {
         self.phase.store(CLOSED, Ordering::SeqCst);
-        self.stop.send_replace(true);
+        self.stopped.send_replace(true);
         let background: Vec<_> = lock(&self.background).drain(..).collect();
         for task in background {
             let _ = task.await;
         }
-        self.shared.cluster.shutdown();
+        self.context.cluster.shutdown();
     }
 
     /// For process exit and worker termination, when nothing asynchronous will run again:
@@ -351,41 +337,33 @@ impl Locker {
         if self.phase.swap(CLOSED, Ordering::SeqCst) == CLOSED {
             return;
         }
-        self.shared.closing.send_replace(true);
+        self.context.closing.send_replace(true);
         let (tx, rx) = std::sync::mpsc::channel();
-        let session = self.shared.session.clone();
+        let session = self.context.session.clone();
         self.runtime.spawn(async move {
             let _ = tokio::time::timeout(cap, session.revoke()).await;
             let _ = tx.send(());
         });
         let _ = rx.recv_timeout(cap + Duration::from_millis(50));
-        self.stop.send_replace(true);
+        self.stopped.send_replace(true);
         for task in lock(&self.background).drain(..) {
             task.abort();
         }
-        self.shared.cluster.shutdown();
-        self.shared.events.detach();
+        self.context.cluster.shutdown();
+        self.context.events.detach();
     }
 
     pub fn id(&self) -> &str {
-        &self.shared.id
+        &self.context.id
     }
 }
 
 impl Drop for Locker {
     fn drop(&mut self) {
         // A locker dropped without close: end its tasks; its lease expires on its own.
-        self.shared.closing.send_replace(true);
-        self.stop.send_replace(true);
+        self.context.closing.send_replace(true);
+        self.stopped.send_replace(true);
     }
-}
-
-const OPEN: u8 = 0;
-const CLOSING: u8 = 1;
-const CLOSED: u8 = 2;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -413,7 +391,7 @@ mod tests {
         .unwrap();
         let (_tx, rx) = watch::channel(Control::Running);
         let leading = Arc::new(AtomicI64::new(0));
-        let fut = Election::new(locker.shared.clone(), 1, "n".into(), leading).run(rx);
+        let fut = Election::new(locker.context.clone(), 1, "n".into(), leading).run(rx);
         // Every registered name keeps one such task for its whole life: keep it small (request
         // futures are boxed while in flight).
         let size = std::mem::size_of_val(&fut);

@@ -5,19 +5,20 @@
 //! resumes from the last seen revision after errors and compactions.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
+use etcd_client::Client;
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::cluster::Failure;
-use crate::events::{Event, LeaderInfo, Throttle};
-use crate::locker::Shared;
-use crate::wait::changed;
+use crate::context::Context;
+use crate::events::Event;
+use crate::keys::{self, LeaderInfo};
+use crate::retry::Backoff;
+use crate::retry::Throttle;
+use crate::util::changed;
 
 pub struct Observer {
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     serial: u32,
     name: String,
     /// `<prefix>/<name>/`
@@ -25,8 +26,8 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(shared: Arc<Shared>, serial: u32, name: String) -> Observer {
-        let prefix = format!("{}/{}/", shared.prefix, name);
+    pub fn new(shared: Arc<Context>, serial: u32, name: String) -> Observer {
+        let prefix = keys::candidates(&shared.prefix, &name);
         Observer {
             shared,
             serial,
@@ -41,7 +42,7 @@ impl Observer {
         let mut closing = shared.closing.subscribe();
         let mut changes = shared.watcher.changes(&self.name);
         let mut reported: Option<Option<LeaderInfo>> = None;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::rounds();
         let mut errors = Throttle::new();
         tokio::select! {
             _ = shared.watcher.synced() => {}
@@ -97,23 +98,9 @@ impl Observer {
             .cluster
             .request(|mut c: Client| {
                 let prefix = prefix.clone();
-                async move {
-                    c.get(
-                        prefix,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                                .with_limit(1),
-                        ),
-                    )
-                    .await
-                }
+                async move { c.get(prefix, Some(keys::first_created())).await }
             })
             .await?;
-        Ok(response.kvs().first().map(|kv| LeaderInfo {
-            id: String::from_utf8_lossy(kv.value()).into_owned(),
-            token: kv.create_revision(),
-        }))
+        Ok(response.kvs().first().map(LeaderInfo::of))
     }
 }

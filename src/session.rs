@@ -14,11 +14,12 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::clock::Stamp;
 use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
-use crate::events::{Event, EventSink, Throttle};
-use crate::wait::changed;
+use crate::events::{Event, EventSink};
+use crate::retry::Backoff;
+use crate::retry::Throttle;
+use crate::util::{changed, lock};
 
 /// What elections need to know about the lease. Published only on transitions (a new lease,
 /// the deadline passed, renewed again), never on every keepalive.
@@ -113,11 +114,11 @@ impl Session {
     }
 
     fn lock_deadline(&self) -> std::sync::MutexGuard<'_, Option<Stamp>> {
-        self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.deadline)
     }
 
     pub fn health(&self) -> Health {
-        let (round_trip, renewals, sent) = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let (round_trip, renewals, sent) = *lock(&self.health);
         Health {
             lease: self.lease(),
             round_trip,
@@ -128,7 +129,7 @@ impl Session {
 
     fn renewed(&self, lease: i64, sent: Instant, sent_at: Stamp, ttl: i64) {
         {
-            let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            let mut health = lock(&self.health);
             *health = (Some(sent.elapsed()), health.1 + 1, Some(sent));
         }
         if self
@@ -172,7 +173,7 @@ impl Session {
 
     /// Grants a lease, keeps it alive, grants a new one when etcd says it is gone; until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut backoff = Backoff::grants();
         let mut errors = Throttle::new();
         while !*stop.borrow() {
             let sent = Instant::now();

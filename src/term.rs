@@ -10,32 +10,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-};
-use tokio::sync::mpsc;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::backoff::Backoff;
+use crate::batch::Batcher;
 use crate::cluster::Failure;
-use crate::events::LeaderInfo;
-use crate::locker::Shared;
-
-/// The current term of an election, as read from etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Term {
-    pub leader: LeaderInfo,
-    /// When the leader was elected, in milliseconds since the Unix epoch by the leader's clock;
-    /// `None` until the leader's record is written (or if it could not be).
-    pub since_ms: Option<i64>,
-}
-
-/// Where the term record of the election `<prefix>/<name>/` lives.
-pub fn record_key(prefix: &str, name: &str) -> String {
-    format!("{prefix}/{name}")
-}
+use crate::events::EventSink;
+use crate::events::Term;
+use crate::keys::{self, LeaderInfo};
+use crate::retry::Backoff;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -89,13 +75,25 @@ impl Publisher {
 }
 
 /// Writes queued records, a few at a time, until the locker closes.
-pub async fn run(shared: Arc<Shared>, mut pending: mpsc::UnboundedReceiver<Publication>) {
-    let mut closing = shared.closing.subscribe();
+/// What writing records needs.
+#[derive(Clone)]
+pub struct Writer {
+    pub prefix: String,
+    pub batcher: Arc<Batcher>,
+    pub events: EventSink,
+}
+
+pub async fn run(
+    writer: Writer,
+    mut closing: watch::Receiver<bool>,
+    mut pending: mpsc::UnboundedReceiver<Publication>,
+) {
     let mut writing = JoinSet::new();
+    let watching = closing.clone();
     loop {
         tokio::select! {
             Some(publication) = pending.recv(), if writing.len() < CONCURRENT_WRITES => {
-                writing.spawn(write(shared.clone(), publication));
+                writing.spawn(write(writer.clone(), watching.clone(), publication));
             }
             Some(_) = writing.join_next(), if !writing.is_empty() => {}
             _ = closing.wait_for(|c| *c) => return,
@@ -107,7 +105,7 @@ pub async fn run(shared: Arc<Shared>, mut pending: mpsc::UnboundedReceiver<Publi
 /// Writes one record if the key of its term still exists. Retries while etcd is unavailable and
 /// the term may still be ours (a retry for a term that has ended fails its guard); gives up when
 /// etcd refuses, or the lease is gone.
-async fn write(shared: Arc<Shared>, publication: Publication) {
+async fn write(writer: Writer, closing: watch::Receiver<bool>, publication: Publication) {
     let Publication {
         name,
         own_key,
@@ -119,16 +117,16 @@ async fn write(shared: Arc<Shared>, publication: Publication) {
     let txn = Txn::new()
         .when([Compare::create_revision(own_key, CompareOp::Equal, token)])
         .and_then([TxnOp::put(
-            record_key(&shared.prefix, &name),
+            keys::record(&writer.prefix, &name),
             encode(token, since_ms),
             Some(PutOptions::new().with_lease(lease)),
         )]);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = Backoff::rounds();
     loop {
-        let failure = match shared.batcher.txn(&name, txn.clone()).await {
+        let failure = match writer.batcher.txn(&name, txn.clone()).await {
             // Also when the guard failed: the term is over, and so is its record.
             Ok(_) => {
-                shared
+                writer
                     .events
                     .log(|| format!("{name}: published term {token}"));
                 return;
@@ -137,8 +135,8 @@ async fn write(shared: Arc<Shared>, publication: Publication) {
         };
         let retry = matches!(failure, Failure::Unavailable(_))
             && leading.load(Ordering::SeqCst) == lease
-            && !*shared.closing.borrow();
-        shared.events.log(|| {
+            && !*closing.borrow();
+        writer.events.log(|| {
             format!(
                 "{name}: term record not written{}: {}",
                 if retry { ", retrying" } else { "" },
@@ -163,19 +161,10 @@ pub fn withdraw(record: &str, lease: i64) -> TxnOp {
 }
 
 /// Reads who leads `name`, and since when, in one consistent read.
-pub async fn read(shared: &Shared, name: &str) -> Result<Option<Term>, Failure> {
-    let record = record_key(&shared.prefix, name);
-    let lowest = TxnOp::get(
-        format!("{record}/"),
-        Some(
-            GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(1),
-        ),
-    );
-    let txn = Txn::new().and_then([lowest, TxnOp::get(record, None)]);
-    let response = shared.batcher.txn(name, txn).await?;
+pub async fn read(batcher: &Batcher, prefix: &str, name: &str) -> Result<Option<Term>, Failure> {
+    let lowest = keys::first_created_op(&keys::candidates(prefix, name));
+    let txn = Txn::new().and_then([lowest, TxnOp::get(keys::record(prefix, name), None)]);
+    let response = batcher.txn(name, txn).await?;
     let mut gets = response.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
@@ -196,10 +185,7 @@ pub async fn read(shared: &Shared, name: &str) -> Result<Option<Term>, Failure> 
         .filter(|(published, _)| *published == token)
         .map(|(_, since)| since);
     Ok(Some(Term {
-        leader: LeaderInfo {
-            id: String::from_utf8_lossy(first.value()).into_owned(),
-            token,
-        },
+        leader: LeaderInfo::of(first),
         since_ms,
     }))
 }
@@ -221,13 +207,5 @@ mod tests {
         for value in [&b""[..], b"42", b"42 x", b"x 1", b"\xff\xfe", b"1 2 3"] {
             assert_eq!(decode(value), None, "{value:?}");
         }
-    }
-
-    #[test]
-    fn the_record_is_outside_the_candidates_range() {
-        let record = record_key("locked", "build");
-        assert!(!record.starts_with("locked/build/"));
-        // Nor in the range of a name it is a prefix of.
-        assert!(!record.starts_with("locked/buil/"));
     }
 }

@@ -11,15 +11,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
-use crate::events::{Event, EventSink, Throttle};
-use crate::wait::changed;
+use crate::events::{Event, EventSink};
+use crate::keys;
+use crate::retry::Backoff;
+use crate::retry::Throttle;
+use crate::util::changed;
 
 /// Counters of one name, each made when first asked for (most names have no observer).
 #[derive(Default)]
@@ -59,7 +60,7 @@ impl Watcher {
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, NameWatch>> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.names)
     }
 
     /// A counter that moves whenever a key of election `name` is deleted.
@@ -99,13 +100,7 @@ impl Watcher {
     }
 
     fn changed(&self, key: &[u8], deleted: bool) {
-        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
-            return;
-        };
-        let Some(slash) = rest.iter().rposition(|b| *b == b'/') else {
-            return;
-        };
-        let Ok(name) = std::str::from_utf8(&rest[..slash]) else {
+        let Some(name) = keys::election_of(&self.prefix, key) else {
             return;
         };
         if let Some(counters) = self.names().get(name) {
@@ -137,7 +132,7 @@ impl Watcher {
         // etcd lost its history: wake everyone once the new watch is up.
         let mut history_lost = false;
         let mut member_changes = cluster.generation();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::rounds();
         let mut errors = Throttle::new();
         // Failures since the watch last worked: one member failing is not worth reporting while
         // another one can take over.

@@ -1,0 +1,30 @@
+//! What a locker's elections and observers work with: its identity, the connection to etcd, the
+//! lease, the shared watch, the batcher, where events go, and the signal that the locker closes.
+//! The locker builds it and owns the registry of elections; the elections only use it.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::batch::Batcher;
+use crate::cluster::Cluster;
+use crate::events::EventSink;
+use crate::session::Session;
+use crate::term;
+use crate::watcher::Watcher;
+
+pub struct Context {
+    /// This locker's id: the value of its candidate keys.
+    pub id: String,
+    pub prefix: String,
+    pub cluster: Arc<Cluster>,
+    pub batcher: Arc<Batcher>,
+    pub session: Arc<Session>,
+    pub watcher: Arc<Watcher>,
+    pub events: EventSink,
+    /// Writes leaders' term records (see `term`).
+    pub publisher: term::Publisher,
+    /// The first step of a close: set, elections and observers step down and end without
+    /// touching etcd (the lease revoke that follows removes every key at once).
+    pub closing: watch::Sender<bool>,
+}

@@ -1,0 +1,90 @@
+//! The key layout, written once.
+//!
+//! Under a locker's prefix, the election `name` keeps its candidates at `<prefix>/<name>/<lease
+//! hex>` (the layout of etcd's Go `concurrency.Election` and `etcdctl elect`; the value is the
+//! locker id), and its leader's term record right beside that range at `<prefix>/<name>`. Names
+//! hold no '/', so a record never falls into any election's candidates' range.
+
+use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, TxnOp};
+
+/// Who leads an election: the locker id in the leader's key, and the key's create revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub id: String,
+    pub token: i64,
+}
+
+impl LeaderInfo {
+    /// The candidate whose key this is.
+    pub fn of(kv: &KeyValue) -> LeaderInfo {
+        LeaderInfo {
+            id: String::from_utf8_lossy(kv.value()).into_owned(),
+            token: kv.create_revision(),
+        }
+    }
+}
+
+/// `<prefix>/`: every key of a locker's elections.
+pub fn all(prefix: &str) -> String {
+    format!("{prefix}/")
+}
+
+/// `<prefix>/<name>`: where the leader of `name` publishes its term.
+pub fn record(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{name}")
+}
+
+/// `<prefix>/<name>/`: the candidates of `name`.
+pub fn candidates(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{name}/")
+}
+
+/// `<prefix>/<name>/<lease hex>`, given the candidates' range.
+pub fn candidate(candidates: &str, lease: i64) -> String {
+    format!("{candidates}{lease:x}")
+}
+
+/// The election a key under `all` belongs to: the name of a candidate key; `None` for a term
+/// record or anything else.
+pub fn election_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(all.as_bytes())?;
+    let slash = rest.iter().rposition(|b| *b == b'/')?;
+    std::str::from_utf8(&rest[..slash]).ok()
+}
+
+/// Reads the first created key of the range `candidates`: the leader.
+pub fn first_created() -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1)
+}
+
+/// `first_created` as an operation of a transaction.
+pub fn first_created_op(candidates: &str) -> TxnOp {
+    TxnOp::get(candidates, Some(first_created()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_keys_name_their_election() {
+        let all = all("p");
+        let key = candidate(&candidates("p", "build"), 0x694d);
+        assert_eq!(key, "p/build/694d");
+        assert_eq!(election_of(&all, key.as_bytes()), Some("build"));
+        assert_eq!(election_of(&all, record("p", "build").as_bytes()), None);
+        assert_eq!(election_of(&all, b"q/build/1"), None);
+        assert_eq!(election_of(&all, b"p/\xff/1"), None);
+    }
+
+    #[test]
+    fn the_record_is_outside_the_candidates_range() {
+        let record = record("locked", "build");
+        assert!(!record.starts_with(&candidates("locked", "build")));
+        // Nor in the range of a name it is a prefix of.
+        assert!(!record.starts_with(&candidates("locked", "buil")));
+    }
+}
