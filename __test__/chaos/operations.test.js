@@ -751,7 +751,8 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       // Every lease left is the idle host's: its locker's (the one its keys are bound to) and, if it
       // ever started a 2.x node, that node's own locker's (held while started; once stopped, kept
       // unless etcd expired it meanwhile).
-      const leases = await etcd.leases()
+      // (etcdctl prints lease ids zero-padded, the key listing does not.)
+      const leases = (await etcd.leases()).map((l) => BigInt(`0x${l}`).toString(16))
       const idleId = currentGen(idle).id
       const mainLeases = new Set((await etcd.keys(`${prefix}/`)).filter((kv) => kv.value === idleId).map((kv) => kv.leaseHex))
       const nodeLeases = new Set((await etcd.keys(`${v2Path}/`)).filter((kv) => kv.value.startsWith(`${idle.label}-node:::`)).map((kv) => kv.leaseHex))
