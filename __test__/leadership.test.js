@@ -236,7 +236,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     })
   }
 
-  it('term.validUntil is ahead by less than the TTL, moves forward with renewals, and freezes at the stop', async (t) => {
+  it('term.validUntil is at most TTL − margin ahead, moves forward with renewals, and freezes at the stop', async (t) => {
     const prefix = uniquePrefix('valid')
     const locker = open(etcd.endpoints, { ttl: TTL, prefix })
     const s = locker('job')
