@@ -42,6 +42,18 @@ pub struct LockerOptions {
     pub auth: Option<AuthSettings>,
     /// Narrate the election's steps as `log` events.
     pub debug: Option<bool>,
+    /// Start a guardian process (see `lib/guardian.js`).
+    pub guardian: Option<GuardianSettings>,
+}
+
+#[napi(object)]
+pub struct GuardianSettings {
+    /// The Node.js executable.
+    pub node: String,
+    /// The guardian program.
+    pub script: String,
+    /// Its first line: hosts, TLS settings and credentials, as JSON.
+    pub config: String,
 }
 
 /// PEM texts.
@@ -220,6 +232,11 @@ impl NativeLocker {
                 ttl: i64::from(options.ttl),
                 prefix: options.prefix,
                 id: options.id,
+                guardian: options.guardian.map(|g| crate::guardian::Settings {
+                    node: g.node,
+                    script: g.script,
+                    config: g.config,
+                }),
             },
             sink,
             runtime()?.handle().clone(),
@@ -373,6 +390,18 @@ impl NativeLocker {
         }
         self.referenced = active;
         Ok(())
+    }
+
+    /// The guardian's process id, while one runs.
+    #[napi]
+    pub fn guardian_pid(&self) -> Option<u32> {
+        self.locker.guardian_pid()
+    }
+
+    /// On this process's death the guardian waits for `pid` to be gone before it revokes.
+    #[napi]
+    pub fn guard_process(&self, pid: Option<u32>) {
+        self.locker.guard_process(pid);
     }
 
     #[napi]

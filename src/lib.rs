@@ -13,6 +13,7 @@
 //!         term       leaders' term records: write, read
 //!         session    lease, keepalive, leadership deadline
 //!         watcher    one watch over the prefix, waking elections and observers
+//!         guardian   a child process that revokes the lease when this process dies
 //!         batch      many elections' transactions in one request
 //!           events   what the core reports (Event, StopReason, Term)
 //!             keys   the key layout, LeaderInfo
@@ -27,6 +28,7 @@ mod cluster;
 mod context;
 mod election;
 mod events;
+mod guardian;
 mod keys;
 mod locker;
 mod observer;

@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, Failure, Security};
 use crate::context::Context;
 use crate::election::{Control, Election};
 use crate::events::{Event, EventSink};
+use crate::guardian;
 use crate::keys;
 use crate::observer::Observer;
 use crate::session::Session;
@@ -28,6 +29,8 @@ pub struct Options {
     pub ttl: i64,
     pub prefix: String,
     pub id: String,
+    /// Start a guardian that revokes the lease when this process dies.
+    pub guardian: Option<guardian::Settings>,
 }
 
 struct Entry {
@@ -66,6 +69,9 @@ pub struct Locker {
     stopped: watch::Sender<bool>,
     /// OPEN, CLOSING or CLOSED.
     phase: AtomicU8,
+    guardian: Option<Arc<guardian::Handle>>,
+    /// The process the guardian waits for before it revokes (`locked run`'s command).
+    guarded_process: watch::Sender<Option<u32>>,
     next_serial: Mutex<u32>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -85,7 +91,8 @@ impl Locker {
             batcher: batcher.clone(),
             events: events.clone(),
         };
-        let background = vec![
+        let guarded_process = watch::channel(None).0;
+        let mut background = vec![
             runtime.spawn(session.clone().run(stopped.subscribe())),
             runtime.spawn(session.clone().guard_deadline(stopped.subscribe())),
             runtime.spawn(watcher.clone().run(
@@ -97,6 +104,18 @@ impl Locker {
             // Ends as the locker starts closing, dropping the records still queued.
             runtime.spawn(term::run(writer, closing.subscribe(), publications)),
         ];
+        let guardian = options.guardian.map(|settings| {
+            let handle = Arc::new(guardian::Handle::default());
+            background.push(runtime.spawn(guardian::run(
+                settings,
+                handle.clone(),
+                session.subscribe(),
+                guarded_process.subscribe(),
+                events.clone(),
+                stopped.subscribe(),
+            )));
+            handle
+        });
         let context = Arc::new(Context {
             id: options.id,
             prefix: options.prefix,
@@ -115,6 +134,8 @@ impl Locker {
             runtime,
             stopped,
             phase: AtomicU8::new(OPEN),
+            guardian,
+            guarded_process,
             next_serial: Mutex::new(0),
             background: Mutex::new(background),
         })
@@ -341,16 +362,31 @@ impl Locker {
         let (tx, rx) = std::sync::mpsc::channel();
         let session = self.context.session.clone();
         self.runtime.spawn(async move {
-            let _ = tokio::time::timeout(cap, session.revoke()).await;
-            let _ = tx.send(());
+            let revoked = tokio::time::timeout(cap, session.revoke()).await;
+            let _ = tx.send(matches!(revoked, Ok(Ok(()))));
         });
-        let _ = rx.recv_timeout(cap + Duration::from_millis(50));
+        let revoked = matches!(rx.recv_timeout(cap + Duration::from_millis(50)), Ok(true));
+        // A guardian stays on duty unless the lease is surely gone: this process ending is its
+        // cue to revoke it.
+        if let (true, Some(guardian)) = (revoked, &self.guardian) {
+            guardian.dismiss();
+        }
         self.stopped.send_replace(true);
         for task in lock(&self.background).drain(..) {
             task.abort();
         }
         self.context.cluster.shutdown();
         self.context.events.detach();
+    }
+
+    /// The guardian's process id, while one runs.
+    pub fn guardian_pid(&self) -> Option<u32> {
+        self.guardian.as_ref().and_then(|g| g.pid())
+    }
+
+    /// Makes the guardian, on this process's death, wait for `pid` to be gone before it revokes.
+    pub fn guard_process(&self, pid: Option<u32>) {
+        self.guarded_process.send_replace(pid);
     }
 
     pub fn id(&self) -> &str {
@@ -384,6 +420,7 @@ mod tests {
                 ttl: 2,
                 prefix: "p".into(),
                 id: "i".into(),
+                guardian: None,
             },
             events,
             rt.handle().clone(),
