@@ -7,7 +7,8 @@
 // awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve) while
 // proxy cuts (both ways, or only etcd's answers lost) and etcd freezes (SIGSTOP/SIGCONT of the
 // etcd process) come and go, then everything heals and stays quiet. After each quiet period:
-// (a) at most one leader per name at any instant on the shared hrtime timeline;
+// (a) at most one leader per name at any instant on the shared hrtime timeline (and, checked at
+//     the end, fn runs once per term, inside it);
 // (b) every name with a registered candidate has exactly one leader TTL + 2 s after the quiet
 //     began (none without a candidate), holding the lowest key with its create revision as
 //     token, and leadership does not change afterwards; every registration that is still meant to
@@ -675,7 +676,8 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
         const running = specs.map((spec) => runFault(spec))
         for (let k = 0; k < OPS_PER_ROUND; k++) {
           await runOp()
-          await sleep(rndOps.int(30, 350))
+          // Now and then several operations back to back, so that they cross in the library.
+          if (!rndOps.chance(0.3)) await sleep(rndOps.int(30, 350))
         }
         await Promise.all(running)
         const broken = faults.filter((f) => f.error)
@@ -802,6 +804,18 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       const leasesLeft = await etcd.leases()
       if (leasesLeft.length) violation('d', null, `leases left after every close() and exit: ${leasesLeft.join(', ')}`)
 
+      // fn runs once per term, inside it (between its start and its stop).
+      for (const h of allHosts) {
+        for (const name of NAMES) {
+          let inTerm = false
+          let fns = 0
+          for (const e of h.events) {
+            if (e.name !== name) continue
+            if (e.ev === 'start') { inTerm = true; fns = 0 } else if (e.ev === 'stop') inTerm = false
+            else if (e.ev === 'fn' && (!inTerm || ++fns > 1)) violation('a', name, `${h.label} ran fn of ${name} (reg ${e.reg}) ${inTerm ? 'twice in one term' : 'outside a term'} at ${rel(e.t)}`, e.t - NS(S(2 * TTL)))
+          }
+        }
+      }
       for (const h of allHosts) {
         const clean = h.exitInfo && h.exitInfo.code === 0 && h.find({ ev: 'exiting' }).length === 1
         if (!clean) violation('host', null, `${h.label} ended unexpectedly: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
