@@ -7,6 +7,7 @@ const { spawn } = require('node:child_process')
 const os = require('node:os')
 const { performance } = require('node:perf_hooks')
 const locked = require('./index.js')
+const { DEFAULTS, TTL, ttlFault } = require('./lib/rules.js')
 
 const USAGE = `Usage:
   locked run --hosts HOSTS --name NAME [options] -- COMMAND [ARGS...]
@@ -28,10 +29,10 @@ token. Exits 0 (also when nobody leads), or 1 when etcd does not answer.
 Options:
   --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required)
   --name NAME       the singleton's name (required)
-  --ttl SECONDS     lease TTL in seconds, at least 2 (default 10)
+  --ttl SECONDS     lease TTL in seconds, at least ${TTL.min} (default ${DEFAULTS.ttl})
   --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s); when
                     leadership is lost, at most the time left until the leadership deadline
-  --prefix PREFIX   key prefix in etcd (default locked)
+  --prefix PREFIX   key prefix in etcd (default ${DEFAULTS.prefix})
   --id ID           this host's id (default hostname:pid)
   --restart         run the command again each time this host is elected
   --json            status: print one JSON object {name, leader, token, since} (null when unknown)
@@ -49,11 +50,21 @@ function parseDuration (text) {
   return Number(match[1]) * unit
 }
 
+function parseTtl (text) {
+  const ttl = /^\d+$/.test(text) ? Number(text) : NaN
+  // Above the maximum, locked() refuses it with its own message.
+  const fault = ttlFault(ttl)
+  if (fault !== null && fault !== 'max') {
+    throw new UsageError(`--ttl must be a whole number of seconds, at least ${TTL.min}, got ${JSON.stringify(text)}`)
+  }
+  return ttl
+}
+
 function parseArgs (argv) {
   const [command, ...rest] = argv
   if (command === '-h' || command === '--help' || command === undefined) return { help: true }
   if (command !== 'run' && command !== 'status') throw new UsageError(`unknown command ${JSON.stringify(command)}`)
-  const opts = { command, ttl: 10, grace: 10000, prefix: 'locked', restart: false, argv: [] }
+  const opts = { command, ttl: DEFAULTS.ttl, grace: 10000, prefix: DEFAULTS.prefix, restart: false, argv: [] }
   const takesValue = new Set(['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id'])
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i]
@@ -82,10 +93,7 @@ function parseArgs (argv) {
       case '--prefix': opts.prefix = value; break
       case '--id': opts.id = value; break
       case '--grace': opts.grace = parseDuration(value); break
-      case '--ttl':
-        if (!/^\d+$/.test(value) || Number(value) < 2) throw new UsageError(`--ttl must be a whole number of seconds, at least 2, got ${JSON.stringify(value)}`)
-        opts.ttl = Number(value)
-        break
+      case '--ttl': opts.ttl = parseTtl(value); break
     }
   }
   if (!opts.hosts) throw new UsageError('--hosts is required')

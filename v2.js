@@ -8,6 +8,7 @@
 
 const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
+const { TTL, ttlFault, trimPrefix } = require('./lib/rules.js')
 
 const SEPARATOR = ':::'
 // The election name under `path`: keys are `<path>/candidates/<lease id in hex>`.
@@ -87,9 +88,10 @@ class Node extends EventEmitter {
   }
 }
 
+// A node of `locked` (the public API) on the hosts and options of the locker it was asked of.
 function createNode (locked, endpoints, lockerOptions, options) {
   const { id = randomUUID(), path, value, ttl = lockerOptions.ttl } = options
-  if (typeof path !== 'string' || path.replace(/\/+$/, '') === '') {
+  if (typeof path !== 'string' || trimPrefix(path) === '') {
     throw new TypeError('locker(opts): opts.path must be a non-empty string, e.g. \'/master\'')
   }
   if (value === undefined || value === null) {
@@ -99,12 +101,13 @@ function createNode (locked, endpoints, lockerOptions, options) {
     throw new TypeError(`locker(opts): opts.id must be a non-empty string without '${SEPARATOR}'`)
   }
   const local = { id, value: String(value) }
-  const prefix = path.replace(/\/+$/, '')
   const { tls, auth } = lockerOptions
-  // Validate the TTL now, as locked() would, rather than at start().
-  const nodeOptions = { ttl, prefix, id: id + SEPARATOR + local.value, tls, auth }
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 2) {
-    throw new RangeError(`locker(opts): opts.ttl must be a whole number of seconds, at least 2, got ${ttl}`)
+  const nodeOptions = { ttl, prefix: trimPrefix(path), id: id + SEPARATOR + local.value, tls, auth }
+  // Checked now, as locked() checks its options, rather than at start(); only a TTL above the
+  // maximum is left to locked() and so to start().
+  const fault = ttlFault(ttl)
+  if (fault !== null && fault !== 'max') {
+    throw new RangeError(`locker(opts): opts.ttl must be a whole number of seconds, at least ${TTL.min}, got ${ttl}`)
   }
   return new Node(() => locked(endpoints, nodeOptions), local)
 }

@@ -29,10 +29,10 @@ const MUTANTS = [
     name: 'stop-after-resign',
     what: "'stop' is emitted only once the resign deleted the key (after the next host could start)",
     edits: [
-      ['index.js', "    stopLeading(state, 'removed')\n    drained(", '    drained('],
-      ['index.js', "      case 'stop':\n        if (state) stopLeading(state, ev.reason)", "      case 'stop':\n        if (state && ev.reason !== 'removed') stopLeading(state, ev.reason)"],
-      ['index.js', "        bySerial.delete(ev.serial)\n        updateActive()\n        state.resolveRemove()", "        stopLeading(state, 'removed')\n        bySerial.delete(ev.serial)\n        updateActive()\n        state.resolveRemove()"],
-      ['index.js', "if (!state || state.removing || closing || !native.isLeading(state.serial)) return", 'if (!state || closing || !native.isLeading(state.serial)) return']
+      ['lib/core.js', "    this.#stopLeading(registration, 'removed')\n    this.#drained(", '    this.#drained('],
+      ['lib/core.js', '    if (registration) this.#stopLeading(registration, ev.reason)', "    if (registration && ev.reason !== 'removed') this.#stopLeading(registration, ev.reason)"],
+      ['lib/core.js', '    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    registration.resolveRemove()', "    this.#stopLeading(registration, 'removed')\n    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    registration.resolveRemove()"],
+      ['lib/core.js', 'if (!registration || registration.removing || this.#closing || !this.#native.isLeading(registration.serial)) return', 'if (!registration || this.#closing || !this.#native.isLeading(registration.serial)) return']
     ],
     tests: ['__test__/election.test.js']
   },

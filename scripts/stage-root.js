@@ -1,7 +1,7 @@
 'use strict'
-// Lays out the root package as published in the folder given: the files package.json lists, and a
-// package.json with an optional dependency on every platform package (npm installs only the one
-// matching the machine), without what only development needs.
+// Lays out the root package as published in the folder given: the files and folders package.json
+// lists, and a package.json with an optional dependency on every platform package (npm installs
+// only the one matching the machine), without what only development needs.
 const fs = require('node:fs')
 const path = require('node:path')
 
@@ -10,7 +10,7 @@ const out = process.argv[2]
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
 fs.mkdirSync(out, { recursive: true })
 for (const file of [...pkg.files, 'README.md']) {
-  fs.copyFileSync(path.join(root, file), path.join(out, file))
+  fs.cpSync(path.join(root, file), path.join(out, file), { recursive: true })
 }
 const platforms = fs.readdirSync(path.join(root, 'npm'))
 pkg.optionalDependencies = Object.fromEntries(platforms.map((p) => {

@@ -1,0 +1,370 @@
+'use strict'
+
+// One locker's JavaScript side: the singletons, observers and term() reads it has open, the
+// events of its native election routed to them (one method per event kind), and its close. The
+// callable locker (locked.js) and the handles (handles.js) call in here.
+
+const { NativeLocker } = require('../binding.js')
+const { LockedError, typeError, rangeError, describe, lockerClosed } = require('./errors.js')
+const { checkName } = require('./rules.js')
+const { debugEnabled } = require('./options.js')
+const { openLockers, watchSignals, unwatchSignals } = require('./process-hooks.js')
+const { Registration, Observation, Query } = require('./state.js')
+const { TermControl } = require('./term.js')
+
+function noop () {}
+
+function reportError (emitter, err) {
+  // Library errors never crash the process: without listeners they are dropped.
+  if (emitter.listenerCount('error') > 0) emitter.emit('error', err)
+}
+
+class LockerCore {
+  #options // as normalizeOptions (options.js) returns them
+  #native
+  #locker // the callable locker: locker-wide events are emitted on it
+  #registrations = new Map() // serial -> Registration not yet confirmed removed
+  #registered = new Map() // name -> Registration of the registered singletons
+  #observations = new Map() // serial -> Observation
+  #queries = new Map() // serial -> Query: term() reads in flight
+  #closing = null // the close() promise, once close() was called
+  #settleClose // { resolve, reject } of that promise, until the 'closed' event
+  #active = false // what the native locker was last told: whether its events keep the process alive
+
+  constructor (endpoints, options, locker) {
+    this.#options = options
+    this.#locker = locker
+    try {
+      this.#native = new NativeLocker(endpoints, { ...options, debug: debugEnabled() }, (ev) => this.#onEvent(ev))
+    } catch (err) {
+      // What the core refuses at construction is a bad value (a certificate or key that does not
+      // parse, an endpoint it cannot use).
+      throw rangeError(`locked: ${err.message}`)
+    }
+    openLockers.add(this.#native)
+    // Renewals cross into JavaScript only while someone listens for them.
+    locker.on('newListener', (event) => { if (event === 'renewed') this.#native.reportRenewals(true) })
+    locker.on('removeListener', (event) => {
+      if (event === 'renewed' && locker.listenerCount('renewed') === 0) this.#native.reportRenewals(false)
+    })
+    if (options.handleSignals) watchSignals(locker)
+  }
+
+  get id () {
+    return this.#options.id
+  }
+
+  register (name, fn) {
+    checkName(name, 'locker(name, fn)')
+    if (fn === undefined) fn = noop
+    if (typeof fn !== 'function') {
+      throw typeError(`locker(name, fn): fn must be a function, got ${describe(fn)}`)
+    }
+    if (this.#closing) throw lockerClosed()
+    if (this.#registered.has(name)) {
+      throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
+    }
+    const registration = new Registration(this, name, fn)
+    registration.serial = this.#native.register(name)
+    this.#registrations.set(registration.serial, registration)
+    this.#registered.set(name, registration)
+    this.#updateActive()
+    return registration.singleton
+  }
+
+  remove (registration) {
+    if (registration.removing) return registration.removing
+    if (this.#closing) return this.#closing.then(() => {}, () => {})
+    registration.removing = new Promise((resolve) => { registration.resolveRemove = resolve })
+    this.#registered.delete(registration.singleton.name)
+    // The name is free at once; a new registration of it queues behind this one's resign.
+    this.#native.retire(registration.serial)
+    // Stop before the native resign deletes the key: no other host can start before this.
+    this.#stopLeading(registration, 'removed')
+    this.#drained([registration]).then(() => this.#native.remove(registration.serial))
+    return registration.removing
+  }
+
+  // Asked of the native election itself: events still queued behind a busy JavaScript thread
+  // cannot make this answer stale.
+  isLeading (registration) {
+    return registration.leading && !registration.removing && !this.#closing && this.#native.isLeading(registration.serial)
+  }
+
+  /** Milliseconds the native election may still lead in its current term; 0 once it is over. */
+  validFor (registration) {
+    return this.#native.isLeading(registration.serial) ? this.#native.validFor() : 0
+  }
+
+  observe (name) {
+    checkName(name, 'locker.observe(name)')
+    if (this.#closing) throw lockerClosed()
+    const observation = new Observation(this, name)
+    observation.serial = this.#native.observe(name)
+    this.#observations.set(observation.serial, observation)
+    return observation.observer
+  }
+
+  unobserve (observation) {
+    if (observation.closed) return
+    observation.closed = true
+    this.#observations.delete(observation.serial)
+    this.#native.unobserve(observation.serial)
+  }
+
+  // Who leads `name`, with which token, since when: one read from etcd.
+  term (name) {
+    checkName(name, 'locker.term(name)')
+    if (this.#closing) return Promise.reject(lockerClosed())
+    return new Promise((resolve, reject) => {
+      this.#queries.set(this.#native.term(name), new Query(name, resolve, reject))
+      this.#updateActive()
+    })
+  }
+
+  singletons () {
+    return Object.fromEntries([...this.#registered].map(([name, registration]) => [name, registration.singleton]))
+  }
+
+  stats () {
+    const session = this.#native.stats()
+    const singletons = {}
+    for (const [name, registration] of this.#registered) {
+      const { leading, lastStop } = registration
+      singletons[name] = {
+        state: leading ? 'leader' : lastStop && lastStop !== 'removed' ? 'stepped-down' : 'candidate',
+        termsWon: registration.termsWon,
+        lastTakeoverMs: registration.lastTakeoverMs,
+        token: leading ? registration.control.term.token : null,
+        leader: registration.leader,
+        since: registration.since,
+        lastStop
+      }
+    }
+    return {
+      id: this.#options.id,
+      ttl: this.#options.ttl,
+      lease: session.lease ?? null,
+      validForMs: session.validForMs,
+      keepalive: {
+        roundTripMs: session.keepaliveRoundTripMs ?? null,
+        renewals: session.renewals,
+        sinceRenewalMs: session.sinceRenewalMs ?? null
+      },
+      singletons
+    }
+  }
+
+  close () {
+    if (this.#closing) return this.#closing
+    this.#closing = new Promise((resolve, reject) => { this.#settleClose = { resolve, reject } })
+    this.#updateActive()
+    const registrations = [...this.#registrations.values()]
+    for (const registration of registrations) this.#stopLeading(registration, 'closed')
+    this.#registered.clear()
+    this.#drained(registrations).then(() => this.#native.close())
+    return this.#closing
+  }
+
+  // The process stays alive while singletons are registered, or a term() read or close() is
+  // pending; observers alone do not hold it.
+  #updateActive () {
+    const want = this.#registrations.size > 0 || this.#queries.size > 0 || (this.#closing !== null && this.#settleClose !== undefined)
+    if (want !== this.#active) {
+      this.#active = want
+      this.#native.setActive(want)
+    }
+  }
+
+  // Waits for the work a leader's fn returned (bounded by drainTimeout) so that the next leader
+  // does not overlap work that is still winding down.
+  #drained (registrations) {
+    const work = registrations.map((r) => r.work).filter(Boolean)
+    if (work.length === 0) return Promise.resolve()
+    let timer
+    const timeout = new Promise((resolve) => { timer = setTimeout(resolve, this.#options.drainTimeout) })
+    return Promise.race([Promise.allSettled(work), timeout]).finally(() => clearTimeout(timer))
+  }
+
+  #userError (registration, err) {
+    const { singleton } = registration
+    const wrapped = new LockedError(
+      `singleton ${JSON.stringify(singleton.name)}: ${err && err.message ? err.message : String(err)}`,
+      'USER_FN_THREW',
+      { cause: err }
+    )
+    if (singleton.listenerCount('error') > 0) {
+      singleton.emit('error', wrapped)
+    } else {
+      // Like any EventEmitter without an 'error' listener, but thrown outside the event routing
+      // so the other singletons' events still arrive.
+      process.nextTick(() => { throw err })
+    }
+  }
+
+  #stopLeading (registration, reason) {
+    if (!registration.leading) return
+    registration.leading = false
+    registration.lastStop = reason
+    registration.since = Date.now()
+    // Until the election reports again, who leads is not known; it is no longer this host.
+    const wasNamed = registration.leader === this.#options.id
+    if (wasNamed) {
+      registration.leader = null
+      registration.leaderToken = null
+    }
+    registration.control.end(reason)
+    try {
+      registration.singleton.emit('stop', reason)
+      if (wasNamed) registration.singleton.emit('leader', null, null)
+    } catch (err) {
+      this.#userError(registration, err)
+    }
+  }
+
+  // Each serial belongs to one registration, observation or term() read: the native core numbers
+  // them all from one counter, and sends each only the kinds of event that concern it.
+  #onEvent (ev) {
+    switch (ev.kind) {
+      case 'start': this.#onStart(ev); break
+      case 'stop': this.#onStop(ev); break
+      case 'leader': this.#onLeader(ev); break
+      case 'removed': this.#onRemoved(ev); break
+      case 'term': this.#onTerm(ev); break
+      case 'error': this.#onError(ev); break
+      case 'renewed': this.#locker.emit('renewed'); break
+      case 'log': process.stderr.write(`locked ${this.#options.id} ${ev.message}\n`); break
+      case 'closed': this.#onClosed(ev); break
+    }
+  }
+
+  #registrationOf (ev) {
+    return ev.serial == null ? undefined : this.#registrations.get(ev.serial)
+  }
+
+  #observationOf (ev) {
+    return ev.serial == null ? undefined : this.#observations.get(ev.serial)
+  }
+
+  // The read an event answers, no longer in flight.
+  #takeQuery (ev) {
+    const query = ev.serial == null ? undefined : this.#queries.get(ev.serial)
+    if (query) {
+      this.#queries.delete(ev.serial)
+      this.#updateActive()
+    }
+    return query
+  }
+
+  #onStart (ev) {
+    const registration = this.#registrationOf(ev)
+    // A start that crossed a remove() or close() in flight is not acted on, and neither is
+    // one that reaches a JavaScript thread that was busy until after the term had ended (its
+    // stop follows): the native election answers for the term as of now.
+    if (!registration || registration.removing || this.#closing || !this.#native.isLeading(registration.serial)) return
+    registration.leading = true
+    registration.termsWon++
+    if (ev.takeoverMs != null) registration.lastTakeoverMs = ev.takeoverMs
+    registration.since = Date.now()
+    registration.control = new TermControl(registration, ev.token)
+    const { singleton, control: { term } } = registration
+    try {
+      singleton.emit('start', term)
+      if (registration.leading) {
+        const result = registration.fn.call(singleton, () => singleton.remove(), term)
+        if (result && typeof result.then === 'function') this.#keepWork(registration, result)
+      }
+    } catch (err) {
+      this.#userError(registration, err)
+    }
+  }
+
+  // What fn returned, for a resign or close to wait for (#drained).
+  #keepWork (registration, result) {
+    const work = Promise.resolve(result).then(null, (err) => this.#userError(registration, err))
+    registration.work = work
+    work.finally(() => { if (registration.work === work) registration.work = null })
+  }
+
+  #onStop (ev) {
+    const registration = this.#registrationOf(ev)
+    if (registration) this.#stopLeading(registration, ev.reason)
+  }
+
+  #onLeader (ev) {
+    const observation = this.#observationOf(ev)
+    if (observation) {
+      observation.leader = ev.leader ?? null
+      observation.token = ev.token ?? null
+      observation.observer.emit('leader', observation.leader, observation.token)
+      return
+    }
+    const registration = this.#registrationOf(ev)
+    if (!registration) return
+    // This locker's own id is kept once, not once per singleton it leads.
+    registration.leader = ev.leader === this.#options.id ? this.#options.id : ev.leader ?? null
+    registration.leaderToken = ev.token ?? null
+    registration.singleton.emit('leader', registration.leader, registration.leaderToken)
+  }
+
+  #onRemoved (ev) {
+    const registration = this.#registrationOf(ev)
+    if (!registration) return
+    this.#registrations.delete(ev.serial)
+    this.#updateActive()
+    registration.resolveRemove()
+  }
+
+  #onTerm (ev) {
+    const query = this.#takeQuery(ev)
+    if (!query) return
+    query.resolve(ev.leader == null
+      ? null
+      : { leader: ev.leader, token: ev.token, since: ev.sinceMs == null ? null : new Date(ev.sinceMs) })
+  }
+
+  #onError (ev) {
+    const query = this.#takeQuery(ev)
+    if (query) {
+      query.reject(new LockedError(`term(${JSON.stringify(query.name)}): ${ev.message}`, ev.code))
+      return
+    }
+    const observation = this.#observationOf(ev)
+    if (observation) {
+      reportError(observation.observer, new LockedError(`observer ${JSON.stringify(observation.observer.name)}: ${ev.message}`, ev.code))
+      return
+    }
+    const registration = this.#registrationOf(ev)
+    const err = new LockedError(ev.message, ev.code)
+    if (registration) {
+      err.message = `singleton ${JSON.stringify(registration.singleton.name)}: ${ev.message}`
+      reportError(registration.singleton, err)
+    } else {
+      reportError(this.#locker, err)
+    }
+  }
+
+  #onClosed (ev) {
+    for (const registration of this.#registrations.values()) registration.resolveRemove?.()
+    this.#registrations.clear()
+    for (const observation of this.#observations.values()) observation.closed = true
+    this.#observations.clear()
+    for (const query of this.#queries.values()) query.reject(lockerClosed(`term(${JSON.stringify(query.name)})`))
+    this.#queries.clear()
+    unwatchSignals(this.#locker)
+    this.#registered.clear()
+    openLockers.delete(this.#native)
+    const settle = this.#settleClose
+    this.#settleClose = undefined
+    this.#updateActive()
+    // The last event: let go of the callback that ties the native locker to this core.
+    this.#native.dispose()
+    if (ev.code) {
+      settle.reject(new LockedError(`close: the lease could not be revoked (${ev.message}); it expires within ttl`, ev.code))
+    } else {
+      settle.resolve()
+    }
+  }
+}
+
+module.exports = { LockerCore }

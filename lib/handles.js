@@ -1,0 +1,58 @@
+'use strict'
+
+// What users hold: a Singleton per locker(name, fn), an Observer per locker.observe(name). Each
+// reads and asks through its state (state.js); the locker's core does the work.
+
+const { EventEmitter } = require('node:events')
+
+class Singleton extends EventEmitter {
+  #registration
+
+  constructor (name, registration) {
+    super()
+    this.#registration = registration
+    Object.defineProperty(this, 'name', { value: name, enumerable: true })
+  }
+
+  /** Un-registers this host: steps down if leading, then deletes its key. */
+  remove () {
+    return this.#registration.core.remove(this.#registration)
+  }
+
+  /** Whether this host leads now, checked against the leadership deadline at the time of the call. */
+  isLeader () {
+    return this.#registration.core.isLeading(this.#registration)
+  }
+
+  /** The locker id of the current leader, or null when nobody leads (or not known yet). */
+  leader () {
+    return this.#registration.leader
+  }
+}
+
+class Observer extends EventEmitter {
+  #observation
+
+  constructor (name, observation) {
+    super()
+    this.#observation = observation
+    Object.defineProperty(this, 'name', { value: name, enumerable: true })
+  }
+
+  /** The locker id of the current leader, or null when nobody leads (or not known yet). */
+  leader () {
+    return this.#observation.leader
+  }
+
+  /** The current leader's fencing token (its key's create revision), or null. */
+  token () {
+    return this.#observation.token
+  }
+
+  /** Stops observing. */
+  close () {
+    this.#observation.core.unobserve(this.#observation)
+  }
+}
+
+module.exports = { Singleton, Observer }

@@ -1,0 +1,130 @@
+'use strict'
+
+// The arguments of locked(hosts, options), checked and brought into the shape the native core takes.
+
+const { randomUUID } = require('node:crypto')
+const { typeError, rangeError, describe } = require('./errors.js')
+const { DEFAULTS, TTL, ttlFault, trimPrefix } = require('./rules.js')
+
+const HOST = /^(?:http:\/\/)?(?:\[[0-9a-fA-F:.]+\]|[^\s/:,[\]]+):(\d{1,5})\/?$/
+
+/** The etcd endpoints: an array of 'host:port' strings, or one comma-separated string. */
+function normalizeHosts (hosts) {
+  let list
+  if (typeof hosts === 'string') {
+    list = hosts.split(',')
+  } else if (Array.isArray(hosts)) {
+    list = []
+    for (const entry of hosts) {
+      if (typeof entry !== 'string') {
+        throw typeError(`locked(hosts): every host must be a string like '127.0.0.1:2379', got ${describe(entry)}`)
+      }
+      list.push(...entry.split(','))
+    }
+  } else {
+    throw typeError(`locked(hosts): hosts must be an array of 'host:port' strings or a 'host:port[,host:port]' string, got ${describe(hosts)}`)
+  }
+  list = list.map((h) => h.trim()).filter((h) => h !== '')
+  if (list.length === 0) throw rangeError('locked(hosts): no etcd host given')
+  for (const host of list) {
+    const match = HOST.exec(host)
+    if (!match || Number(match[1]) < 1 || Number(match[1]) > 65535) {
+      throw rangeError(`locked(hosts): invalid etcd host ${JSON.stringify(host)}, expected 'host:port' such as '127.0.0.1:2379'`)
+    }
+  }
+  return list
+}
+
+function normalizeOptions (options) {
+  if (options === undefined || options === null) options = {}
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
+  }
+  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, tls, auth } = options
+  checkTtl(ttl)
+  if (typeof prefix !== 'string') {
+    throw typeError(`locked: options.prefix must be a string, got ${describe(prefix)}`)
+  }
+  const trimmed = trimPrefix(prefix)
+  if (trimmed === '') throw rangeError('locked: options.prefix must not be empty')
+  if (id !== undefined && typeof id !== 'string') {
+    throw typeError(`locked: options.id must be a string, got ${describe(id)}`)
+  }
+  if (id === '') throw rangeError('locked: options.id must not be empty')
+  if (typeof drainTimeout !== 'number' || Number.isNaN(drainTimeout)) {
+    throw typeError(`locked: options.drainTimeout must be a number of milliseconds, got ${describe(drainTimeout)}`)
+  }
+  if (drainTimeout < 0) throw rangeError(`locked: options.drainTimeout must not be negative, got ${drainTimeout}`)
+  if (typeof handleSignals !== 'boolean') {
+    throw typeError(`locked: options.handleSignals must be a boolean, got ${describe(handleSignals)}`)
+  }
+  return {
+    ttl,
+    prefix: trimmed,
+    id: id === undefined ? randomUUID() : id,
+    drainTimeout,
+    handleSignals,
+    tls: normalizeTls(tls),
+    auth: normalizeAuth(auth)
+  }
+}
+
+function checkTtl (ttl) {
+  const fault = ttlFault(ttl)
+  if (fault === 'type') {
+    throw typeError(`locked: options.ttl must be a number of seconds, got ${describe(ttl)}`)
+  }
+  if (fault !== null) {
+    throw rangeError(`locked: options.ttl must be a whole number of seconds from ${TTL.min} to ${TTL.max}, got ${ttl}`)
+  }
+}
+
+function pem (value, what) {
+  if (value === undefined) return undefined
+  if (Buffer.isBuffer(value)) return value.toString('utf8')
+  if (typeof value === 'string') return value
+  throw typeError(`locked: options.tls.${what} must be a PEM string or Buffer, got ${describe(value)}`)
+}
+
+function normalizeTls (tls) {
+  if (tls === undefined) return undefined
+  if (tls === null || typeof tls !== 'object' || Array.isArray(tls)) {
+    throw typeError(`locked: options.tls must be an object { ca, cert, key }, got ${describe(tls)}`)
+  }
+  const out = { ca: pem(tls.ca, 'ca'), cert: pem(tls.cert, 'cert'), key: pem(tls.key, 'key') }
+  if ((out.cert === undefined) !== (out.key === undefined)) {
+    throw rangeError('locked: options.tls.cert and options.tls.key must be given together')
+  }
+  return out
+}
+
+function normalizeAuth (auth) {
+  if (auth === undefined) return undefined
+  if (auth === null || typeof auth !== 'object' || Array.isArray(auth)) {
+    throw typeError(`locked: options.auth must be an object { username, password }, got ${describe(auth)}`)
+  }
+  // Never echo the values: they are credentials.
+  if (typeof auth.username !== 'string' || auth.username === '') {
+    throw typeError('locked: options.auth.username must be a non-empty string')
+  }
+  if (typeof auth.password !== 'string') {
+    throw typeError('locked: options.auth.password must be a string')
+  }
+  return { username: auth.username, password: auth.password }
+}
+
+// DEBUG=locked (or a pattern matching it, as the `debug` package reads it) or LOCKED_LOG=debug
+// narrates the election's steps on stderr.
+function debugEnabled () {
+  if (/^debug$/i.test(process.env.LOCKED_LOG || '')) return true
+  const patterns = (process.env.DEBUG || '').split(/[\s,]+/).filter(Boolean)
+  let on = false
+  for (const p of patterns) {
+    const negated = p.startsWith('-')
+    const re = new RegExp('^' + (negated ? p.slice(1) : p).replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$')
+    if (re.test('locked')) on = !negated
+  }
+  return on
+}
+
+module.exports = { normalizeHosts, normalizeOptions, debugEnabled }

@@ -1,0 +1,52 @@
+'use strict'
+
+// What a locker's core keeps for each singleton, observer and term() read it has open. Each has
+// the serial the native core gave it: the events that concern it carry that serial.
+
+const { Singleton, Observer } = require('./handles.js')
+
+// One locker(name, fn), from the call until etcd confirmed its key deleted.
+class Registration {
+  serial = null
+  leading = false
+  removing = null // the remove() promise, once remove() was called
+  resolveRemove = null
+  leader = null // the leader's locker id as last reported; null when nobody leads or not known
+  leaderToken = null
+  control = null // the TermControl (term.js) of the current or the last term
+  work = null // the promise fn returned this term, until it settles
+  termsWon = 0
+  lastTakeoverMs = null
+  since = Date.now() // when it was registered, or `leading` last changed
+  lastStop = null // the reason of the last 'stop'
+
+  constructor (core, name, fn) {
+    this.core = core
+    this.fn = fn
+    this.singleton = new Singleton(name, this)
+  }
+}
+
+// One locker.observe(name), until the Observer is closed.
+class Observation {
+  serial = null
+  leader = null
+  token = null
+  closed = false
+
+  constructor (core, name) {
+    this.core = core
+    this.observer = new Observer(name, this)
+  }
+}
+
+// One locker.term(name) read, until etcd answered.
+class Query {
+  constructor (name, resolve, reject) {
+    this.name = name
+    this.resolve = resolve
+    this.reject = reject
+  }
+}
+
+module.exports = { Registration, Observation, Query }
