@@ -1,10 +1,8 @@
 'use strict'
 
-// The package entry. The API itself is in lib/: locked.js makes lockers, core.js runs one (the
-// election itself runs in the native core, binding.js), handles.js holds what users get back,
-// term.js the terms, options.js and rules.js what input is accepted. v2.js, the locked@2.x
-// compatibility layer, is built on that API and plugged in here, so that it depends on the API
-// and not the other way round: `locker({ id, path, value, ttl })` still makes a value-consensus node.
+// The package entry: the API of lib/ (README, "How it works", says what is where), with the
+// locked@2.x nodes of v2.js plugged in here, so that the compatibility layer depends on the API
+// and not the other way round: `locker({ id, path, value, ttl })` still makes a node.
 
 const { locked, onObjectCall } = require('./lib/locked.js')
 const { Singleton, Observer } = require('./lib/handles.js')
