@@ -8,6 +8,7 @@ const os = require('node:os')
 const { performance } = require('node:perf_hooks')
 const locked = require('./index.js')
 const { DEFAULTS, TTL, ttlFault } = require('./lib/rules.js')
+const { guardProcess } = require('./lib/locked.js')
 
 const USAGE = `Usage:
   locked run --hosts HOSTS --name NAME [options] -- COMMAND [ARGS...]
@@ -20,8 +21,9 @@ command gets SIGTERM, and SIGKILL after --grace but never after the leadership d
 another host may be elected: a stop at or after the deadline means SIGKILL at once. This host then
 campaigns again and, when re-elected, starts the command anew only once the old one is gone, never
 two at once. If this process is itself killed with SIGKILL, the command is
-killed with it (Linux, via setpriv's parent-death signal). When the command exits by itself, resign
-and exit with its code, or with --restart keep campaigning and run it again when elected.
+killed with it (Linux, via setpriv's parent-death signal); another host then takes over after the
+TTL, or at once with --guardian. When the command exits by itself, resign and exit with its code,
+or with --restart keep campaigning and run it again when elected.
 
 status: print the current leader of NAME, since when it leads (by its own clock), and its fencing
 token. Exits 0 (also when nobody leads), or 1 when etcd does not answer.
@@ -35,6 +37,9 @@ Options:
   --prefix PREFIX   key prefix in etcd (default ${DEFAULTS.prefix})
   --id ID           this host's id (default hostname:pid)
   --restart         run the command again each time this host is elected
+  --guardian        if this process dies (SIGKILL, OOM killer), a guardian process revokes its
+                    lease once the command is gone too, so another host starts at once instead
+                    of after the TTL (a lost machine or network still takes the TTL)
   --json            status: print one JSON object {name, leader, token, since} (null when unknown)
   -h, --help        show this help
 `
@@ -64,7 +69,7 @@ function parseArgs (argv) {
   const [command, ...rest] = argv
   if (command === '-h' || command === '--help' || command === undefined) return { help: true }
   if (command !== 'run' && command !== 'status') throw new UsageError(`unknown command ${JSON.stringify(command)}`)
-  const opts = { command, ttl: DEFAULTS.ttl, grace: 10000, prefix: DEFAULTS.prefix, restart: false, argv: [] }
+  const opts = { command, ttl: DEFAULTS.ttl, grace: 10000, prefix: DEFAULTS.prefix, restart: false, guardian: false, argv: [] }
   const takesValue = new Set(['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id'])
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i]
@@ -75,6 +80,10 @@ function parseArgs (argv) {
     if (arg === '-h' || arg === '--help') return { help: true }
     if (arg === '--restart' && command === 'run') {
       opts.restart = true
+      continue
+    }
+    if (arg === '--guardian' && command === 'run') {
+      opts.guardian = true
       continue
     }
     if (arg === '--json' && command === 'status') {
@@ -107,7 +116,7 @@ function log (message) {
 }
 
 async function run (opts) {
-  const locker = locked(opts.hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}` })
+  const locker = locked(opts.hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian })
   let singleton = null
   let child = null // { proc, exited: Promise<{code, signal}>, stopping: boolean }
   let shuttingDown = false
@@ -151,6 +160,9 @@ async function run (opts) {
       env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
     })
     const current = { proc, stopping: false, killAt: Infinity, killTimer: null }
+    // Should this process die, the guardian revokes the lease only once the command is gone too:
+    // two commands never overlap.
+    if (opts.guardian && proc.pid !== undefined) locker[guardProcess](proc.pid)
     current.exited = new Promise((resolve) => {
       proc.on('error', (err) => {
         log(`cannot run ${file}: ${err.message}`)
@@ -161,7 +173,10 @@ async function run (opts) {
     child = current
     current.exited.then(async ({ code, signal }) => {
       clearTimeout(current.killTimer)
-      if (child === current) child = null
+      if (child === current) {
+        child = null
+        if (opts.guardian) locker[guardProcess](null)
+      }
       if (current.stopping || shuttingDown) return
       // The command ended by itself while this host led.
       const status = code ?? 128 + (os.constants.signals[signal] || 0)

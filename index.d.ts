@@ -16,6 +16,13 @@ declare namespace locked {
     drainTimeout?: number
     /** Close this locker on SIGTERM/SIGINT, then let the signal take its course. Default false. */
     handleSignals?: boolean
+    /**
+     * Start a guardian process that revokes this locker's lease the moment this process dies
+     * (SIGKILL, the OOM killer, a crash), so another host takes over in milliseconds instead of
+     * after the TTL. A frozen process, a lost machine or a partition still take the TTL.
+     * Default false.
+     */
+    guardian?: boolean
     /** Connect with TLS (`https`): the CA of the members, and a client certificate if required. */
     tls?: { ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer }
     /** etcd user; an expired auth token is renewed transparently. */
@@ -117,6 +124,8 @@ declare namespace locked {
       /** Milliseconds since the last answered keepalive was sent. */
       sinceRenewalMs: number | null
     }
+    /** With `guardian: true`: its process id (null while it is being started again); else null. */
+    guardian: { pid: number | null } | null
     singletons: Record<string, {
       state: 'leader' | 'candidate' | 'stepped-down'
       termsWon: number

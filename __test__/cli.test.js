@@ -30,11 +30,13 @@ after(async () => {
 // commands started earlier in this test (their pids are files in `dir`) are still alive, records
 // its own pid, and execs Node with that list: `child-start PID TOKEN alive:PID,...|none` shows
 // whether the old command was gone before the new one started, without racing the test's reads.
-// With ignoreTerm the command outlives SIGTERM, so only SIGKILL ends it.
+// With ignoreTerm the command outlives SIGTERM, so only SIGKILL ends it. A zombie (killed, not yet
+// reaped by init after its runner died) runs nothing: it counts as gone.
 const CHECK = `dir=$1; shift; alive=
 for f in "$dir"/*; do
   [ -f "$f" ] || continue
-  if kill -0 "\${f##*/}" 2>/dev/null; then alive="$alive \${f##*/}"; fi
+  p=\${f##*/}
+  if kill -0 "$p" 2>/dev/null && [ "$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -c1)" != Z ]; then alive="$alive $p"; fi
 done
 : > "$dir/$$"
 ALIVE_BEFORE=$alive exec "$@"`
@@ -147,7 +149,13 @@ async function statusUntil (prefix, done, description) {
 }
 
 function pidAlive (pid) {
-  try { process.kill(pid, 0); return true } catch { return false }
+  try { process.kill(pid, 0) } catch { return false }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z'
+  } catch {
+    return false
+  }
 }
 
 describe('locked run', { timeout: 60000 }, () => {
@@ -221,6 +229,30 @@ describe('locked run', { timeout: 60000 }, () => {
     await b.exited
   })
 
+  it('--guardian: SIGKILL of the leading runner (ttl 10): its command dies, then the other runner starts its own at once', async (t) => {
+    const prefix = uniquePrefix('cliguard')
+    const { dir, runner } = scope(t)
+    const args = (label) => ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', '10', '--guardian', '--', ...command(dir)]
+    const a = runner('A', args('A'))
+    const first = await a.waitLine(/^child-start/, 10000, 'A child start')
+    const childPid = childStart(first).pid
+    const b = runner('B', args('B'))
+    await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+    // The guardian is told the command's pid only after the spawn; give the line a moment to
+    // reach it by waiting for A's next keepalive to be answered (nothing else to wait on).
+    await statusUntil(prefix, (info) => info.leader !== null, 'A leads')
+    const killed = process.hrtime.bigint()
+    a.proc.kill('SIGKILL')
+    const starting = await b.waitLine(/^locked: elected for nightly .*; starting /, 5000, 'B starts its command')
+    const startedB = await b.waitLine(/^child-start/, 10000, 'B child start')
+    assert.deepStrictEqual(childStart(startedB).alive, [], `the killed runner's command (pid ${childPid}) was gone when B's started`)
+    const failover = Number(starting.t - killed) / 1e6
+    t.diagnostic(`--guardian, ttl 10: SIGKILL of the runner → the other runner starts its command after ${failover.toFixed(1)} ms`)
+    assert.ok(failover < 2000, `failover ${failover.toFixed(0)} ms with the guardian (the TTL is 10 s)`)
+    b.proc.kill('SIGTERM')
+    await b.exited
+  })
+
   it('a command that exits by itself: the runner resigns and exits with its code', async (t) => {
     const prefix = uniquePrefix('cli3')
     const args = ['run', '--hosts', etcd.endpoints[0], '--name', 'once', '--prefix', prefix, '--', process.execPath, '-e', 'process.exit(7)']
@@ -286,7 +318,7 @@ describe('locked run', { timeout: 60000 }, () => {
     }
     const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
     assert.strictEqual(help.status, 0)
-    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--json']) {
+    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--guardian', '--json']) {
       assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`)
     }
   })

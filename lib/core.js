@@ -4,6 +4,7 @@
 // events of its native election routed to them (one method per event kind), and its close. The
 // callable locker (locked.js) and the handles (handles.js) call in here.
 
+const path = require('node:path')
 const { NativeLocker } = require('../binding.js')
 const { LockedError, typeError, rangeError, describe, lockerClosed } = require('./errors.js')
 const { checkName } = require('./rules.js')
@@ -17,6 +18,17 @@ function noop () {}
 function reportError (emitter, err) {
   // Library errors never crash the process: without listeners they are dropped.
   if (emitter.listenerCount('error') > 0) emitter.emit('error', err)
+}
+
+// How the native locker starts the guardian (guardian.js), when asked for one. Hosts, TLS
+// settings and credentials reach it through its stdin, never its command line or environment.
+function guardianSettings (endpoints, options) {
+  if (!options.guardian) return undefined
+  return {
+    node: process.execPath,
+    script: path.join(__dirname, 'guardian.js'),
+    config: JSON.stringify({ hosts: endpoints, tls: options.tls ?? null, auth: options.auth ?? null })
+  }
 }
 
 class LockerCore {
@@ -35,7 +47,7 @@ class LockerCore {
     this.#options = options
     this.#locker = locker
     try {
-      this.#native = new NativeLocker(endpoints, { ...options, debug: debugEnabled() }, (ev) => this.#onEvent(ev))
+      this.#native = new NativeLocker(endpoints, { ...options, debug: debugEnabled(), guardian: guardianSettings(endpoints, options) }, (ev) => this.#onEvent(ev))
     } catch (err) {
       // What the core refuses at construction is a bad value (a certificate or key that does not
       // parse, an endpoint it cannot use).
@@ -151,8 +163,14 @@ class LockerCore {
         renewals: session.renewals,
         sinceRenewalMs: session.sinceRenewalMs ?? null
       },
+      guardian: this.#options.guardian ? { pid: this.#native.guardianPid() ?? null } : null,
       singletons
     }
+  }
+
+  /** On this process's death the guardian waits until `pid` is gone before it revokes the lease. */
+  guardProcess (pid) {
+    this.#native.guardProcess(pid ?? undefined)
   }
 
   close () {

@@ -13,11 +13,13 @@
 // environment (other users can read those under /proc):
 //   { hosts: ['h:p', ...], tls: { ca, cert, key } | null, auth: { username, password } | null }
 //   { lease: '<hex id>' | null }   the lease to revoke if the locker dies (null: none)
-//   { waitFor: <pid> | null }      on the locker's death, first wait (bounded) until this process
-//                                  is gone too: `locked run`'s command must end before anyone else
-//                                  can start theirs
+//   { waitFor: <pid> | null }      on the locker's death, first end this process (SIGKILL) and
+//                                  wait (bounded) until it is gone: `locked run`'s command must end
+//                                  before anyone else can start theirs, also where no parent-death
+//                                  signal killed it with its runner
 //   { exit: true }                 the locker closed: exit without revoking
 
+const fs = require('node:fs')
 const http = require('node:http')
 const https = require('node:https')
 
@@ -56,18 +58,28 @@ let gone = null
 function onParentGone () {
   if (gone === null) gone = (async () => {
     if (config === null || lease === null) return
-    if (waitFor !== null) await processGone(waitFor, 5000)
+    if (waitFor !== null) {
+      try { process.kill(waitFor, 'SIGKILL') } catch {}
+      await processGone(waitFor, 5000)
+    }
     await revoke(lease)
   })()
   return gone
 }
 
+// Whether `pid` can still run. A killed process whose parent died stays a zombie until the init
+// process reaps it, which can take a while; a zombie runs nothing, so it counts as gone.
 function alive (pid) {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
     return err.code === 'EPERM'
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return true // no /proc here: trust the signal check
   }
 }
 
@@ -80,7 +92,8 @@ function post (host, route, body, headers) {
   const secure = config.tls !== null && config.tls !== undefined
   const data = Buffer.from(JSON.stringify(body))
   return new Promise((resolve, reject) => {
-    const req = (secure ? https : http).request(`${secure ? 'https' : 'http'}://${host}${route}`, {
+    const bare = host.replace(/^https?:\/\//, '').replace(/\/+$/, '')
+    const req = (secure ? https : http).request(`${secure ? 'https' : 'http'}://${bare}${route}`, {
       method: 'POST',
       agent: false,
       timeout: 1000,

@@ -20,6 +20,9 @@ for (const key of Object.getOwnPropertyNames(EventEmitter.prototype)) {
 // that this API does not depend on the compatibility layer built on it.
 let objectCall = null
 
+/** locker[guardProcess](pid): the guardian waits for `pid` to be gone before it revokes (`locked run`). */
+const guardProcess = Symbol('locked.guardProcess')
+
 /** Sets what a locker called with an object does (see objectCall). */
 function onObjectCall (handler) {
   objectCall = handler
@@ -41,9 +44,10 @@ function locked (hosts, options) {
     observe: { value: function observe (name) { return core.observe(name) } },
     term: { value: function term (name) { return core.term(name) } },
     stats: { value: () => core.stats() },
-    close: { value: () => core.close() }
+    close: { value: () => core.close() },
+    [guardProcess]: { value: (pid) => core.guardProcess(pid) }
   })
   return locker
 }
 
-module.exports = { locked, onObjectCall }
+module.exports = { locked, onObjectCall, guardProcess }

@@ -40,7 +40,7 @@ function normalizeOptions (options) {
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
   }
-  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, tls, auth } = options
+  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, guardian = false, tls, auth } = options
   checkTtl(ttl)
   if (typeof prefix !== 'string') {
     throw typeError(`locked: options.prefix must be a string, got ${describe(prefix)}`)
@@ -58,12 +58,16 @@ function normalizeOptions (options) {
   if (typeof handleSignals !== 'boolean') {
     throw typeError(`locked: options.handleSignals must be a boolean, got ${describe(handleSignals)}`)
   }
+  if (typeof guardian !== 'boolean') {
+    throw typeError(`locked: options.guardian must be a boolean, got ${describe(guardian)}`)
+  }
   return {
     ttl,
     prefix: trimmed,
     id: id === undefined ? randomUUID() : id,
     drainTimeout,
     handleSignals,
+    guardian,
     tls: normalizeTls(tls),
     auth: normalizeAuth(auth)
   }

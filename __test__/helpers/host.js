@@ -8,7 +8,7 @@
 //   'uncaught' and exits 1, or only printed with uncaught: 'log'), stdinExit: bool (default true: exit
 //   when stdin closes, i.e. when the parent died), keepAlive: bool (default true: stdin keeps the
 //   process alive; false leaves the process lifetime to the addon alone),
-//   drainTimeout, handleSignals, auth: { username, password } (passed to locked() as is),
+//   drainTimeout, handleSignals, guardian, auth: { username, password } (passed to locked() as is),
 //   tlsFiles: { ca, cert, key } (PEM file paths, read here and passed as tls; tlsAs: 'buffer' passes
 //   Buffers instead of strings), work: { [name]: { settleAfterAbortMs } | { never: true } } (fn
 //   returns a promise that settles that long after term.signal aborted, or never),
@@ -34,6 +34,7 @@
 //
 // stdin: one JSON command per line:
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
+//   { cmd: 'guardian' } -> guardian { pid } (null while none runs)
 //   { cmd: 'exit', code }  { cmd: 'closeAndExit' } (close(), then process.exit() right after)
 //   { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
 //   { cmd: 'stats' } -> stats { sinceRenewalMs, validForMs, renewals } (see renewal())
@@ -189,7 +190,7 @@ function observe (name) {
 
 function main () {
   const opts = {}
-  for (const key of ['ttl', 'prefix', 'id', 'drainTimeout', 'handleSignals', 'auth']) {
+  for (const key of ['ttl', 'prefix', 'id', 'drainTimeout', 'handleSignals', 'auth', 'guardian']) {
     if (config[key] !== undefined) opts[key] = config[key]
   }
   if (config.tlsFiles) {
@@ -274,6 +275,11 @@ function command (msg) {
     case 'ping':
       emit('pong', {})
       break
+    case 'guardian': {
+      const g = locker.stats().guardian
+      emit('guardian', { pid: g ? g.pid : null })
+      break
+    }
     case 'stats':
       emit('stats', renewal())
       break

@@ -38,7 +38,7 @@ if (isMainThread) {
   process.stdin.on('end', () => process.exit(0))
 } else {
   const locked = require(workerData.module || '../..')
-  const opts = { ttl: workerData.ttl, prefix: workerData.prefix }
+  const opts = { ttl: workerData.ttl, prefix: workerData.prefix, guardian: !!workerData.guardian }
   if (workerData.id) opts.id = workerData.id
   const locker = locked(workerData.endpoints, opts)
   const emit = (ev, fields) => parentPort.postMessage(JSON.stringify({ t: process.hrtime.bigint().toString(), ev, id: locker.id(), thread: 'worker', ...fields }))
@@ -54,6 +54,7 @@ if (isMainThread) {
   parentPort.on('message', (msg) => {
     if (msg.cmd === 'remove') singletons.get(msg.name).remove().then(() => emit('removed', { name: msg.name }))
     if (msg.cmd === 'close') locker.close().then(() => emit('closed', {}))
+    if (msg.cmd === 'guardian') emit('guardian', { pid: locker.stats().guardian ? locker.stats().guardian.pid : null })
   })
   emit('ready', { names: workerData.names || [] })
 }

@@ -38,7 +38,9 @@ locker.on('error', (err: locked.LockedError) => { void err.message })
 const stats: locked.Stats = locker.stats()
 const state: 'leader' | 'candidate' | 'stepped-down' = stats.singletons.job.state
 const rtt: number | null = stats.keepalive.roundTripMs
-void state; void rtt
+const guardianPid: number | null | undefined = stats.guardian?.pid
+void state; void rtt; void guardianPid
+void locked(['127.0.0.1:2379'], { guardian: true })
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
 observer.close()
@@ -70,6 +72,8 @@ locker('x', 'not a function')
 locked(['127.0.0.1:2379'], { ttl: '5' })
 // @ts-expect-error: unknown option
 locked(['127.0.0.1:2379'], { tll: 5 })
+// @ts-expect-error: guardian is a boolean
+locked(['127.0.0.1:2379'], { guardian: 'yes' })
 // @ts-expect-error: hosts are strings
 locked([2379])
 // @ts-expect-error: stop listeners get a reason string, not a term
