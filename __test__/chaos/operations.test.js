@@ -204,13 +204,15 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
           break
         }
         case 'node-started':
-          slot.node.actual = true
+          // Only the latest start, and only if no stop was sent after it (the event comes back later
+          // than a stop sent in the same burst).
+          if (e.n === slot.node.starts && slot.node.intent) slot.node.actual = true
           break
         case 'node-start-failed':
           violation('register', V2, `${host.label}: node.start() threw ${e.code}: ${e.message}`)
           break
         case 'node-stopped':
-          slot.node.stopResolvedAt = e.t
+          if (e.n === slot.node.n) slot.node.stopResolvedAt = e.t
           break
         case 'term-failed':
           counts.errors[`term ${e.code}`] = (counts.errors[`term ${e.code}`] || 0) + 1
@@ -245,7 +247,7 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
       const proxy = await startProxy(member.endpoint)
       proxies.push(proxy)
       const label = `H${i}`
-      const slot = { index: i, label, proxy, host: null, gen: 1, gens: new Map(), intent: new Map(), observing: new Set(), node: { intent: false, actual: false, ever: false, stopSentAt: null, stopResolvedAt: null, n: 0 } }
+      const slot = { index: i, label, proxy, host: null, gen: 1, gens: new Map(), intent: new Map(), observing: new Set(), node: { intent: false, actual: false, ever: false, starts: 0, stopSentAt: null, stopResolvedAt: null, n: 0 } }
       slots.push(slot)
       byLabel.set(label, slot)
       const initial = NAMES.filter(() => rndOps.chance(0.45)).map((name) => {
@@ -390,7 +392,7 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
           slot.node.intent = true
           slot.node.ever = true
           log(slot.index, V2, 'node.start()')
-          h.send({ cmd: 'node-start', value: `v${slot.index}` })
+          h.send({ cmd: 'node-start', value: `v${slot.index}`, n: ++slot.node.starts })
           break
         case 'node-stop': {
           const awaited = rndOps.chance(0.5)

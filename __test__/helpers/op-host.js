@@ -18,7 +18,7 @@
 //   term { q, name, gen, result: null | { leader, token, since } } / term-failed { q, name, gen, code, message }
 //   observed { name, gen, leader, token }
 //   start/stop with name 'v2' (the node's select / deselect), v2-change { value, leaderId },
-//   node-started / node-start-failed { code, message } (node.start() returned / threw),
+//   node-started { n } / node-start-failed { n, code, message } (node.start() returned / threw),
 //   node-stopped { n } (the promise of node.stop() resolved)
 //   state { q, gen, leaders: { name: leader() }, node: { started, selected, id, value } }
 //   command-error { cmd, code, message }   (a command that could not be carried out)
@@ -30,7 +30,7 @@
 //   { cmd: 'close' }                              close() of the current locker
 //   { cmd: 'open', names: [{ name, reg }] }      a new locker (new id), registering these names
 //   { cmd: 'reopen', names }                      close() and, in the same tick, open
-//   { cmd: 'node-start', value } / { cmd: 'node-stop', n }
+//   { cmd: 'node-start', value, n } / { cmd: 'node-stop', n }
 //   { cmd: 'term', name, q } / { cmd: 'observe', name } / { cmd: 'unobserve', name }
 //   { cmd: 'state', q } / { cmd: 'exit' }
 
@@ -114,7 +114,7 @@ function close () {
   p.then(() => emit('closed', { gen: g }), (err) => emit('close-failed', { gen: g, ...errFields(err) }))
 }
 
-function nodeStart (value) {
+function nodeStart (value, n) {
   if (!node) {
     node = locker({ id: config.nodeId, path: config.v2Path, value, ttl: config.ttl })
     node.on('select', () => emit('start', { name: 'v2' }))
@@ -125,11 +125,11 @@ function nodeStart (value) {
   try {
     node.start()
   } catch (err) {
-    emit('node-start-failed', errFields(err))
+    emit('node-start-failed', { n, ...errFields(err) })
     return
   }
   nodeStarted = true
-  emit('node-started', {})
+  emit('node-started', { n })
 }
 
 function command (msg) {
@@ -157,7 +157,7 @@ function command (msg) {
       open(msg.names)
       break
     case 'node-start':
-      nodeStart(String(msg.value))
+      nodeStart(String(msg.value), msg.n)
       break
     case 'node-stop': {
       if (!node) { emit('node-stopped', { n: msg.n, never: true }); break }
