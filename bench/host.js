@@ -4,9 +4,9 @@
 // machine-wide monotonic clock (`process.hrtime.bigint()`), to the harness over IPC.
 //
 // Started by bench/hosts.js with one argument, a JSON config:
-//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]? }
+//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian? }
 // Commands (from the harness): register, remove, close, stats, exit; each answered with
-// { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, error.
+// { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, firstStart, error.
 
 const now = () => process.hrtime.bigint()
 const tSpawned = now()
@@ -25,6 +25,7 @@ function send (message) {
 const elections = new Map() // name -> { leading, handle }
 let started = 0 // leaderships currently held
 let expect = 0 // send 'allStarted' when `started` reaches this
+let firstPending = false // send 'firstStart' at the next start (also when quiet)
 let lastStart = 0n
 
 function onStart (name) {
@@ -35,6 +36,12 @@ function onStart (name) {
   started++
   lastStart = t
   if (!quiet) send({ type: 'start', name, t })
+  // A quiet host of many names still tells when the first of a batch started, so that a takeover
+  // has its first and its last start without a message per name slowing the host meanwhile.
+  if (firstPending) {
+    firstPending = false
+    send({ type: 'firstStart', name, t })
+  }
   if (expect > 0 && started === expect) {
     send({ type: 'allStarted', t, count: started })
     expect = 0
@@ -59,7 +66,7 @@ function lockedDriver () {
   // A snapshot of the addon taken when the bench started (see run.js), else the working tree.
   const locked = require(config.lockedPath || '..')
   const tCreate = now()
-  const locker = locked([endpoint], { ttl, prefix })
+  const locker = locked([endpoint], { ttl, prefix, ...(config.guardian ? { guardian: true } : {}) })
   locker.on('error', (err) => send({ type: 'error', where: 'locker', message: err.message }))
   return {
     tRequire,
@@ -77,6 +84,9 @@ function lockedDriver () {
     // The synchronous check a leader's code can make before acting (against the deadline).
     isLeader (s) {
       return s.isLeader()
+    },
+    guardianPid () {
+      return locker.stats().guardian?.pid ?? null
     },
     async close () {
       await locker.close()
@@ -146,7 +156,10 @@ function register (names) {
 
 const commands = {
   register ({ names, expectAll }) {
-    if (expectAll) expect = started + names.length
+    if (expectAll) {
+      expect = started + names.length
+      firstPending = true
+    }
     const t0 = now()
     register(names)
     return { t0, t1: now() }
@@ -175,7 +188,8 @@ const commands = {
       external: mem.external,
       started,
       lastStart,
-      recampaigns
+      recampaigns,
+      guardianPid: driver.guardianPid ? driver.guardianPid() : null
     }
   },
   leading ({ name }) {

@@ -7,6 +7,7 @@
 // Each scenario takes the run context { etcd, admin, quick, log, libs, sizes } and returns plain
 // data; bench/run.js turns it into tables.
 
+const fs = require('node:fs')
 const { Host, TimeoutError, stopAll } = require('./hosts')
 const { ms } = require('./stats')
 
@@ -186,15 +187,15 @@ async function handoff (ctx, lib) {
 const FAILOVER_TTL = 2
 
 /** Spawns leader A and waiter B on a fresh name; resolves once B is queued. */
-async function leaderAndWaiter (ctx, lib, label, extraA = {}) {
+async function leaderAndWaiter (ctx, lib, label, extraA = {}, ttl = FAILOVER_TTL) {
   const prefix = unique(`bench-${label}-${lib}`)
   const name = 'job'
-  const a = spawnHost(ctx, lib, { prefix, ttl: FAILOVER_TTL, register: [name], ...extraA })
+  const a = spawnHost(ctx, lib, { prefix, ttl, register: [name], ...extraA })
   let b
   try {
     await a.ready()
     await a.waitEvent('start', name, 15000)
-    b = spawnHost(ctx, lib, { prefix, ttl: FAILOVER_TTL, register: [name] })
+    b = spawnHost(ctx, lib, { prefix, ttl, register: [name] })
     await b.ready()
     await waitKeys(ctx.admin, keyPrefix(lib, prefix, name), 2, 10000)
     await delay(100)
@@ -205,25 +206,110 @@ async function leaderAndWaiter (ctx, lib, label, extraA = {}) {
   return { a, b, name }
 }
 
-async function crashFailover (ctx, lib) {
-  const rounds = ctx.quick ? 1 : 10
+/**
+ * Leader A SIGKILLed, waiter B takes over after the lease expires. `parallel` pairs (each on its
+ * own name, with its own kill time) run at once: at a long TTL the rounds are almost all waiting,
+ * and that wait does not depend on the CPU the other pairs use.
+ */
+async function crashFailover (ctx, lib, { ttl = FAILOVER_TTL, rounds = ctx.quick ? 1 : 10, parallel = 1 } = {}) {
   const values = []
   let errors = 0
-  for (let i = 0; i < rounds; i++) {
-    const { a, b, name } = await leaderAndWaiter(ctx, lib, 'crash')
+  async function round () {
+    const { a, b, name } = await leaderAndWaiter(ctx, lib, `crash${ttl}`, {}, ttl)
     try {
       // Kill at a random point of the keepalive period (TTL/3), the same spread for both.
-      await delay(Math.floor(Math.random() * (FAILOVER_TTL * 1000) / 3))
+      await delay(Math.floor(Math.random() * (ttl * 1000) / 3))
       const mark = b.mark()
       const tKill = a.signal('SIGKILL')
-      const ev = await b.waitEventAfter(mark, 'start', name, FAILOVER_TTL * 1000 + 10000)
+      const ev = await b.waitEventAfter(mark, 'start', name, ttl * 1000 + 10000)
       values.push(ms(tKill, ev.t))
     } finally {
       errors += b.errors.length
       await stopAll([a, b])
     }
   }
-  return { failover: values, ttlMs: FAILOVER_TTL * 1000, errors }
+  for (let done = 0; done < rounds; done += parallel) {
+    await Promise.all(Array.from({ length: Math.min(parallel, rounds - done) }, round))
+  }
+  return { failover: values, ttlMs: ttl * 1000, errors, parallel: Math.min(parallel, rounds) }
+}
+
+// ---- 3b. crash failover with the guardian (issue 18) -----------------------------------------
+
+const GUARDIAN_TTL = 10
+
+/** VmRSS and RssAnon of `pid` in bytes (/proc/<pid>/status gives kB). */
+function memoryOf (pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = (field) => {
+    const m = new RegExp(`^${field}:\\s*(\\d+) kB`, 'm').exec(status)
+    return m ? Number(m[1]) * 1024 : NaN
+  }
+  return { rss: kb('VmRSS'), rssAnon: kb('RssAnon') }
+}
+
+function parentOf (pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+}
+
+/** The guardian's pid as the locker reports it (null while it is being started). */
+async function guardianPid (host, timeoutMs) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const { guardianPid: pid } = await host.request('stats')
+    if (pid != null) return pid
+    if (Date.now() > deadline) throw new TimeoutError(`host ${host.pid}: no guardian within ${timeoutMs} ms`)
+    await delay(20)
+  }
+}
+
+/**
+ * Leader A (locked, `guardian: true`, TTL 10 s) leads `n` names, B queues on all of them; A is
+ * SIGKILLed: the time until B's first and until its last start, and the guardian's memory just
+ * before the kill. Without the guardian both would be about the TTL.
+ */
+async function crashGuardian (ctx, n) {
+  const rounds = ctx.quick ? 1 : n === 1 ? 20 : 10
+  const cap = ctx.capMs('locked', n)
+  const names = n === 1 ? ['job'] : Array.from({ length: n }, (_, i) => `g${i}`)
+  const first = []
+  const last = []
+  const guardianRss = []
+  const guardianRssAnon = []
+  let errors = 0
+  for (let i = 0; i < rounds; i++) {
+    const prefix = unique(`bench-guardian-${n}-`)
+    const quiet = n > 1
+    const a = spawnHost(ctx, 'locked', { prefix, ttl: GUARDIAN_TTL, quiet, guardian: true })
+    const b = spawnHost(ctx, 'locked', { prefix, ttl: GUARDIAN_TTL, quiet })
+    try {
+      await Promise.all([a.ready(), b.ready()])
+      await a.request('register', { names, expectAll: true })
+      await a.waitEvent('allStarted', undefined, cap)
+      await b.request('register', { names, expectAll: true })
+      // Two candidates and the leader's term record `<prefix>/<name>` per name.
+      await waitKeys(ctx.admin, `${prefix}/`, 3 * n, cap)
+      const gpid = await guardianPid(a, 10000)
+      if (parentOf(gpid) !== a.pid) throw new Error(`guardian ${gpid} is not a child of host ${a.pid}`)
+      // Let the guardian settle (a fresh Node process is still loading), then kill at a random
+      // point of the locker's own timers.
+      await delay(500 + Math.floor(Math.random() * 1000))
+      const mem = memoryOf(gpid)
+      guardianRss.push(mem.rss)
+      guardianRssAnon.push(mem.rssAnon)
+      const mark = b.mark()
+      const tKill = a.signal('SIGKILL')
+      const f = await b.waitEventAfter(mark, 'firstStart', undefined, GUARDIAN_TTL * 1000 + 10000)
+      const l = await b.waitEventAfter(mark, 'allStarted', undefined, GUARDIAN_TTL * 1000 + cap)
+      first.push(ms(tKill, f.t))
+      last.push(ms(tKill, l.t))
+    } finally {
+      errors += a.errors.length + b.errors.length
+      await stopAll([a, b])
+    }
+  }
+  return { n, ttlMs: GUARDIAN_TTL * 1000, first, last, guardianRss, guardianRssAnon, errors, rounds }
 }
 
 // ---- 4. pause (SIGSTOP longer than the TTL) --------------------------------------------------
@@ -421,4 +507,4 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
   }
 }
 
-module.exports = { floor, firstElection, handoff, crashFailover, pause, idleAndScale, waitNoLeases }
+module.exports = { floor, firstElection, handoff, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }
