@@ -600,9 +600,12 @@ describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 
           const mine = [...regs.values()].filter((r) => r.slot === owner.slot.index && r.gen === owner.gen.gen && r.name === name)
           const live = mine.filter((r) => r.state !== 'failed' && (r.resolvedAt === null || r.resolvedAt > readAt))
           if (live.length === 0) {
-            const last = mine[mine.length - 1]
+            // The last registration that came to be (a failed locker(name) never had a key).
+            const last = mine.filter((r) => r.state !== 'failed').pop()
+            const failed = mine.filter((r) => r.state === 'failed' && (!last || r.reg > last.reg)).map((r) => r.reg)
             violation('c', name, `key ${kv.key} (rev ${kv.createRevision}) of ${owner.slot.label} locker ${owner.gen.gen} is in etcd, but ` +
-              (last ? `registration ${last.reg} was ${last.removeHow || last.state} and its ${last.removeHow === 'close' ? 'close()' : 'remove()'} resolved at ${rel(last.resolvedAt)}` : 'that locker never registered this name'))
+              (last ? `registration ${last.reg} went (${last.removeHow || last.state}) and its ${last.removeHow === 'close' ? 'close()' : 'remove()'} resolved at ${rel(last.resolvedAt)}` : 'that locker never registered this name') +
+              (failed.length ? `; locker(name) threw for registration ${failed.join(', ')} after it` : ''))
           }
         }
       }
