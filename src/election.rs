@@ -348,7 +348,12 @@ impl Election {
                             break;
                         }
                     }
-                    _ = changed(&mut resign) => break,
+                    // Draining changes nothing in etcd: only a resign is worth a round.
+                    _ = changed(&mut resign) => {
+                        if resign.borrow_and_update().resigning() {
+                            break;
+                        }
+                    }
                     _ = changed(&mut closing) => break,
                 }
             }
