@@ -8,19 +8,14 @@ const locked = require('..')
 const { startEtcd, freePorts } = require('./helpers/etcd')
 const { spawnHost, killAll } = require('./helpers/hosts')
 const { uniquePrefix, nextEvent, within, UUID_V4 } = require('./helpers/util')
+const { lockerSet } = require('./helpers/lockers')
 
 let etcd
-const lockers = []
-// Every locker of this file, closed in after() even when a test failed.
-function open (hosts, options) {
-  const l = locked(hosts, options)
-  lockers.push(l)
-  return l
-}
+const lockers = lockerSet()
 
 before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
-  await Promise.allSettled(lockers.map((l) => Promise.race([l.close(), new Promise((resolve) => setTimeout(resolve, 3000))])))
+  await lockers.closeAll({ waitAtMostMs: 3000 })
   await killAll()
   if (etcd) await etcd.close()
 })
@@ -28,7 +23,7 @@ after(async () => {
 describe('API shapes', { timeout: 60000 }, () => {
   it('locked is a function; a locker is callable with id(), singletons(), close() and events', async () => {
     assert.strictEqual(typeof locked, 'function')
-    const locker = open(etcd.endpoints, { ttl: 2, prefix: uniquePrefix('shape') })
+    const locker = lockers.open(etcd.endpoints, { ttl: 2, prefix: uniquePrefix('shape') })
     assert.strictEqual(typeof locker, 'function', 'the locker is callable')
     assert.strictEqual(typeof locker.id, 'function')
     assert.strictEqual(typeof locker.singletons, 'function')
@@ -37,16 +32,16 @@ describe('API shapes', { timeout: 60000 }, () => {
     assert.match(locker.id(), UUID_V4, 'id() is a uuid v4')
     assert.strictEqual(locker.id(), locker.id(), 'id() is stable')
     assert.deepStrictEqual(locker.singletons(), {})
-    const other = open(etcd.endpoints, { ttl: 2 })
+    const other = lockers.open(etcd.endpoints, { ttl: 2 })
     assert.notStrictEqual(other.id(), locker.id(), 'each locker has its own id')
-    const named = open(etcd.endpoints, { ttl: 2, id: 'my-host-1' })
+    const named = lockers.open(etcd.endpoints, { ttl: 2, id: 'my-host-1' })
     assert.strictEqual(named.id(), 'my-host-1', 'options.id is used')
     await Promise.all([locker.close(), other.close(), named.close()])
   })
 
   it('a singleton has name, on, remove; singletons() lists the registered ones', async () => {
     const prefix = uniquePrefix('singleton')
-    const locker = open(etcd.endpoints, { ttl: 2, prefix })
+    const locker = lockers.open(etcd.endpoints, { ttl: 2, prefix })
     const calls = []
     const build = locker('build', function (remove, term) { calls.push({ remove, term, self: this }) })
     assert.strictEqual(build.name, 'build')
@@ -90,7 +85,7 @@ describe('API shapes', { timeout: 60000 }, () => {
   ]) {
     it(`hosts given as ${label} work`, async () => {
       const prefix = uniquePrefix('hosts')
-      const locker = open(form(etcd.endpoints[0]), { ttl: 2, prefix })
+      const locker = lockers.open(form(etcd.endpoints[0]), { ttl: 2, prefix })
       const s = locker('h', () => {})
       await nextEvent(s, 'start', 5000, `start with hosts as ${label}`)
       await locker.close()
@@ -99,8 +94,8 @@ describe('API shapes', { timeout: 60000 }, () => {
 
   it('duplicate names on one locker throw; the same name on two lockers compete', async () => {
     const prefix = uniquePrefix('dup')
-    const a = open(etcd.endpoints, { ttl: 2, prefix })
-    const b = open(etcd.endpoints, { ttl: 2, prefix })
+    const a = lockers.open(etcd.endpoints, { ttl: 2, prefix })
+    const b = lockers.open(etcd.endpoints, { ttl: 2, prefix })
     const sa = a('dup', () => {})
     assert.throws(() => a('dup', () => {}), Error, 'registering the same name twice throws')
     await nextEvent(sa, 'start', 5000)
@@ -125,7 +120,7 @@ describe('bad input', { timeout: 30000 }, () => {
     assert.throws(() => locked(ep(), { ttl: '10' }), TypeError, 'ttl as a string')
     assert.throws(() => locked(ep(), { prefix: 42 }), TypeError, 'prefix as a number')
     assert.throws(() => locked(ep(), { id: 42 }), TypeError, 'id as a number')
-    const locker = open(ep(), { ttl: 2, prefix: uniquePrefix('types') })
+    const locker = lockers.open(ep(), { ttl: 2, prefix: uniquePrefix('types') })
     assert.throws(() => locker(), TypeError, 'no name')
     assert.throws(() => locker(42, () => {}), TypeError, 'name as a number')
     assert.throws(() => locker({}, () => {}), TypeError, 'name as an object')
@@ -164,7 +159,7 @@ describe('bad input', { timeout: 30000 }, () => {
     assert.deepStrictEqual(quiet.find({ ev: 'uncaught' }), [], 'no uncaught exception')
     assert.ok(a.alive && quiet.alive)
     // And in this process too: a locker on a dead port emits errors and nothing else.
-    const locker = open(endpoints, { ttl: 2, prefix })
+    const locker = lockers.open(endpoints, { ttl: 2, prefix })
     let gotError
     const firstError = new Promise((resolve) => { gotError = resolve })
     locker.on('error', (err) => gotError(err))

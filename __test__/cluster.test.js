@@ -6,7 +6,7 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { startEtcd } = require('./helpers/etcd')
 const { spawnHost, killAll, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, observe } = require('./helpers/util')
+const { uniquePrefix, quietWindow } = require('./helpers/util')
 
 let etcd
 
@@ -18,10 +18,7 @@ after(async () => {
 // Every test leaves the cluster whole for the next one.
 afterEach(async () => {
   await killAll()
-  for (const m of etcd.members) {
-    if (m.paused) m.resume()
-    if (!m.running) await m.start()
-  }
+  await etcd.heal()
 })
 
 // Endpoint list with the chosen member first.
@@ -40,7 +37,7 @@ async function scenario (t, { ttl, victim, fault }) {
 
   await fault(victim)
   // No stop and no error for two TTLs while one member is down.
-  await observe(2 * ttl * 1000)
+  await quietWindow(2 * ttl * 1000)
   const trouble = (h) => h.find((e) => e.ev === 'stop' || e.ev === 'error')
   assert.deepStrictEqual(trouble(a), [], `A saw trouble with ${victim.name} down\n${formatTimeline([a, b])}`)
   assert.deepStrictEqual(trouble(b), [], `B saw trouble with ${victim.name} down\n${formatTimeline([a, b])}`)

@@ -1,13 +1,13 @@
 'use strict'
 // The election between competing host processes on one real etcd: who starts, handovers, crash
-// failover, and the election pitfalls this project numbers 1, 2, 3, 7 and 8 (in the test titles).
+// failover, and pitfalls 1, 2, 3, 7 and 8 of docs/pitfalls.md (their numbers are in the test titles).
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
 const { spawn } = require('node:child_process')
-const { startEtcd } = require('./helpers/etcd')
-const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny } = require('./helpers/hosts')
-const { uniquePrefix, observe, SAME_EVENT_MS } = require('./helpers/util')
+const { startEtcd, keyOf } = require('./helpers/etcd')
+const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny, queueHosts } = require('./helpers/hosts')
+const { uniquePrefix, quietWindow, SAME_EVENT_MS } = require('./helpers/util')
 
 const TTL = 2
 let etcd
@@ -18,22 +18,7 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
-// Start hosts one after the other, each with its key in etcd before the next one starts, so the
-// queue order (create revision) is the order of `labels`.
-async function queue (labels, { prefix, names, ttl = TTL, extra = {} }) {
-  const hosts = []
-  for (const label of labels) {
-    const h = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names, id: `${label}-${prefix}`, ...extra }, label)
-    await h.ready
-    for (const name of names) {
-      await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => kvs.some((kv) => kv.value === h.id), 10000, `key of ${label} for ${name}`)
-    }
-    hosts.push(h)
-  }
-  return hosts
-}
-
-const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
+const queue = (labels, options) => queueHosts(etcd, labels, { ttl: TTL, ...options })
 
 // `etcdctl elect ...` as a child process: lines(n, timeoutMs) resolves its first n output lines.
 function etcdctlElect (t, args) {
@@ -90,8 +75,8 @@ describe('election between host processes', { timeout: 120000 }, () => {
     assert.strictEqual(kvs[0].value, a.id, 'the key value is the locker id')
     assert.match(kvs[0].key, new RegExp(`^${prefix}/job/[0-9a-f]+$`), 'key is <prefix>/<name>/<lease hex>')
     assert.strictEqual(start.token, kvs[0].createRevision, 'token = create revision of the own key')
-    // Nothing more happens while it leads: observe a few keepalive periods.
-    await observe(2 * TTL * 1000)
+    // Nothing more happens while it leads, for a few keepalive periods.
+    await quietWindow(2 * TTL * 1000)
     assert.strictEqual(a.find({ ev: 'fn', name: 'job' }).length, 1, 'fn ran exactly once')
     assert.strictEqual(a.find({ ev: 'start', name: 'job' }).length, 1, 'one start')
     assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'no stop')
@@ -168,7 +153,7 @@ describe('election between host processes', { timeout: 120000 }, () => {
     const kvs = await etcd.keys(`${prefix}/job/`)
     assert.deepStrictEqual(kvs.map((kv) => kv.value), [a.id, c.id], 'B\'s key is gone, A and C remain')
     // C reacts to the deletion of its predecessor's key at once; give it a generous window.
-    await observe(TTL * 1000)
+    await quietWindow(TTL * 1000)
     assert.deepStrictEqual(c.find({ ev: 'start' }), [], 'C must not start while A leads\n' + formatTimeline(hosts))
     assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'A still leads')
     const { names } = await a.request({ cmd: 'leading' }, { ev: 'leading' })
@@ -186,16 +171,16 @@ describe('election between host processes', { timeout: 120000 }, () => {
     const [a, b, c] = hosts
     await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
     const before = await etcd.keys(`${prefix}/job/`)
-    const staleB = keyOf(before, b)
+    const staleB = keyOf(before, b.id)
     // Revoke B's lease from a second client, then at once remove the leader.
     await etcd.revoke(staleB.leaseHex)
     const since = [b.mark(), c.mark()]
     a.send({ cmd: 'remove', name: 'job' })
     const { host: next, event: start } = await waitForAny([b, c], { ev: 'start', name: 'job' }, 5000, 'start after A removed', { since })
     assert.strictEqual(next, c, `C must be elected, not the revoked B\n${formatTimeline(hosts)}`)
-    assert.strictEqual(start.token, keyOf(before, c).createRevision)
+    assert.strictEqual(start.token, keyOf(before, c.id).createRevision)
     // B rejoins: a new key of its own, on a new lease, behind C.
-    const fresh = await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, b), TTL * 1000 + 2000, 'B\'s new key')
+    const fresh = await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, b.id), TTL * 1000 + 2000, 'B\'s new key')
     assert.notStrictEqual(fresh.leaseHex, staleB.leaseHex, 'B rejoined with a fresh lease')
     assert.ok(fresh.createRevision > staleB.createRevision)
     for (const e of b.find({ ev: 'start' })) {
@@ -205,7 +190,7 @@ describe('election between host processes', { timeout: 120000 }, () => {
     // When C goes, B leads on its fresh key.
     c.send({ cmd: 'remove', name: 'job' })
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start after C removed')
-    const now2 = keyOf(await etcd.keys(`${prefix}/job/`), b)
+    const now2 = keyOf(await etcd.keys(`${prefix}/job/`), b.id)
     assert.strictEqual(bStart.token, now2.createRevision, 'B leads on its fresh key')
     assertOneLeaderAtATime(hosts, 'job')
   })
@@ -216,10 +201,10 @@ describe('election between host processes', { timeout: 120000 }, () => {
     const hosts = await queue(['A', 'B'], { prefix, names: ['job'], ttl })
     const [a, b] = hosts
     await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-    const stale = keyOf(await etcd.keys(`${prefix}/job/`), b)
+    const stale = keyOf(await etcd.keys(`${prefix}/job/`), b.id)
     const t0 = now()
     await etcd.revoke(stale.leaseHex)
-    const fresh = await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, b), ttl * 1000 + 1000, 'B\'s new key')
+    const fresh = await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, b.id), ttl * 1000 + 1000, 'B\'s new key')
     const back = ms(now() - t0)
     t.diagnostic(`revoked candidate back in the queue after ${back.toFixed(0)} ms (ttl ${ttl} s)`)
     assert.ok(back <= ttl * 1000, `B took ${back.toFixed(0)} ms to rejoin (more than one ttl)`)
@@ -236,12 +221,12 @@ describe('election between host processes', { timeout: 120000 }, () => {
     const hosts = await queue(['A', 'B'], { prefix, names: ['job'] })
     const [a, b] = hosts
     await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-    const aKey = keyOf(await etcd.keys(`${prefix}/job/`), a)
+    const aKey = keyOf(await etcd.keys(`${prefix}/job/`), a.id)
     await etcd.revoke(aKey.leaseHex)
     const aStop = await a.waitFor({ ev: 'stop', name: 'job' }, 5000, 'A stop after its lease was revoked')
     assert.ok(['lease-lost', 'key-deleted'].includes(aStop.reason), `stop reason ${aStop.reason}`)
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')
-    const bKey = keyOf(await etcd.keys(`${prefix}/job/`), b)
+    const bKey = keyOf(await etcd.keys(`${prefix}/job/`), b.id)
     assert.strictEqual(bStart.token, bKey.createRevision)
     // The old handle's remove(): resolves, and removes only A's own (possibly new) key.
     await a.request({ cmd: 'remove', name: 'job' }, (e) => e.name === 'job' && (e.ev === 'removed' || e.ev === 'error'), 10000, 'A remove() settled')
@@ -321,7 +306,7 @@ describe('election between host processes', { timeout: 120000 }, () => {
     // An observer and a Go candidate.
     const observer = etcdctlElect(t, ['-l', election])
     const [leaderKey, leaderValue] = await observer.lines(2, 5000)
-    const aKey = keyOf(await etcd.keys(`${prefix}/job/`), a)
+    const aKey = keyOf(await etcd.keys(`${prefix}/job/`), a.id)
     assert.deepStrictEqual([leaderKey, leaderValue], [aKey.key, a.id], 'etcdctl elect -l sees the Node leader')
     const go = etcdctlElect(t, [election, 'go-candidate'])
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.some((kv) => kv.value === 'go-candidate'), 5000, 'the Go candidate queued')
@@ -341,7 +326,7 @@ describe('election between host processes', { timeout: 120000 }, () => {
     assert.ok(bStart.t > resigned, `B started before the Go candidate resigned\n${formatTimeline([a, b])}`)
     assert.ok(bStart.token > aKey.createRevision)
     assert.deepStrictEqual(b.find({ ev: 'start' }).length, 1)
-    assert.ok(!keyOf(await etcd.keys(`${prefix}/job/`), { id: 'go-candidate' }), 'the Go candidate\'s key is gone')
+    assert.ok(!keyOf(await etcd.keys(`${prefix}/job/`), 'go-candidate'), 'the Go candidate\'s key is gone')
   })
 
   it('a user fn that throws with no error listener is an uncaught exception', async () => {

@@ -1,56 +1,38 @@
 'use strict'
 // Faults between a host and etcd: partitions (pitfall 4), a paused leader (5), remove() during an
-// outage (6), and etcd down for longer than the TTL (10): the election pitfalls of those numbers.
+// outage (6), and etcd down for longer than the TTL (10): the pitfalls of those numbers in
+// docs/pitfalls.md.
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
-const { startEtcd } = require('./helpers/etcd')
-const { startProxy } = require('./helpers/proxy')
-const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny } = require('./helpers/hosts')
-const { uniquePrefix, observe, assertDeadlineStop, RESUME_PROMPT_MS } = require('./helpers/util')
+const { startEtcd, keyOf } = require('./helpers/etcd')
+const { startProxy, closeProxies } = require('./helpers/proxy')
+const { killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny, leaderAndFollower } = require('./helpers/hosts')
+const { uniquePrefix, quietWindow, assertDeadlineStop, RESUME_PROMPT_MS } = require('./helpers/util')
 
 let etcd
-const proxies = []
 
 before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
   await killAll()
-  await Promise.all(proxies.map((p) => p.close()))
+  await closeProxies()
   if (etcd) await etcd.close()
 })
 afterEach(async () => {
   await killAll()
-  const m = etcd.members[0]
-  if (m.paused) m.resume()
-  if (!m.running) await m.start()
+  await etcd.heal()
 })
 
-async function proxy () {
-  const p = await startProxy(etcd.endpoints[0])
-  proxies.push(p)
-  return p
-}
-
-const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
-
-// A leads 'job' (through `aEndpoints`), and B waits behind it with its key in etcd.
-async function leaderAndFollower (ttl, prefix, aEndpoints = etcd.endpoints) {
-  const a = spawnHost({ endpoints: aEndpoints, ttl, prefix, names: ['job'] }, 'A')
-  await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
-  const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
-  await b.ready
-  await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'two candidates')
-  return [a, b]
-}
-
+// How long A may take to be elected, and B to be queued behind it: an idle etcd answers at once.
+const SETUP_MS = 5000
 
 describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   for (const mode of ['blackhole', 'reset']) {
     it(`pitfall 4: a leader cut off from etcd (${mode}) stops before anyone else starts`, async (t) => {
       const ttl = 2
       const prefix = uniquePrefix(`p4${mode}`)
-      const p = await proxy()
-      const [a, b] = await leaderAndFollower(ttl, prefix, [p.endpoint])
+      const p = await startProxy(etcd.endpoints[0])
+      const [a, b] = await leaderAndFollower(etcd, { prefix, ttl, leader: { endpoints: [p.endpoint] }, timeoutMs: SETUP_MS })
       const cut = now()
       p.mode(mode)
       const stop = await a.waitFor({ ev: 'stop', name: 'job' }, ttl * 1000 + 1000, 'A stops at its deadline')
@@ -62,7 +44,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
       assert.ok(stop.t < start.t, `A must stop before B starts\n${formatTimeline([a, b])}`)
       // Back on the network, A rejoins the queue behind B by itself.
       p.mode('pass')
-      await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a) && keyOf(kvs, b) && keyOf(kvs, b).createRevision < keyOf(kvs, a).createRevision, 15000, 'A back in the queue behind B')
+      await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a.id) && keyOf(kvs, b.id) && keyOf(kvs, b.id).createRevision < keyOf(kvs, a.id).createRevision, 15000, 'A back in the queue behind B')
       assert.deepStrictEqual(b.find({ ev: 'stop' }), [], 'B undisturbed')
       b.send({ cmd: 'remove', name: 'job' })
       await a.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.t > start.t, 5000, 'A leads again after B removed')
@@ -73,7 +55,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   it('pitfall 5: a leader paused longer than the TTL stops as soon as it resumes', async (t) => {
     const ttl = 2
     const prefix = uniquePrefix('p5')
-    const [a, b] = await leaderAndFollower(ttl, prefix)
+    const [a, b] = await leaderAndFollower(etcd, { prefix, ttl, timeoutMs: SETUP_MS })
     const paused = now()
     a.kill('SIGSTOP')
     let resumed
@@ -90,7 +72,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     assert.strictEqual(stop.reason, 'deadline')
     assert.strictEqual(a.find({ ev: 'fn' }).length, 1, 'A did not run fn again')
     // A rejoins behind B, and B is not disturbed.
-    await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a) && keyOf(kvs, b).createRevision < keyOf(kvs, a).createRevision, 10000, 'A back in the queue behind B')
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a.id) && keyOf(kvs, b.id).createRevision < keyOf(kvs, a.id).createRevision, 10000, 'A back in the queue behind B')
     assert.deepStrictEqual(b.find({ ev: 'stop' }), [])
     assert.strictEqual(a.find({ ev: 'start' }).length, 1, 'A did not start again while B leads')
   })
@@ -99,15 +81,15 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     it(`pitfall 6: remove() while etcd is unreachable (${mode}) completes when it is back, long before the TTL`, async (t) => {
       const ttl = 10
       const prefix = uniquePrefix(`p6${mode}`)
-      const p = await proxy()
-      const [a, b] = await leaderAndFollower(ttl, prefix, [p.endpoint])
+      const p = await startProxy(etcd.endpoints[0])
+      const [a, b] = await leaderAndFollower(etcd, { prefix, ttl, leader: { endpoints: [p.endpoint] }, timeoutMs: SETUP_MS })
       p.mode(mode)
       const stop = await a.request({ cmd: 'remove', name: 'job' }, { ev: 'stop', name: 'job' }, 1000, 'A stop on remove()')
       assert.strictEqual(stop.reason, 'removed')
       // A brief outage (a deliberate window): the delete cannot reach etcd.
-      await observe(1000)
+      await quietWindow(1000)
       assert.deepStrictEqual(a.find({ ev: 'removed' }), [], 'remove() must not resolve before etcd confirmed')
-      assert.ok(keyOf(await etcd.keys(`${prefix}/job/`), a), 'A\'s key is still there during the outage')
+      assert.ok(keyOf(await etcd.keys(`${prefix}/job/`), a.id), 'A\'s key is still there during the outage')
       const healed = now()
       p.mode('pass')
       const removed = await a.waitFor({ ev: 'removed', name: 'job' }, ttl * 1000, 'A remove() resolved after the outage')
@@ -122,7 +104,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
   it('pitfall 10: etcd down for longer than the TTL; when it is back exactly one host starts, without user action', async (t) => {
     const ttl = 2
     const prefix = uniquePrefix('p10')
-    const [a, b] = await leaderAndFollower(ttl, prefix)
+    const [a, b] = await leaderAndFollower(etcd, { prefix, ttl, timeoutMs: SETUP_MS })
     const member = etcd.members[0]
     const down = now()
     await member.stop()
@@ -131,7 +113,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     assert.strictEqual(stop.reason, 'deadline')
     assertDeadlineStop({ sinceRenewalMs: stop.sinceRenewalMs, at: stop.t, outageAt: gone, ttl, label: 'A' })
     // Keep etcd down for two TTLs in all (the length of the outage is the scenario).
-    await observe(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
+    await quietWindow(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
     const sinceA = a.mark()
     const sinceB = b.mark()
     const up = now()
@@ -139,7 +121,7 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
     const { host: first, event: start } = await waitForAny([a, b], { ev: 'start', name: 'job' }, 20000, 'a start after etcd is back', { since: [sinceA, sinceB] })
     t.diagnostic(`etcd back; ${first.label} started ${ms(start.t - up).toFixed(0)} ms later`)
     // Exactly one: the other one does not start while the first leads.
-    await observe(2 * ttl * 1000)
+    await quietWindow(2 * ttl * 1000)
     const starts = [...a.events.slice(sinceA), ...b.events.slice(sinceB)].filter((e) => e.ev === 'start')
     assert.strictEqual(starts.length, 1, `exactly one start after the outage\n${formatTimeline([a, b])}`)
     assertOneLeaderAtATime([a, b], 'job')

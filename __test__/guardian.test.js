@@ -12,8 +12,8 @@ const path = require('node:path')
 const locked = require('..')
 const { startEtcd } = require('./helpers/etcd')
 const { makeCerts } = require('./helpers/certs')
-const { spawnHost, killAll, ms, now, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, nextEvent, within, observe } = require('./helpers/util')
+const { spawnHost, killAll, ms, now, assertOneLeaderAtATime, leaderAndFollower } = require('./helpers/hosts')
+const { uniquePrefix, nextEvent, within, quietWindow, until } = require('./helpers/util')
 
 const TTL = 10
 let etcd
@@ -49,14 +49,6 @@ function guardiansOf (ppid) {
   return found
 }
 
-async function until (predicate, timeoutMs, description) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 async function guardianPid (h) {
   let pid = null
   await until(async () => {
@@ -68,22 +60,14 @@ async function guardianPid (h) {
 }
 
 // A leads `names` with a guardian, B waits on all of them.
-async function leaderAndFollower (prefix, names, extra = {}) {
-  const a = spawnHost({ endpoints: etcd.endpoints, ttl: TTL, prefix, names, guardian: true, ...extra }, 'A')
-  await a.ready
-  for (const name of names) await a.waitFor({ ev: 'start', name }, 15000, `A leads ${name}`)
-  const b = spawnHost({ endpoints: etcd.endpoints, ttl: TTL, prefix, names }, 'B')
-  await b.ready
-  await etcd.waitKeys(`${prefix}/`, (kvs) => kvs.filter((kv) => kv.value === b.id).length === names.length, 15000, 'B queued on every name')
-  return [a, b]
-}
+const withGuardian = (prefix, names) => leaderAndFollower(etcd, { prefix, ttl: TTL, names, leader: { guardian: true } })
 
 describe('the guardian', { timeout: 120000 }, () => {
   for (const count of [1, 1000]) {
     it(`SIGKILL of a leader of ${count} name(s) with ttl ${TTL}: another host takes over at once, not after the TTL`, async (t) => {
       const prefix = uniquePrefix(`gkill${count}`)
       const names = Array.from({ length: count }, (_, i) => `n${i}`)
-      const [a, b] = await leaderAndFollower(prefix, names)
+      const [a, b] = await withGuardian(prefix, names)
       const gpid = await guardianPid(a)
       const mark = b.mark()
       const killed = now()
@@ -101,11 +85,11 @@ describe('the guardian', { timeout: 120000 }, () => {
 
   it('a leader frozen for 3 s (ttl 10) keeps its lease: nobody else starts, and it still leads after SIGCONT', async () => {
     const prefix = uniquePrefix('gstop')
-    const [a, b] = await leaderAndFollower(prefix, ['job'])
+    const [a, b] = await withGuardian(prefix, ['job'])
     const gpid = await guardianPid(a)
     const mark = b.mark()
     a.pause()
-    await observe(3000) // the freeze itself: what must not happen meanwhile is a revoke
+    await quietWindow(3000) // the freeze itself: what must not happen meanwhile is a revoke
     a.resume()
     const reply = await a.request({ cmd: 'isLeader', name: 'job' }, { ev: 'isLeader', name: 'job' }, 5000)
     assert.strictEqual(reply.value, true, 'A still leads after SIGCONT')
@@ -116,7 +100,7 @@ describe('the guardian', { timeout: 120000 }, () => {
 
   it('the guardian killed alone: the leader keeps leading, reports an error, and gets a new guardian; no lease revoked', async () => {
     const prefix = uniquePrefix('galone')
-    const [a, b] = await leaderAndFollower(prefix, ['job'])
+    const [a, b] = await withGuardian(prefix, ['job'])
     const before = await etcd.keys(`${prefix}/job/`)
     const gpid = await guardianPid(a)
     process.kill(gpid, 'SIGKILL')
@@ -155,7 +139,7 @@ describe('the guardian', { timeout: 120000 }, () => {
     assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [])
 
     // process.exit(): the exit revokes the lease itself; the guardian goes without a second try.
-    const [a, b] = await leaderAndFollower(uniquePrefix('gexit'), ['job'])
+    const [a, b] = await withGuardian(uniquePrefix('gexit'), ['job'])
     const gpid = await guardianPid(a)
     a.send({ cmd: 'exit', code: 0 })
     await a.exited

@@ -11,33 +11,29 @@ const v8 = require('node:v8')
 const vm = require('node:vm')
 const locked = require('..')
 const { startEtcd, httpJson } = require('./helpers/etcd')
-const { startProxy } = require('./helpers/proxy')
+const { startProxy, closeProxies } = require('./helpers/proxy')
 const { spawnHost, killAll, ms, formatTimeline } = require('./helpers/hosts')
-const { uniquePrefix, nextEvent, within, observe } = require('./helpers/util')
+const { uniquePrefix, nextEvent, within, quietWindow, until } = require('./helpers/util')
+const { lockerSet } = require('./helpers/lockers')
 
 let etcd
-const open = new Set() // in-process lockers, closed after each test
-const proxies = []
+const lockers = lockerSet() // closed after each test
 
 before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
   await killAll()
-  await Promise.all(proxies.map((p) => p.close()))
+  await closeProxies()
   if (etcd) await etcd.close()
 })
 afterEach(async () => {
-  const m = etcd.members[0]
-  if (m.paused) m.resume()
-  if (!m.running) await m.start()
+  await etcd.heal()
   await killAll()
-  await Promise.all([...open].map((l) => l.close().catch(() => {})))
-  open.clear()
+  await lockers.closeAll()
 })
 
 function locker (options) {
-  const l = locked(etcd.endpoints, { ttl: 2, ...options })
+  const l = lockers.open(etcd.endpoints, { ttl: 2, ...options })
   l.on('error', () => {}) // connection trouble during the faults below is expected
-  open.add(l)
   return l
 }
 
@@ -93,7 +89,7 @@ describe('interleavings', { timeout: 120000 }, () => {
       // retried, which is when a campaign can overtake the resign issued after it.
       etcd.members[0].pause()
       const removed = Promise.all(list.map((s) => s.remove()))
-      await observe(2100 + round * 500)
+      await quietWindow(2100 + round * 500)
       etcd.members[0].resume()
       await within(removed, 30000, 'every remove() resolves')
       const left = (await etcd.keys(`${prefix}/`)).filter((kv) => kv.value === a.id() && !kv.key.startsWith(`${prefix}/warm`))
@@ -114,7 +110,7 @@ describe('interleavings', { timeout: 120000 }, () => {
       m.pause()
       const list = Array.from({ length: 5 }, (_, i) => a(`r${round}n${i}`))
       const removed = Promise.all(list.map((s) => s.remove()))
-      await observe(2005)
+      await quietWindow(2005)
       m.resume()
       await within(removed, 30000, 'every remove() resolves')
       const left = (await etcd.keys(`${prefix}/`)).filter((kv) => kv.value === a.id() && !kv.key.startsWith(`${prefix}/warm`))
@@ -132,7 +128,7 @@ describe('interleavings', { timeout: 120000 }, () => {
     const grantsBefore = await handled('LeaseGrant')
     const m = etcd.members[0]
     m.pause()
-    await observe(5000) // the outage itself: longer than the TTL
+    await quietWindow(5000) // the outage itself: longer than the TTL
     const again = allStart(list, 15000, 'all 1500 elected again after etcd resumed')
     m.resume()
     const resumed = process.hrtime.bigint()
@@ -154,10 +150,8 @@ describe('interleavings', { timeout: 120000 }, () => {
   it('a lease lost while 1500 campaigns are queued: the stale ones fail alone, and one new lease serves every name', async () => {
     const prefix = uniquePrefix('revoked')
     const p = await startProxy(etcd.endpoints[0])
-    proxies.push(p)
-    const a = locked([p.endpoint], { ttl: 5, prefix })
+    const a = lockers.open([p.endpoint], { ttl: 5, prefix })
     a.on('error', () => {})
-    open.add(a)
     await nextEvent(a('warm'), 'start', 10000, 'A elected for warm')
     // A is cut off while it campaigns for 1500 names: the campaigns queue up behind the ones
     // in flight, and meanwhile its lease is revoked.
@@ -165,12 +159,9 @@ describe('interleavings', { timeout: 120000 }, () => {
     const list = Array.from({ length: 1500 }, (_, i) => a(`n${i}`))
     const grantsBefore = await handled('LeaseGrant')
     await etcd.revoke(a.stats().lease)
-    await observe(1000)
+    await quietWindow(1000)
     p.mode('pass')
-    await within(new Promise((resolve) => {
-      const check = () => list.every((s) => s.isLeader()) ? resolve() : setTimeout(check, 50)
-      check()
-    }), 20000, 'every name leads again')
+    await until(() => list.every((s) => s.isLeader()), 20000, 'every name leads again', 50)
     const grants = (await handled('LeaseGrant')) - grantsBefore
     const candidates = (await etcd.keys(`${prefix}/`)).filter((kv) => kv.key.split('/').length === 3)
     assert.deepStrictEqual([...new Set(candidates.map((kv) => kv.leaseHex))], [a.stats().lease])
@@ -271,7 +262,7 @@ describe('interleavings', { timeout: 120000 }, () => {
     const deadline = Date.now() + 20000
     while (collected < cycles && Date.now() < deadline) {
       gc()
-      await new Promise((resolve) => setTimeout(resolve, 20))
+      await quietWindow(20)
     }
     const socketsAfter = openSockets()
     const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1048576
@@ -290,7 +281,6 @@ describe('interleavings', { timeout: 120000 }, () => {
     const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'] }, 'B')
     await b.waitFor({ ev: 'start', name: 'job' }, 10000, 'B elected')
     const p = await startProxy(etcd.endpoints[0])
-    proxies.push(p)
     const a = spawnHost({ endpoints: [p.endpoint], ttl, prefix, names: ['job'] }, 'A')
     await a.ready
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'A queued')
@@ -323,11 +313,11 @@ describe('interleavings', { timeout: 120000 }, () => {
     await etcd.etcdctl(['put', own, a.id()]) // no lease: the key is not A's any more
     const before = await handled('Txn')
     await sb.remove()
-    await observe(2000) // what A does meanwhile is the point: a few retries, not thousands
+    await quietWindow(2000) // what A does meanwhile is the point: a few retries, not thousands
     const txns = (await handled('Txn')) - before
     assert.ok(txns < 40, `${txns} transactions in 2 s after A found its key bound to no lease`)
     assert.ok(!sa.isLeader(), 'A must not lead on a key that is not bound to its lease')
-    await within((async () => { while (errors.length === 0) await observe(100) })(), 5000, 'an error on A\'s singleton')
+    await until(() => errors.length > 0, 5000, 'an error on A\'s singleton')
     assert.match(errors[0].message, /not bound to/)
   })
 

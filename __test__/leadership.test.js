@@ -1,78 +1,41 @@
 'use strict'
 // The leadership API against real etcd: the term object (fencing token, AbortSignal, validUntil),
 // isLeader() (also right after a SIGSTOP longer than the TTL), leader() / 'leader' events and
-// observers (also across watch errors and compaction: pitfall 9), drainTimeout, handleSignals.
+// observers (also across watch errors and compaction: pitfall 9 of docs/pitfalls.md), drainTimeout,
+// handleSignals, locker.stats().
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { performance } = require('node:perf_hooks')
 const locked = require('..')
-const { startEtcd, freePorts } = require('./helpers/etcd')
-const { startProxy } = require('./helpers/proxy')
-const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, nextEvent, within, observe, marginMs, CLOCK_READ_MS, assertDeadlineStop } = require('./helpers/util')
+const { startEtcd, freePorts, keyOf } = require('./helpers/etcd')
+const { startProxy, closeProxies } = require('./helpers/proxy')
+const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, queueHosts } = require('./helpers/hosts')
+const { uniquePrefix, nextEvent, within, quietWindow, until, marginMs, CLOCK_READ_MS, assertDeadlineStop } = require('./helpers/util')
+const { lockerSet } = require('./helpers/lockers')
 
 const TTL = 2
 let etcd
-const lockers = []
-const proxies = []
-
-// Every in-process locker of this file, closed in after() even when a test failed.
-function open (hosts, options) {
-  const l = locked(hosts, options)
-  lockers.push(l)
-  return l
-}
-
-async function proxy () {
-  const p = await startProxy(etcd.endpoints[0])
-  proxies.push(p)
-  return p
-}
+const lockers = lockerSet()
 
 before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
-  await Promise.allSettled(lockers.map((l) => Promise.race([l.close(), observe(3000)])))
+  await lockers.closeAll({ waitAtMostMs: 3000 })
   await killAll()
-  await Promise.all(proxies.map((p) => p.close()))
+  await closeProxies()
   if (etcd) await etcd.close()
 })
 afterEach(killAll)
 
-const keyOf = (kvs, id) => kvs.find((kv) => kv.value === id)
 const round = (x) => Math.round(x * 10) / 10
 
-// Hosts started one after the other, each queued in etcd before the next one starts, so the queue
-// order (create revision) is the order of `labels`.
-async function queue (labels, { prefix, names = ['job'], ttl = TTL, extra = {} }) {
-  const hosts = []
-  for (const label of labels) {
-    const h = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names, id: `${label}-${prefix}`, ...extra }, label)
-    await h.ready
-    for (const name of names) {
-      await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => keyOf(kvs, h.id), 10000, `key of ${label} for ${name}`)
-    }
-    hosts.push(h)
-  }
-  return hosts
-}
+const queue = (labels, options) => queueHosts(etcd, labels, { ttl: TTL, ...options })
 
 // Records the 'start' / 'stop' / 'leader' events of an in-process emitter with performance.now().
 function record (emitter, events = ['start', 'stop', 'leader']) {
   const log = []
   for (const ev of events) emitter.on(ev, (arg) => log.push({ ev, arg, t: performance.now() }))
   return log
-}
-
-// Polls fn() until it is truthy (bounded); resolves its value.
-async function until (fn, timeoutMs, description) {
-  const deadline = Date.now() + timeoutMs
-  while (true) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}`)
-    await observe(20)
-  }
 }
 
 describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, () => {
@@ -145,41 +108,48 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     deadline: ({ p }) => { p.mode('blackhole') }
   }
 
+  // Leads 'job' in this process, recording the term's abort and the stop (with what each listener
+  // saw), then ends the term by `cause`; resolves once the stop came.
+  async function termEndedBy (cause) {
+    const prefix = uniquePrefix(`signal-${cause}`)
+    const p = cause === 'deadline' ? await startProxy(etcd.endpoints[0]) : null
+    const locker = lockers.open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
+    const order = []
+    const fnTerms = []
+    const s = locker('job', (remove, term) => {
+      fnTerms.push(term)
+      assert.strictEqual(s.isLeader(), true, 'isLeader() in fn')
+      term.signal.addEventListener('abort', () => {
+        order.push({ what: 'abort', aborted: term.signal.aborted, isLeader: s.isLeader(), reason: term.signal.reason, t: performance.now() })
+      })
+    })
+    s.on('error', () => {}) // errors of the outage are expected for 'deadline'
+    locker.on('error', () => {})
+    const log = record(s)
+    s.on('stop', (reason) => {
+      const term = fnTerms[fnTerms.length - 1]
+      order.push({ what: 'stop', reason, aborted: term.signal.aborted, isLeader: s.isLeader(), validUntil: term.validUntil, t: performance.now(), sinceRenewalMs: locker.stats().keepalive.sinceRenewalMs })
+    })
+    const [term] = await nextEvent(s, 'start', 5000, 'start')
+    assert.strictEqual(fnTerms.length, 1, 'fn ran')
+    assert.strictEqual(fnTerms[0], term, 'fn(remove, term) gets the term of the start event')
+    assert.ok(term.signal instanceof AbortSignal, 'term.signal is an AbortSignal')
+    assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
+    assert.ok(Object.isFrozen(term), 'the term is read-only')
+    // A while into the term, still not aborted.
+    await quietWindow(300)
+    assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
+    const triggered = performance.now()
+    await triggers[cause]({ s, locker, prefix, p })
+    const stopTimeout = cause === 'deadline' ? TTL * 1000 + 2000 : 5000
+    await until(() => log.some((e) => e.ev === 'stop'), stopTimeout, `stop (${cause})`)
+    const stop = log.find((e) => e.ev === 'stop')
+    return { prefix, p, locker, s, log, order, term, stop, triggered }
+  }
+
   for (const cause of Object.keys(triggers)) {
     it(`term.signal is aborted at the stop (${cause}) with a LEADERSHIP_ENDED LockedError carrying the reason`, async (t) => {
-      const prefix = uniquePrefix(`signal-${cause}`)
-      const p = cause === 'deadline' ? await proxy() : null
-      const locker = open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
-      const order = []
-      const fnTerms = []
-      const s = locker('job', (remove, term) => {
-        fnTerms.push(term)
-        assert.strictEqual(s.isLeader(), true, 'isLeader() in fn')
-        term.signal.addEventListener('abort', () => {
-          order.push({ what: 'abort', aborted: term.signal.aborted, isLeader: s.isLeader(), reason: term.signal.reason, t: performance.now() })
-        })
-      })
-      s.on('error', () => {}) // errors of the outage are expected for 'deadline'
-      locker.on('error', () => {})
-      const log = record(s)
-      s.on('stop', (reason) => {
-        const term = fnTerms[fnTerms.length - 1]
-        order.push({ what: 'stop', reason, aborted: term.signal.aborted, isLeader: s.isLeader(), validUntil: term.validUntil, t: performance.now(), sinceRenewalMs: locker.stats().keepalive.sinceRenewalMs })
-      })
-      const [term] = await nextEvent(s, 'start', 5000, 'start')
-      assert.strictEqual(fnTerms.length, 1, 'fn ran')
-      assert.strictEqual(fnTerms[0], term, 'fn(remove, term) gets the term of the start event')
-      assert.ok(term.signal instanceof AbortSignal, 'term.signal is an AbortSignal')
-      assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
-      assert.ok(Object.isFrozen(term), 'the term is read-only')
-      // A while into the term, still not aborted.
-      await observe(300)
-      assert.strictEqual(term.signal.aborted, false, 'not aborted while leading')
-      const triggered = performance.now()
-      await triggers[cause]({ s, locker, prefix, p })
-      const stopTimeout = cause === 'deadline' ? TTL * 1000 + 2000 : 5000
-      await until(() => log.some((e) => e.ev === 'stop'), stopTimeout, `stop (${cause})`)
-      const stop = log.find((e) => e.ev === 'stop')
+      const { prefix, p, locker, s, order, term, stop, triggered } = await termEndedBy(cause)
       const expected = cause === 'lease-lost' ? ['lease-lost', 'key-deleted'] : [cause]
       assert.ok(expected.includes(stop.arg), `stop reason ${stop.arg}, expected ${expected}`)
       // Order: the signal aborts before the 'stop' listeners run, and exactly once.
@@ -202,7 +172,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
       // validUntil is frozen at the end of the term (and no longer in the future).
       const frozen = term.validUntil
       assert.ok(frozen <= performance.now(), 'validUntil is not in the future after the stop')
-      await observe(300)
+      await quietWindow(300)
       assert.strictEqual(term.validUntil, frozen, 'validUntil is frozen after the stop')
       t.diagnostic(`${cause}: stop '${stop.arg}' ${round(stop.t - triggered)} ms after the trigger; validUntil frozen at ${round(frozen - stop.t)} ms from the stop`)
       if (cause === 'removed' || cause === 'closed') {
@@ -211,7 +181,16 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
         assert.deepStrictEqual(await etcd.keys(`${prefix}/job/`), [], 'no key left')
         return
       }
-      // The singleton campaigns again by itself: a new term with a fresh signal.
+      if (p) p.mode('pass')
+      await within(locker.close(), 5000, 'close')
+    })
+  }
+
+  // After these stops the singleton is still registered and campaigns again by itself.
+  for (const cause of ['key-deleted', 'lease-lost', 'deadline']) {
+    it(`after a stop (${cause}) the next term has a fresh signal and a larger token; the old term stays ended`, async (t) => {
+      const { prefix, p, locker, log, term } = await termEndedBy(cause)
+      const frozen = term.validUntil
       if (p) p.mode('pass')
       await until(() => log.filter((e) => e.ev === 'start').length === 2, 15000, 'a second start')
       const term2 = log.filter((e) => e.ev === 'start')[1].arg
@@ -238,7 +217,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
 
   it('term.validUntil is at most TTL − margin ahead, moves forward with renewals, and freezes at the stop', async (t) => {
     const prefix = uniquePrefix('valid')
-    const locker = open(etcd.endpoints, { ttl: TTL, prefix })
+    const locker = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     const s = locker('job')
     const [term] = await nextEvent(s, 'start', 5000, 'start')
     const samples = []
@@ -247,7 +226,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     while (performance.now() < end) {
       const at = performance.now()
       samples.push({ at, validUntil: term.validUntil, isLeader: s.isLeader() })
-      await observe(50)
+      await quietWindow(50)
     }
     const ahead = samples.map((x) => x.validUntil - x.at)
     const minAhead = Math.min(...ahead)
@@ -273,7 +252,7 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
     const frozen = term.validUntil
     assert.ok(frozen <= atStop + 1, 'frozen at the stop')
     await removing
-    await observe(TTL * 1000 / 2)
+    await quietWindow(TTL * 1000 / 2)
     assert.strictEqual(term.validUntil, frozen, 'validUntil does not move after the stop')
     await locker.close()
   })
@@ -282,8 +261,8 @@ describe('term: fencing token, AbortSignal, validUntil', { timeout: 120000 }, ()
 describe('isLeader()', { timeout: 120000 }, () => {
   it('is false before the start, true while leading, false for a waiting candidate and at once on remove()', async () => {
     const prefix = uniquePrefix('isleader')
-    const a = open(etcd.endpoints, { ttl: TTL, prefix })
-    const b = open(etcd.endpoints, { ttl: TTL, prefix })
+    const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
+    const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     const sa = a('job')
     assert.strictEqual(sa.isLeader(), false, 'not before the start')
     let inStart = null
@@ -317,7 +296,7 @@ describe('isLeader()', { timeout: 120000 }, () => {
     assert.strictEqual(blocking.value, true)
     assert.strictEqual(unblocked.value, true, 'still the leader after the block')
     assert.ok(unblocked.validFor > 0)
-    await observe(500)
+    await quietWindow(500)
     assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'no stop')
     assert.deepStrictEqual(a.find({ ev: 'error' }), [], 'no error')
   })
@@ -406,7 +385,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     assert.deepStrictEqual(leaderEvents(b), [a.id, b.id], 'B: A, then B, no repeats')
     assert.deepStrictEqual(leaderEvents(c), [a.id, b.id, c.id], 'C: A, B, C, no repeats')
     // In this process: null until known.
-    const l = open(etcd.endpoints, { ttl: TTL, prefix })
+    const l = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     const s = l('job')
     assert.strictEqual(s.leader(), null, 'null before anything is known')
     const [first] = await nextEvent(s, 'leader', 5000)
@@ -420,14 +399,14 @@ describe('leader() and observers', { timeout: 120000 }, () => {
   for (const cause of ['removed', 'key-deleted', 'deadline']) {
     it(`after a stop (${cause}), leader() no longer names this host`, async (t) => {
       const prefix = uniquePrefix(`leader-${cause}`)
-      const p = cause === 'deadline' ? await proxy() : null
-      const a = open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
+      const p = cause === 'deadline' ? await startProxy(etcd.endpoints[0]) : null
+      const a = lockers.open(p ? [p.endpoint] : etcd.endpoints, { ttl: TTL, prefix })
       a.on('error', () => {})
       const sa = a('job')
       sa.on('error', () => {})
       await nextEvent(sa, 'start', 5000, 'A start')
       assert.strictEqual(sa.leader(), a.id())
-      const b = open(etcd.endpoints, { ttl: TTL, prefix })
+      const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
       const sb = b('job')
       await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
       let inStop
@@ -453,7 +432,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
 
   it('locker.observe(name): the leader and every change, down to null when the last candidate leaves; close() ends it', async (t) => {
     const prefix = uniquePrefix('observe')
-    const watcher = open(etcd.endpoints, { ttl: TTL, prefix })
+    const watcher = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     const o = watcher.observe('job')
     assert.ok(o instanceof locked.Observer)
     assert.strictEqual(o.name, 'job')
@@ -470,7 +449,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     await next(a.id, 5000, 'A observed')
     const [b, c] = await queue(['B', 'C'], { prefix })
     // A second and third candidate change nothing.
-    await observe(500)
+    await quietWindow(500)
     assert.deepStrictEqual(seen.map((x) => x.id), [null, a.id])
     const since = b.mark()
     a.send({ cmd: 'remove', name: 'job' })
@@ -490,7 +469,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     o.close()
     const d = spawnHost({ endpoints: etcd.endpoints, ttl: TTL, prefix, names: ['job'] }, 'D')
     await d.waitFor({ ev: 'start', name: 'job' }, 5000, 'D start')
-    await observe(500)
+    await quietWindow(500)
     assert.strictEqual(seen.length, 5, 'no event after close()')
     assert.deepStrictEqual(errors, [])
     // A second observer on the same locker, opened now, sees D.
@@ -503,13 +482,13 @@ describe('leader() and observers', { timeout: 120000 }, () => {
 
   it('locker.term(name): who leads since when, read by any locker; a successor never shows its predecessor\'s time', async () => {
     const prefix = uniquePrefix('term')
-    const reader = open(etcd.endpoints, { ttl: TTL, prefix })
+    const reader = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     assert.throws(() => reader.term(5), TypeError)
     assert.throws(() => reader.term(''), RangeError)
     assert.throws(() => reader.term('a/b'), RangeError)
     assert.strictEqual(await reader.term('job'), null, 'nobody leads yet')
-    const a = open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
-    const b = open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
+    const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
+    const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
     const published = (token) => until(async () => {
       const info = await reader.term('job')
       return info && info.token === token && info.since !== null && info
@@ -568,13 +547,13 @@ describe('leader() and observers', { timeout: 120000 }, () => {
 
   it('locker.term(name) on an unreachable etcd rejects with ETCD_UNAVAILABLE; close() settles a read in flight', async () => {
     const [port] = await freePorts(1)
-    const l = open([`127.0.0.1:${port}`], { ttl: TTL })
+    const l = lockers.open([`127.0.0.1:${port}`], { ttl: TTL })
     await assert.rejects(within(l.term('job'), 15000, 'term() settles'), { code: 'ETCD_UNAVAILABLE' })
     await l.close()
 
     // etcd stops answering (black hole): a read is in flight when the locker closes.
-    const p = await proxy()
-    const m = open([p.endpoint], { ttl: TTL, prefix: uniquePrefix('term-close') })
+    const p = await startProxy(etcd.endpoints[0])
+    const m = lockers.open([p.endpoint], { ttl: TTL, prefix: uniquePrefix('term-close') })
     m.on('error', () => {})
     assert.strictEqual(await m.term('job'), null, 'answered while etcd is reachable')
     p.mode('blackhole')
@@ -586,7 +565,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
 
   it('pitfall 9: observers and candidates resume after a watch outage and a compaction, with the right leader', async (t) => {
     const prefix = uniquePrefix('p9')
-    const p = await proxy()
+    const p = await startProxy(etcd.endpoints[0])
     // The observer O and candidate D reach etcd only through the proxy. D's TTL outlives the outage.
     const o = spawnHost({ endpoints: [p.endpoint], ttl: TTL, prefix, names: [], observe: ['job'] }, 'O')
     await o.ready
@@ -774,20 +753,42 @@ describe('handleSignals', { timeout: 120000 }, () => {
 })
 
 describe('locker.stats()', { timeout: 120000 }, () => {
-  it('leader, candidate and stepped-down states, terms won, tokens, lease and keepalive figures', async (t) => {
-    const prefix = uniquePrefix('stats')
-    const a = open(etcd.endpoints, { ttl: TTL, prefix, id: `A-${prefix}` })
-    const b = open(etcd.endpoints, { ttl: TTL, prefix, id: `B-${prefix}` })
-    const empty = a.stats()
-    assert.strictEqual(empty.id, a.id())
-    assert.strictEqual(empty.ttl, TTL)
-    assert.deepStrictEqual(empty.singletons, {})
+  // A leads 'job' in this process and B waits behind it, knowing A leads.
+  async function leaderAndCandidate (prefix) {
+    const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: `A-${prefix}` })
+    const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: `B-${prefix}` })
     const sa = a('job')
     const [termA] = await nextEvent(sa, 'start', 5000, 'A start')
     const startedAt = Date.now()
     const sb = b('job')
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
     await until(() => sb.leader() === a.id(), 5000, 'B knows A leads')
+    return { a, b, sa, sb, termA, startedAt }
+  }
+
+  // An operator deletes A's key: A steps down, B leads, and A knows it.
+  async function deleteLeaderKey ({ a, b, sa, sb }, prefix) {
+    const ownKey = keyOf(await etcd.keys(`${prefix}/job/`), a.id())
+    const bStart = nextEvent(sb, 'start', 5000, 'B start')
+    await etcd.etcdctl(['del', ownKey.key])
+    const [termB] = await bStart
+    const stoppedAt = Date.now()
+    await until(() => sa.leader() === b.id(), 5000, 'A knows B leads')
+    return { termB, stoppedAt }
+  }
+
+  it('a locker without singletons: its id and ttl, no singletons', async () => {
+    const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix: uniquePrefix('statsempty') })
+    const empty = a.stats()
+    assert.strictEqual(empty.id, a.id())
+    assert.strictEqual(empty.ttl, TTL)
+    assert.deepStrictEqual(empty.singletons, {})
+    await a.close()
+  })
+
+  it('a leader and a candidate: state, terms won, token, lease and keepalive figures', async (t) => {
+    const prefix = uniquePrefix('stats')
+    const { a, b, termA, startedAt } = await leaderAndCandidate(prefix)
     // A few keepalives later (one goes out every TTL/3).
     await until(() => a.stats().keepalive.renewals >= 3, TTL * 1000 + 2000, 'A\'s third renewal')
     const s1 = a.stats()
@@ -814,12 +815,14 @@ describe('locker.stats()', { timeout: 120000 }, () => {
     assert.deepStrictEqual({ state: jb.state, termsWon: jb.termsWon, token: jb.token, leader: jb.leader, lastStop: jb.lastStop },
       { state: 'candidate', termsWon: 0, token: null, leader: a.id(), lastStop: null })
     assert.ok(b.stats().keepalive.renewals >= 1, 'a candidate renews its lease too')
-    // An operator deletes A's key: A steps down, B leads.
-    const bStart = nextEvent(sb, 'start', 5000, 'B start')
-    await etcd.etcdctl(['del', ownKey.key])
-    const [termB] = await bStart
-    const stoppedAt = Date.now()
-    await until(() => sa.leader() === b.id(), 5000, 'A knows B leads')
+    await Promise.all([a.close(), b.close()])
+  })
+
+  it('a leader whose key an operator deletes: stepped-down (key-deleted) since the stop; the new leader\'s term', async (t) => {
+    const prefix = uniquePrefix('statsdel')
+    const pair = await leaderAndCandidate(prefix)
+    const { a, b } = pair
+    const { termB, stoppedAt } = await deleteLeaderKey(pair, prefix)
     const ja2 = a.stats().singletons.job
     const jb2 = b.stats().singletons.job
     t.diagnostic(`after key-deleted: A ${JSON.stringify(ja2)}; B ${JSON.stringify(jb2)}`)
@@ -832,6 +835,14 @@ describe('locker.stats()', { timeout: 120000 }, () => {
     assert.strictEqual(jb2.state, 'leader')
     assert.strictEqual(jb2.termsWon, 1)
     assert.strictEqual(jb2.token, termB.token)
+    await Promise.all([a.close(), b.close()])
+  })
+
+  it('a stepped-down leader that wins again counts two terms; a removed singleton is gone from stats()', async () => {
+    const prefix = uniquePrefix('statsagain')
+    const pair = await leaderAndCandidate(prefix)
+    const { a, b, sa, sb } = pair
+    await deleteLeaderKey(pair, prefix)
     // B leaves: A wins its second term.
     const aAgain = nextEvent(sa, 'start', 5000, 'A start again')
     await sb.remove()
@@ -846,8 +857,8 @@ describe('locker.stats()', { timeout: 120000 }, () => {
 
   it('a leader cut off from etcd: validForMs runs down to 0, sinceRenewalMs grows, state stepped-down (deadline)', async (t) => {
     const prefix = uniquePrefix('statsdl')
-    const p = await proxy()
-    const a = open([p.endpoint], { ttl: TTL, prefix })
+    const p = await startProxy(etcd.endpoints[0])
+    const a = lockers.open([p.endpoint], { ttl: TTL, prefix })
     a.on('error', () => {})
     const sa = a('job')
     sa.on('error', () => {})

@@ -6,8 +6,8 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
 const path = require('node:path')
 const { startEtcd } = require('./helpers/etcd')
-const { spawnHost, killAll, ms, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, observe, within } = require('./helpers/util')
+const { spawnHost, killAll, ms, assertOneLeaderAtATime, queued } = require('./helpers/hosts')
+const { uniquePrefix, quietWindow, within } = require('./helpers/util')
 
 const TTL = 2
 let etcd
@@ -21,20 +21,15 @@ after(async () => {
 // keepAlive: false — nothing in host.js keeps the process alive, only the addon.
 const host = (config, label, options) => spawnHost({ endpoints: etcd.endpoints, ttl: TTL, keepAlive: false, ...config }, label, options)
 
-async function queued (h, prefix, name) {
-  await h.ready
-  await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => kvs.some((kv) => kv.value === h.id), 5000, `key of ${h.label}`)
-}
-
 describe('process lifetime', { timeout: 60000 }, () => {
   it('stays alive while registered (leading or waiting)', async () => {
     const prefix = uniquePrefix('alive')
     const a = host({ prefix, names: ['x'] }, 'A')
     await a.waitFor({ ev: 'start', name: 'x' }, 5000, 'A start')
     const b = host({ prefix, names: ['x'] }, 'B')
-    await queued(b, prefix, 'x')
+    await queued(etcd, b, { prefix, names: ['x'], timeoutMs: 5000 })
     // Several keepalive periods go by; both processes must still be there.
-    await observe(2 * TTL * 1000)
+    await quietWindow(2 * TTL * 1000)
     assert.ok(a.alive, 'the leader exited while registered')
     assert.ok(b.alive, 'the waiting candidate exited while registered')
     await a.request({ cmd: 'ping' }, { ev: 'pong' }, 5000)
@@ -70,7 +65,7 @@ describe('process lifetime', { timeout: 60000 }, () => {
     const a = host({ prefix, names: ['x'], ttl }, 'A')
     await a.waitFor({ ev: 'start', name: 'x' }, 5000, 'A start')
     const b = host({ prefix, names: ['x'], ttl }, 'B')
-    await queued(b, prefix, 'x')
+    await queued(etcd, b, { prefix, names: ['x'], timeoutMs: 5000 })
     a.send({ cmd: 'exit', code: 0 })
     const exiting = await a.waitFor({ ev: 'exiting' }, 5000, 'A exiting')
     const start = await b.waitFor({ ev: 'start', name: 'x' }, ttl * 1000 + 2000, 'B start')
@@ -87,7 +82,7 @@ describe('process lifetime', { timeout: 60000 }, () => {
     const w = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['x'] }, 'W', { script: path.join(__dirname, 'helpers', 'worker-host.js') })
     await w.waitFor({ ev: 'start', name: 'x' }, 5000, 'the worker leads')
     const b = host({ prefix, names: ['x'], ttl }, 'B')
-    await queued(b, prefix, 'x')
+    await queued(etcd, b, { prefix, names: ['x'], timeoutMs: 5000 })
     w.send({ cmd: 'terminate' })
     const terminated = await w.waitFor({ ev: 'terminated' }, 5000, 'worker terminated')
     const start = await b.waitFor({ ev: 'start', name: 'x' }, ttl * 1000 + 2000, 'B start')

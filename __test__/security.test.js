@@ -1,7 +1,7 @@
 'use strict'
 // TLS (real certificates made here with openssl, etcd requiring client certificates) and etcd
 // authentication (a short --auth-token-ttl: an expired token is renewed, never a spurious stop —
-// pitfall 11). No credential (password, private key) may ever appear in an error or on stderr.
+// pitfall 11 of docs/pitfalls.md). No credential (password, private key) may ever appear in an error or on stderr.
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
@@ -10,17 +10,18 @@ const os = require('node:os')
 const path = require('node:path')
 const crypto = require('node:crypto')
 const locked = require('..')
-const { startEtcd, httpJson } = require('./helpers/etcd')
+const { startEtcd, httpJson, keyOf } = require('./helpers/etcd')
 const { makeCerts } = require('./helpers/certs')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime } = require('./helpers/hosts')
-const { uniquePrefix, observe } = require('./helpers/util')
+const { uniquePrefix, quietWindow, until } = require('./helpers/util')
+const { lockerSet } = require('./helpers/lockers')
 
 const TTL = 2
 const TOKEN_TTL = 5 // seconds, etcd's --auth-token-ttl
 let certs
 let certDir
 const clusters = []
-const lockers = []
+const lockers = lockerSet()
 const allHosts = []
 
 // Secrets of this file: no error message, event or stderr line may contain any of them.
@@ -65,18 +66,12 @@ function host (config, label) {
   return h
 }
 
-function open (hosts, options) {
-  const l = locked(hosts, options)
-  lockers.push(l)
-  return l
-}
-
 before(() => {
   certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'locked-certs-'))
   certs = makeCerts(certDir)
 })
 after(async () => {
-  await Promise.allSettled(lockers.map((l) => Promise.race([l.close(), observe(3000)])))
+  await lockers.closeAll({ waitAtMostMs: 3000 })
   await killAll()
   await Promise.all(clusters.map((c) => c.close()))
   fs.rmSync(certDir, { recursive: true, force: true })
@@ -86,7 +81,14 @@ afterEach(async () => {
   await killAll()
 })
 
-const keyOf = (kvs, id) => kvs.find((kv) => kv.value === id)
+// Auth on, with the user 'app' that may use every prefix of this file's lockers and nothing else.
+async function enableAppUser (etcd) {
+  await etcd.enableAuth(ROOT_PASSWORD)
+  await etcd.etcdctl(['role', 'add', 'app'])
+  await etcd.etcdctl(['role', 'grant-permission', 'app', '--prefix=true', 'readwrite', APP_PREFIX])
+  await etcd.etcdctl(['user', 'add', 'app', '--new-user-password', APP_PASSWORD])
+  await etcd.etcdctl(['user', 'grant-role', 'app', 'app'])
+}
 
 // Collects every 'error' of a locker and its singleton, and whether it ever started.
 function watchLocker (locker, name) {
@@ -96,14 +98,6 @@ function watchLocker (locker, name) {
   s.on('error', (err) => seen.errors.push(err))
   s.on('start', () => { seen.starts++ })
   return seen
-}
-
-async function until (fn, timeoutMs, description) {
-  const deadline = Date.now() + timeoutMs
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}`)
-    await observe(50)
-  }
 }
 
 describe('TLS: etcd requires client certificates', { timeout: 120000 }, () => {
@@ -144,12 +138,12 @@ describe('TLS: etcd requires client certificates', { timeout: 120000 }, () => {
     }
     const runs = Object.entries(variants).map(([label, tls]) => {
       const prefix = uniquePrefix('tlsbad')
-      const locker = open(etcd.endpoints, { ttl: TTL, prefix, tls })
+      const locker = lockers.open(etcd.endpoints, { ttl: TTL, prefix, tls })
       return { label, prefix, locker, seen: watchLocker(locker, 'job') }
     })
     await until(() => runs.every((r) => r.seen.errors.length > 0), 20000, 'an error from every locker')
     // A while longer: retries go on, and none of them may end in a start.
-    await observe(2000)
+    await quietWindow(2000)
     for (const r of runs) {
       t.diagnostic(`${r.label}: ${r.seen.errors.length} errors, first ${r.seen.errors[0].code}: ${r.seen.errors[0].message}`)
       assert.strictEqual(r.seen.starts, 0, `${r.label}: no start`)
@@ -194,11 +188,7 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
   before(async () => {
     etcd = await startEtcd({ extraArgs: ['--auth-token', 'simple', '--auth-token-ttl', String(TOKEN_TTL)] })
     clusters.push(etcd)
-    await etcd.enableAuth(ROOT_PASSWORD)
-    await etcd.etcdctl(['role', 'add', 'app'])
-    await etcd.etcdctl(['role', 'grant-permission', 'app', '--prefix=true', 'readwrite', APP_PREFIX])
-    await etcd.etcdctl(['user', 'add', 'app', '--new-user-password', APP_PASSWORD])
-    await etcd.etcdctl(['user', 'grant-role', 'app', 'app'])
+    await enableAppUser(etcd)
     // A user that exists but may not touch the election's keys.
     await etcd.etcdctl(['user', 'add', 'outsider', '--new-user-password', OUTSIDER_PASSWORD])
   })
@@ -218,7 +208,7 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
     const auth = await httpJson(`${m.clientUrl}/v3/auth/authenticate`, { method: 'POST', body: { name: 'app', password: APP_PASSWORD } })
     assert.strictEqual(auth.status, 200)
     const idleFrom = now()
-    await observe(2 * TOKEN_TTL * 1000 + 2000)
+    await quietWindow(2 * TOKEN_TTL * 1000 + 2000)
     const probe = await httpJson(`${m.clientUrl}/v3/kv/range`, { method: 'POST', body: { key: Buffer.from(`${prefix}/`).toString('base64') }, headers: { authorization: auth.body.token } })
     t.diagnostic(`idle ${ms(now() - idleFrom).toFixed(0)} ms; a token taken at the start is now refused: HTTP ${probe.status} ${probe.body && probe.body.error}`)
     assert.strictEqual(probe.status, 401, 'the token expired during the idle time (the scenario holds)')
@@ -237,7 +227,7 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
     // And back, after another idle stretch longer than the token TTL.
     await a.request({ cmd: 'register', name: 'job' }, { ev: 'registered', name: 'job' }, 5000)
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, a.id), 5000, 'A queued again')
-    await observe(TOKEN_TTL * 1000 + 1000)
+    await quietWindow(TOKEN_TTL * 1000 + 1000)
     b.send({ cmd: 'remove', name: 'job' })
     const aStart = await a.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.t > bStart.t, 5000, 'A start again')
     assert.ok(aStart.token > bStart.token)
@@ -255,10 +245,10 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
     assert.strictEqual(typeof err.code, 'string')
     assert.match(err.message, /auth/i, 'the message says authentication failed')
     // In this process too.
-    const locker = open(etcd.endpoints, { ttl: TTL, prefix, auth: { username: 'app', password: WRONG_PASSWORD } })
+    const locker = lockers.open(etcd.endpoints, { ttl: TTL, prefix, auth: { username: 'app', password: WRONG_PASSWORD } })
     const seen = watchLocker(locker, 'job')
     await until(() => seen.errors.length > 0, 15000, 'an error in this process')
-    await observe(2000)
+    await quietWindow(2000)
     assert.deepStrictEqual(w.find({ ev: 'start' }), [], 'no start')
     assert.strictEqual(seen.starts, 0, 'no start')
     for (const e of seen.errors) {
@@ -277,11 +267,11 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
       ['a user without a role', { username: 'outsider', password: OUTSIDER_PASSWORD }, `${APP_PREFIX}${uniquePrefix('outsider')}`],
       ['a prefix outside the role', app, uniquePrefix('elsewhere')]
     ].map(([label, auth, prefix]) => {
-      const locker = open(etcd.endpoints, { ttl: TTL, prefix, auth })
+      const locker = lockers.open(etcd.endpoints, { ttl: TTL, prefix, auth })
       return { label, prefix, locker, seen: watchLocker(locker, 'job') }
     })
     await until(() => runs.every((r) => r.seen.errors.length > 0), 20000, 'an error from every locker')
-    await observe(2000)
+    await quietWindow(2000)
     for (const r of runs) {
       t.diagnostic(`${r.label}: ${r.seen.errors.length} errors, codes ${[...new Set(r.seen.errors.map((e) => e.code))]}; first: ${r.seen.errors[0].message}`)
       assert.strictEqual(r.seen.starts, 0, `${r.label}: no start`)
@@ -298,11 +288,11 @@ describe('authentication, with tokens expiring after 5 s', { timeout: 180000 }, 
       ['a user without a role', { username: 'outsider', password: OUTSIDER_PASSWORD }]
     ].map(([label, auth]) => {
       const prefix = `${APP_PREFIX}${uniquePrefix('codes')}`
-      const locker = open(etcd.endpoints, { ttl: TTL, prefix, auth })
+      const locker = lockers.open(etcd.endpoints, { ttl: TTL, prefix, auth })
       return { label, locker, seen: watchLocker(locker, 'job') }
     })
     await until(() => runs.every((r) => r.seen.errors.length > 0), 20000, 'an error from every locker')
-    await observe(1000)
+    await quietWindow(1000)
     for (const r of runs) {
       const codes = r.seen.errors.map((e) => `${e.code}: ${e.message}`)
       t.diagnostic(`${r.label}: ${JSON.stringify(codes)}`)
@@ -331,11 +321,7 @@ describe('TLS and authentication together', { timeout: 120000 }, () => {
       extraArgs: ['--auth-token', 'simple', '--auth-token-ttl', String(TOKEN_TTL)]
     })
     clusters.push(etcd)
-    await etcd.enableAuth(ROOT_PASSWORD)
-    await etcd.etcdctl(['role', 'add', 'app'])
-    await etcd.etcdctl(['role', 'grant-permission', 'app', '--prefix=true', 'readwrite', APP_PREFIX])
-    await etcd.etcdctl(['user', 'add', 'app', '--new-user-password', APP_PASSWORD])
-    await etcd.etcdctl(['user', 'grant-role', 'app', 'app'])
+    await enableAppUser(etcd)
   })
 
   it('a CA and a user: elected, handover after the token expired; a wrong password is an error', async (t) => {
@@ -347,7 +333,7 @@ describe('TLS and authentication together', { timeout: 120000 }, () => {
     const w = host({ ...common, auth: { username: 'app', password: WRONG_PASSWORD } }, 'W')
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => keyOf(kvs, b.id), 10000, 'B queued')
     const err = await w.waitFor({ ev: 'error' }, 15000, 'W error')
-    await observe(TOKEN_TTL * 1000 + 1000)
+    await quietWindow(TOKEN_TTL * 1000 + 1000)
     const sent = now()
     a.send({ cmd: 'remove', name: 'job' })
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start')

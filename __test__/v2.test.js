@@ -7,7 +7,7 @@ const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
 const locked = require('..')
 const { startEtcd, freePorts } = require('./helpers/etcd')
-const { uniquePrefix, nextEvent, observe } = require('./helpers/util')
+const { uniquePrefix, nextEvent, quietWindow } = require('./helpers/util')
 
 const TTL = 2
 let etcd
@@ -109,7 +109,7 @@ describe('locked@2.x nodes', { timeout: 60000 }, () => {
     b.start()
     await seen
     const marks = new Map([[eventsA, eventsA.length], [eventsB, eventsB.length]])
-    await observe(3 * TTL * 1000)
+    await quietWindow(3 * TTL * 1000)
     const after = (events, name) => events.slice(marks.get(events)).filter((e) => e.name === name)
     assert.deepStrictEqual(after(eventsA, 'change'), [], 'no change while idle (leader)')
     assert.deepStrictEqual(after(eventsB, 'change'), [], 'no change while idle (follower)')

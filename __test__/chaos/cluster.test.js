@@ -8,10 +8,10 @@
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
-const { startEtcd } = require('../helpers/etcd')
+const { startEtcd, keyOf } = require('../helpers/etcd')
 const { spawnHost, killAll, now, ms, assertOneLeaderAtATime, waitForAny } = require('../helpers/hosts')
-const { uniquePrefix, observe, assertDeadlineStop } = require('../helpers/util')
-const { keyOf, startCompeting, marks, since, leadershipMetric, timelineOf } = require('./common')
+const { uniquePrefix, quietWindow, assertDeadlineStop } = require('../helpers/util')
+const { startCompeting, marks, since, leadershipMetric, timelineOf } = require('./common')
 
 let etcd
 
@@ -23,10 +23,7 @@ after(async () => {
 // Every test leaves the cluster whole and settled for the next one.
 afterEach(async () => {
   await killAll()
-  for (const m of etcd.members) if (m.paused) m.resume()
-  const down = etcd.members.filter((m) => !m.running)
-  await Promise.all(down.map((m) => m.start({ wait: false })))
-  await Promise.all(down.map((m) => m.waitHealthy()))
+  await etcd.heal()
   await etcd.settled()
 })
 
@@ -57,7 +54,7 @@ async function oneMemberDown (t, { scenario, victimOf }) {
   const next = await etcd.leader({ timeoutMs: 15000 })
   t.diagnostic(`killed ${victim.name} (${victim === raftLeader ? 'the raft leader' : 'a follower'}), A's first endpoint; raft leader now ${next.name}`)
   // Two TTLs with the member down: no stop, no start, no error anywhere.
-  await observe(2 * ttl * 1000)
+  await quietWindow(2 * ttl * 1000)
   const trouble = since(hosts, mark, (e) => e.ev === 'stop' || e.ev === 'start' || e.ev === 'error')
   assert.deepStrictEqual(brief(trouble), [], `nothing happens with one member of three down\n${timelineOf(hosts, names)}`)
 
@@ -68,12 +65,12 @@ async function oneMemberDown (t, { scenario, victimOf }) {
   const registerToStartMs = ms(n2.t - at)
   const d = spawnHost({ endpoints: endpoints(0), ttl, prefix, names: ['n0'] }, 'D')
   await d.ready
-  await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, d), 10000, 'D is a candidate for n0')
+  await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, d.id), 10000, 'D is a candidate for n0')
   // Removes work: a waiting candidate (D) and a leader (A, then B) hand over.
   at = now()
   await d.request({ cmd: 'remove', name: 'n0' }, { ev: 'removed', name: 'n0' }, 10000, 'D removed n0')
   const waiterRemoveMs = ms(now() - at)
-  assert.ok(!keyOf(await etcd.keys(`${prefix}/n0/`), d), 'D\'s key is gone')
+  assert.ok(!keyOf(await etcd.keys(`${prefix}/n0/`), d.id), 'D\'s key is gone')
   const all = [...hosts, d]
   const handovers = []
   for (const [leader, name] of [[a, 'n0'], [b, 'n1']]) {
@@ -91,7 +88,7 @@ async function oneMemberDown (t, { scenario, victimOf }) {
   await victim.start()
   await etcd.settled()
   const up = now()
-  await observe(ttl * 1000)
+  await quietWindow(ttl * 1000)
   const later = since(all, mark2, (e) => e.ev === 'stop' || e.ev === 'start' || (e.ev === 'error' && e.scope !== 'command'))
   assert.deepStrictEqual(brief(later), [], `nothing happens when ${victim.name} is back\n${timelineOf(all, names)}`)
   for (const name of [...names, 'n2']) assertOneLeaderAtATime(all, name)
@@ -133,7 +130,7 @@ async function quorumLoss (t, { scenario, lose, restore }) {
   }
   t.diagnostic(`leaders stopped at ${JSON.stringify(stopMs)} ms (ttl ${ttl} s)`)
   // Nobody starts while there is no quorum (two TTLs in all).
-  await observe(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
+  await quietWindow(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
   assert.deepStrictEqual(brief(since(hosts, mark, (e) => e.ev === 'start')), [], 'nobody starts without a quorum')
   const afterLoss = marks(hosts)
   const lifted = now()
@@ -146,7 +143,7 @@ async function quorumLoss (t, { scenario, lose, restore }) {
     toLeader[name] = ms(event.t - lifted)
   }
   t.diagnostic(`members restarted/resumed at 0, healthy at ${ms(healthy - lifted).toFixed(0)} ms; first start per name at ${JSON.stringify(toLeader)} ms`)
-  await observe(2 * ttl * 1000)
+  await quietWindow(2 * ttl * 1000)
   for (const name of names) {
     const starts = since(hosts, afterLoss, (e) => e.ev === 'start' && e.name === name)
     assert.strictEqual(starts.length, 1, `exactly one start of ${name} after the quorum is back\n${timelineOf(hosts, names)}`)

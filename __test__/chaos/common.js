@@ -5,8 +5,7 @@
 const assert = require('node:assert')
 const { spawnHost, leadershipReport, formatTimeline } = require('../helpers/hosts')
 const { metric } = require('../helpers/util')
-
-const keyOf = (kvs, host) => kvs.find((kv) => kv.value === host.id)
+const { keyOf } = require('../helpers/etcd')
 
 // Spawns one host per label, all competing for every name, with the leadership of names[j] on
 // host j % labels.length (each host first registers only the names it is to lead and is elected,
@@ -26,7 +25,7 @@ async function startCompeting ({ etcd, labels, names, ttl, prefix, endpoints, ex
     for (const name of names) if (!h.config.names.includes(name)) h.send({ cmd: 'register', name })
   }
   for (const name of names) {
-    await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => hosts.every((h) => keyOf(kvs, h)), 15000, `${hosts.length} candidates for ${name}`)
+    await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => hosts.every((h) => keyOf(kvs, h.id)), 15000, `${hosts.length} candidates for ${name}`)
   }
   return hosts
 }
@@ -57,4 +56,4 @@ function leadershipMetric (t, scenario, hosts, names, extra = {}, { allowOverlap
 
 const timelineOf = (hosts, names) => formatTimeline(hosts, (e) => names.includes(e.name) || e.ev === 'exiting')
 
-module.exports = { keyOf, startCompeting, marks, since, leadershipMetric, timelineOf }
+module.exports = { startCompeting, marks, since, leadershipMetric, timelineOf }

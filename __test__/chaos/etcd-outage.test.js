@@ -7,10 +7,10 @@
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
-const { startEtcd } = require('../helpers/etcd')
+const { startEtcd, keyOf } = require('../helpers/etcd')
 const { killAll, now, ms, assertOneLeaderAtATime, waitForAny } = require('../helpers/hosts')
-const { uniquePrefix, observe, metric, assertDeadlineStop } = require('../helpers/util')
-const { keyOf, startCompeting, marks, since, leadershipMetric, timelineOf } = require('./common')
+const { uniquePrefix, quietWindow, metric, assertDeadlineStop } = require('../helpers/util')
+const { startCompeting, marks, since, leadershipMetric, timelineOf } = require('./common')
 
 let etcd
 
@@ -21,9 +21,7 @@ after(async () => {
 })
 afterEach(async () => {
   await killAll()
-  const m = etcd.members[0]
-  if (m.paused) m.resume()
-  if (!m.running) await m.start()
+  await etcd.heal()
 })
 
 // The step-down deadline is the send time of the last answered keepalive + TTL - margin, and
@@ -49,11 +47,11 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
       const hosts = await startCompeting({ etcd, labels: ['A', 'B', 'C'], names, ttl, prefix, endpoints: etcd.endpoints })
       const member = etcd.members[0]
       // Let at least one keepalive round pass after the set-up, as in a long-running service.
-      await observe(500)
+      await quietWindow(500)
       const mark = marks(hosts)
       const down = now()
       await outage.down(member)
-      await observe(outage.downMs)
+      await quietWindow(outage.downMs)
       await outage.up(member)
       const back = now()
       const outageMs = ms(back - down)
@@ -61,7 +59,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
       assert.ok(outageMs < (ttl * 1000) / 2, `test precondition: the outage (${outageMs.toFixed(0)} ms) must be much shorter than the TTL`)
       // A leader that was not renewed after the outage stops by down + TTL - margin at the latest:
       // watching until down + TTL + 1 s proves the leases were renewed after etcd came back.
-      await observe(Math.max(0, ttl * 1000 + 1000 - ms(now() - down)))
+      await quietWindow(Math.max(0, ttl * 1000 + 1000 - ms(now() - down)))
       const changes = since(hosts, mark, (e) => e.ev === 'start' || e.ev === 'stop')
       assert.deepStrictEqual(changes.map((e) => `${e.host} ${e.ev} ${e.name} ${e.reason || ''}`), [],
         `no stop and no start through an outage shorter than the TTL\n${timelineOf(hosts, names)}`)
@@ -104,7 +102,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
     for (const [name, h] of leaders) {
       stops.set(name, await h.waitFor({ ev: 'stop', name }, ttl * 1000 + 2000, `${h.label} steps down from ${name}`, { since: mark.get(h) }))
     }
-    await observe(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
+    await quietWindow(Math.max(0, 2 * ttl * 1000 - ms(now() - down)))
     assert.deepStrictEqual(since(hosts, mark, (e) => e.ev === 'start'), [], 'nobody starts while etcd is down')
     const stopMs = {}
     for (const [name, stop] of stops) {
@@ -124,7 +122,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
     }
     t.diagnostic(`etcd restarted at 0 (healthy after ${ms(healthy - up).toFixed(0)} ms); first start per name at ${JSON.stringify(toLeader)} ms`)
     // Exactly one leader each, for a while: nobody else starts, and it is the lowest key.
-    await observe(2 * ttl * 1000)
+    await quietWindow(2 * ttl * 1000)
     for (const name of names) {
       const starts = since(hosts, afterOutage, (e) => e.ev === 'start' && e.name === name)
       assert.strictEqual(starts.length, 1, `exactly one start of ${name} after the outage\n${timelineOf(hosts, names)}`)
@@ -134,7 +132,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
       assert.strictEqual(starts[0].token, kvs[0].createRevision, `${name}: token is the key's create revision`)
       assert.strictEqual(kvs.length, hosts.length, `${name}: every host is still a candidate`)
       assertOneLeaderAtATime(hosts, name)
-      assert.ok(keyOf(kvs, leader))
+      assert.ok(keyOf(kvs, leader.id))
     }
     leadershipMetric(t, '3-long-killed', hosts, names, {
       outageMs: ms(up - down),

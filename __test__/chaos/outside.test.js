@@ -3,8 +3,9 @@
 // lease or deletes its key.
 // - A leader whose lease is revoked, or whose key is deleted, stops at once, campaigns again with a
 //   live lease and leads again when its turn comes (at once when it is the only candidate).
-// - A waiting candidate whose lease is revoked never starts on its stale key (pitfall 2), whether
-//   the leader goes by remove() or by a crash, and rejoins with a fresh lease.
+// - A waiting candidate whose lease is revoked never starts on its stale key (pitfall 2 of
+//   docs/pitfalls.md), whether the leader goes by remove() or by a crash, and rejoins with a fresh
+//   lease.
 // An outside deletion reaches the old leader and its successor through the same etcd watch at the
 // same moment, so the old leader cannot always stop before the successor starts: that overlap is
 // measured and must be short (it is the only overlap this suite accepts, apart from frozen hosts).
@@ -12,10 +13,9 @@
 
 const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
-const { startEtcd } = require('../helpers/etcd')
-const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, leadershipReport } = require('../helpers/hosts')
-const { uniquePrefix, observe, metric, SAME_EVENT_MS } = require('../helpers/util')
-const { keyOf } = require('./common')
+const { startEtcd, keyOf } = require('../helpers/etcd')
+const { killAll, now, ms, formatTimeline, assertOneLeaderAtATime, leadershipReport, queueHosts } = require('../helpers/hosts')
+const { uniquePrefix, quietWindow, metric, SAME_EVENT_MS } = require('../helpers/util')
 
 let etcd
 
@@ -31,31 +31,17 @@ afterEach(killAll)
 // event; learning of it at its next keepalive (every TTL/3, 1.7 s here) would be far later.
 const AT_ONCE_MS = SAME_EVENT_MS
 
-// Spawns hosts one after the other, each with its keys in etcd before the next one starts, so
-// that the queue order of every name is the order of the specs.
-async function queue (prefix, ttl, specs) {
-  const hosts = []
-  for (const [label, names] of specs) {
-    const h = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names }, label)
-    await h.ready
-    for (const name of names) {
-      await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => keyOf(kvs, h), 10000, `key of ${label} for ${name}`)
-    }
-    hosts.push(h)
-  }
-  return hosts
-}
-
 const startsAfter = (h, name, t) => h.find((e) => e.ev === 'start' && e.name === name && e.t > t)
 
 describe('chaos: lease revoked or key deleted from outside (scenario 5)', { timeout: 90000 }, () => {
   it('a leader\'s lease revoked from outside: stop at once, campaign again with a live lease, lead again', async (t) => {
     const ttl = 5
     const prefix = uniquePrefix('s5revoke')
-    const [a, b] = await queue(prefix, ttl, [['A', ['n0', 'solo']], ['B', ['n0']]])
+    const [a] = await queueHosts(etcd, ['A'], { prefix, ttl, names: ['n0', 'solo'] })
+    const [b] = await queueHosts(etcd, ['B'], { prefix, ttl, names: ['n0'] })
     await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads n0')
     await a.waitFor({ ev: 'start', name: 'solo' }, 5000, 'A leads solo')
-    const stale = keyOf(await etcd.keys(`${prefix}/n0/`), a)
+    const stale = keyOf(await etcd.keys(`${prefix}/n0/`), a.id)
     const t0 = now()
     await etcd.revoke(stale.leaseHex)
     const t1 = now()
@@ -70,11 +56,11 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     const bStart = await b.waitFor({ ev: 'start', name: 'n0' }, 5000, 'B takes over n0')
     // A campaigns again with a new lease that is alive, and leads solo again by itself.
     const solo = await a.waitFor((e) => e.ev === 'start' && e.name === 'solo' && e.t > t0, 5000, 'A leads solo again')
-    const fresh = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, a), 5000, 'A back in the queue of n0')
+    const fresh = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, a.id), 5000, 'A back in the queue of n0')
     assert.notStrictEqual(fresh.leaseHex, stale.leaseHex, 'a new lease')
     assert.ok(await etcd.leaseTtl(fresh.leaseHex) > 0, 'the new lease is alive')
-    assert.ok(keyOf(await etcd.keys(`${prefix}/n0/`), b).createRevision < fresh.createRevision, 'A queues behind B')
-    const soloKey = keyOf(await etcd.keys(`${prefix}/solo/`), a)
+    assert.ok(keyOf(await etcd.keys(`${prefix}/n0/`), b.id).createRevision < fresh.createRevision, 'A queues behind B')
+    const soloKey = keyOf(await etcd.keys(`${prefix}/solo/`), a.id)
     assert.strictEqual(soloKey.leaseHex, fresh.leaseHex)
     assert.strictEqual(solo.token, soloKey.createRevision, 'A leads solo on its fresh key')
     assert.deepStrictEqual(startsAfter(a, 'n0', t0), [], 'A does not lead n0 while B does')
@@ -102,28 +88,29 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
   // ('key-deleted', as the README says), and then learns the lease is gone when it campaigns again.
   it('a leader whose lease is revoked from outside stops at once (key-deleted) and rejoins with a new lease', async () => {
     const prefix = uniquePrefix('s5reason')
-    const [a] = await queue(prefix, 5, [['A', ['n0']]])
+    const [a] = await queueHosts(etcd, ['A'], { prefix, ttl: 5, names: ['n0'] })
     const first = await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads n0')
-    const lease = keyOf(await etcd.keys(`${prefix}/n0/`), a).leaseHex
+    const lease = keyOf(await etcd.keys(`${prefix}/n0/`), a.id).leaseHex
     await etcd.revoke(lease)
     const stop = await a.waitFor({ ev: 'stop', name: 'n0' }, 5000, 'A stops')
     assert.strictEqual(stop.reason, 'key-deleted')
     const again = await a.waitFor((e) => e.ev === 'start' && e.name === 'n0' && e.t > stop.t, 10000, 'A leads again')
     assert.ok(again.token > first.token, 'a new term with a higher token')
-    const key = keyOf(await etcd.keys(`${prefix}/n0/`), a)
+    const key = keyOf(await etcd.keys(`${prefix}/n0/`), a.id)
     assert.notStrictEqual(key.leaseHex, lease, 'on a new lease')
   })
 
   it('a leader\'s key deleted from outside (etcdctl del): stop key-deleted at once, campaign again on the same lease, lead again', async (t) => {
     const ttl = 5
     const prefix = uniquePrefix('s5del')
-    const [a, b] = await queue(prefix, ttl, [['A', ['n0', 'solo']], ['B', ['n0']]])
+    const [a] = await queueHosts(etcd, ['A'], { prefix, ttl, names: ['n0', 'solo'] })
+    const [b] = await queueHosts(etcd, ['B'], { prefix, ttl, names: ['n0'] })
     await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads n0')
     await a.waitFor({ ev: 'start', name: 'solo' }, 5000, 'A leads solo')
-    const lease = keyOf(await etcd.keys(`${prefix}/n0/`), a).leaseHex
+    const lease = keyOf(await etcd.keys(`${prefix}/n0/`), a.id).leaseHex
 
     // solo: A is the only candidate, so it leads again at once on a new key.
-    const oldSolo = keyOf(await etcd.keys(`${prefix}/solo/`), a)
+    const oldSolo = keyOf(await etcd.keys(`${prefix}/solo/`), a.id)
     let t0 = now()
     assert.strictEqual(await etcd.del(oldSolo.key), 1)
     let t1 = now()
@@ -131,7 +118,7 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     assert.strictEqual(soloStop.reason, 'key-deleted')
     assert.ok(ms(soloStop.t - t1) < AT_ONCE_MS, `A stopped solo ${ms(soloStop.t - t1).toFixed(0)} ms after the delete returned`)
     const soloAgain = await a.waitFor((e) => e.ev === 'start' && e.name === 'solo' && e.t > soloStop.t, 5000, 'A leads solo again')
-    const newSolo = keyOf(await etcd.keys(`${prefix}/solo/`), a)
+    const newSolo = keyOf(await etcd.keys(`${prefix}/solo/`), a.id)
     assert.strictEqual(newSolo.leaseHex, lease, 'the same (live) lease')
     assert.ok(newSolo.createRevision > oldSolo.createRevision)
     assert.strictEqual(soloAgain.token, newSolo.createRevision, 'a new term on the new key')
@@ -139,7 +126,7 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     assert.deepStrictEqual(a.find((e) => e.ev === 'stop' && e.name === 'n0'), [], 'n0 is not affected by the delete of solo\'s key')
 
     // n0: B takes over, A queues behind it on the same lease.
-    const oldN0 = keyOf(await etcd.keys(`${prefix}/n0/`), a)
+    const oldN0 = keyOf(await etcd.keys(`${prefix}/n0/`), a.id)
     t0 = now()
     assert.strictEqual(await etcd.del(oldN0.key), 1)
     t1 = now()
@@ -147,9 +134,9 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     assert.strictEqual(n0Stop.reason, 'key-deleted')
     assert.ok(ms(n0Stop.t - t1) < AT_ONCE_MS, `A stopped n0 ${ms(n0Stop.t - t1).toFixed(0)} ms after the delete returned`)
     const bStart = await b.waitFor({ ev: 'start', name: 'n0' }, 5000, 'B takes over n0')
-    const requeued = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, a), 5000, 'A back in the queue of n0')
+    const requeued = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, a.id), 5000, 'A back in the queue of n0')
     assert.strictEqual(requeued.leaseHex, lease)
-    assert.ok(keyOf(await etcd.keys(`${prefix}/n0/`), b).createRevision < requeued.createRevision, 'A queues behind B')
+    assert.ok(keyOf(await etcd.keys(`${prefix}/n0/`), b.id).createRevision < requeued.createRevision, 'A queues behind B')
     assert.deepStrictEqual(startsAfter(a, 'n0', t0), [], 'A does not lead n0 while B does')
     assert.strictEqual(a.find((e) => e.ev === 'stop' && e.name === 'solo').length, 1, 'solo is not affected by the delete of n0\'s key')
     b.send({ cmd: 'remove', name: 'n0' })
@@ -170,20 +157,20 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
   it('a waiting candidate whose lease was revoked does not start on its stale key when the leader crashes', async (t) => {
     const ttl = 2
     const prefix = uniquePrefix('s5crash')
-    const hosts = await queue(prefix, ttl, [['A', ['n0']], ['B', ['n0']], ['C', ['n0']]])
+    const hosts = await queueHosts(etcd, ['A', 'B', 'C'], { prefix, ttl, names: ['n0'] })
     const [a, b, c] = hosts
     await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads')
-    const staleB = keyOf(await etcd.keys(`${prefix}/n0/`), b)
-    const cKey = keyOf(await etcd.keys(`${prefix}/n0/`), c)
+    const staleB = keyOf(await etcd.keys(`${prefix}/n0/`), b.id)
+    const cKey = keyOf(await etcd.keys(`${prefix}/n0/`), c.id)
     await etcd.revoke(staleB.leaseHex)
     a.kill('SIGKILL')
     const crashed = now()
     const cStart = await c.waitFor({ ev: 'start', name: 'n0' }, ttl * 1000 + 3000, 'C takes over after A\'s lease expired')
     assert.strictEqual(cStart.token, cKey.createRevision)
-    const fresh = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, b), ttl * 1000 + 2000, 'B\'s new key')
+    const fresh = await etcd.waitKeys(`${prefix}/n0/`, (kvs) => keyOf(kvs, b.id), ttl * 1000 + 2000, 'B\'s new key')
     assert.notStrictEqual(fresh.leaseHex, staleB.leaseHex, 'B rejoined with a fresh lease')
     assert.ok(fresh.createRevision > cKey.createRevision, 'B queues behind C')
-    await observe(1000)
+    await quietWindow(1000)
     assert.deepStrictEqual(b.find({ ev: 'start' }), [], `the revoked candidate never started\n${formatTimeline(hosts)}`)
     // B leads on its fresh key once C goes.
     c.send({ cmd: 'remove', name: 'n0' })
@@ -209,18 +196,18 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     let maxOverlapMs = 0
     for (let round = 0; round < rounds; round++) {
       const prefix = uniquePrefix(`s5race${round}`)
-      const hosts = await queue(prefix, ttl, [['A', ['n0']], ['B', ['n0']]])
+      const hosts = await queueHosts(etcd, ['A', 'B'], { prefix, ttl, names: ['n0'] })
       const [a, b] = hosts
       await a.waitFor({ ev: 'start', name: 'n0' }, 5000, 'A leads')
-      const staleB = keyOf(await etcd.keys(`${prefix}/n0/`), b)
+      const staleB = keyOf(await etcd.keys(`${prefix}/n0/`), b.id)
       await etcd.revoke(staleB.leaseHex)
-      if (delays[round] > 0) await observe(delays[round])
+      if (delays[round] > 0) await quietWindow(delays[round])
       const removedAt = now()
       a.send({ cmd: 'remove', name: 'n0' })
       // B is the only candidate left: it leads, but only on a new key bound to a new lease.
       const bStart = await b.waitFor({ ev: 'start', name: 'n0' }, ttl * 1000 + 3000, 'B leads on a fresh key')
       const kvs = await etcd.keys(`${prefix}/n0/`)
-      const fresh = keyOf(kvs, b)
+      const fresh = keyOf(kvs, b.id)
       assert.ok(fresh, `B has a key\n${formatTimeline(hosts)}`)
       assert.notStrictEqual(fresh.leaseHex, staleB.leaseHex, 'on a new lease')
       assert.notStrictEqual(bStart.token, staleB.createRevision, `round ${round}: B started on its stale key\n${formatTimeline(hosts)}`)

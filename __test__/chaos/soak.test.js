@@ -24,7 +24,7 @@ const crypto = require('node:crypto')
 const { startEtcd } = require('../helpers/etcd')
 const { startProxy } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps, assertStartStopAlternate } = require('../helpers/hosts')
-const { uniquePrefix, observe, seededRandom, metric, marginMs, stopDelayMs, RESUME_PROMPT_MS } = require('../helpers/util')
+const { uniquePrefix, quietWindow, seededRandom, metric, marginMs, stopDelayMs, RESUME_PROMPT_MS } = require('../helpers/util')
 
 const SOAK_MS = Number(process.env.CHAOS_SOAK_MS || 100000)
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
@@ -106,9 +106,9 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
       return false
     }
     const KINDS = [
-      { kind: 'partition', weight: 3, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2.5), run: async (f, slot) => { allProxies(slot, 'blackhole'); await observe(f.duration); allProxies(slot, 'pass') } },
-      { kind: 'reset', weight: 2, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'reset'); await observe(f.duration); allProxies(slot, 'pass') } },
-      { kind: 'lost-answers', weight: 1, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'blackhole', 'down'); await observe(f.duration); allProxies(slot, 'pass') } },
+      { kind: 'partition', weight: 3, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2.5), run: async (f, slot) => { allProxies(slot, 'blackhole'); await quietWindow(f.duration); allProxies(slot, 'pass') } },
+      { kind: 'reset', weight: 2, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'reset'); await quietWindow(f.duration); allProxies(slot, 'pass') } },
+      { kind: 'lost-answers', weight: 1, slot: true, dur: () => between(S(TTL) * 0.5, S(TTL) * 2), run: async (f, slot) => { allProxies(slot, 'blackhole', 'down'); await quietWindow(f.duration); allProxies(slot, 'pass') } },
       {
         kind: 'member-link',
         weight: 2,
@@ -119,11 +119,11 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           const p = slot.proxies[f.choice]
           f.detail = `to ${p.target}`
           p.mode('blackhole')
-          await observe(f.duration)
+          await quietWindow(f.duration)
           p.mode('pass')
         }
       },
-      { kind: 'sigstop', weight: 4, slot: true, dur: () => between(S(TTL) * 0.3, S(TTL) * 2.5), run: async (f, slot) => { f.host = slot.host; slot.host.pause(); await observe(f.duration); slot.host.resume() } },
+      { kind: 'sigstop', weight: 4, slot: true, dur: () => between(S(TTL) * 0.3, S(TTL) * 2.5), run: async (f, slot) => { f.host = slot.host; slot.host.pause(); await quietWindow(f.duration); slot.host.resume() } },
       {
         kind: 'sigkill',
         weight: 2,
@@ -133,7 +133,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           f.host = slot.host
           slot.host.kill('SIGKILL')
           await slot.host.exited
-          await observe(f.duration)
+          await quietWindow(f.duration)
           const h = spawn(slot)
           f.detail = `respawned as ${h.label}`
           await h.ready
@@ -149,7 +149,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           const m = f.choice === 'raft-leader' ? await etcd.leader() : etcd.members[f.choice]
           f.detail = `${m.name}${f.choice === 'raft-leader' ? ' (raft leader)' : ''}`
           await m.kill()
-          await observe(f.duration)
+          await quietWindow(f.duration)
           await m.start()
           await etcd.settled()
         }
@@ -170,13 +170,13 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           f.expiredBefore = await m.metric(LEASE_EXPIRED_METRIC).catch(() => null)
           f.pausedAt = now()
           m.pause()
-          await observe(f.duration)
+          await quietWindow(f.duration)
           f.resumedAt = now()
           m.resume()
           await etcd.settled()
           // Read etcd's count once the window for a stale revoke has passed (it is proposed within
           // STALE_REVOKE_MS of SIGCONT, and counted when it was applied).
-          await observe(Math.max(0, 2 * STALE_REVOKE_MS - ms(now() - f.resumedAt)))
+          await quietWindow(Math.max(0, 2 * STALE_REVOKE_MS - ms(now() - f.resumedAt)))
           f.expiredAfter = await m.metric(LEASE_EXPIRED_METRIC).catch(() => null)
           if (f.expiredBefore === null || f.expiredAfter === null) f.detail += `, ${LEASE_EXPIRED_METRIC} unreadable`
           else if (f.expiredAfter > f.expiredBefore) f.detail += `, revoked ${f.expiredAfter - f.expiredBefore} lease(s) as expired after it continued`
@@ -198,7 +198,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           // Only a revoke etcd confirmed counts (the lease may have been replaced meanwhile).
           f.effective = await etcd.revoke(kv.leaseHex).then(() => true, (err) => { f.detail += ` (failed: ${err.message.split('\n')[0]})`; return false })
           f.done = now()
-          await observe(2000)
+          await quietWindow(2000)
         }
       },
       // An operator deletes one key: mostly the leader's.
@@ -218,7 +218,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
           f.effective = deleted === 1
           if (!f.effective) f.detail += ` (deleted ${deleted})`
           f.done = now()
-          await observe(2000)
+          await quietWindow(2000)
         }
       }
     ]
@@ -285,7 +285,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     let iterations = 0
     while (Date.now() < soakUntil && iterations < 5000) {
       iterations++
-      await observe(rnd.int(200, 1500))
+      await quietWindow(rnd.int(200, 1500))
       if (running.size >= MAX_CONCURRENT_FAULTS || Date.now() >= soakUntil) continue
       const spec = pickKind()
       const tg = await target(spec)
@@ -344,7 +344,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
 
     // Every name has exactly one leader TTL + 2 s after the last fault ended, at the lowest key.
     const checkAt = quietFrom + BigInt(S(TTL + 2)) * 1_000_000n
-    await observe(Math.max(0, ms(checkAt - now())) + 500)
+    await quietWindow(Math.max(0, ms(checkAt - now())) + 500)
     const toLeader = {}
     for (const name of NAMES) {
       const leading = leadershipTerms(allHosts, name).filter((x) => x.start <= checkAt && (x.end === null || x.end > checkAt))
@@ -362,7 +362,7 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     }
     t.diagnostic(`quiet: leader of each name ${JSON.stringify(toLeader)} ms after the last fault ended, ${JSON.stringify(fromBlow)} ms after the last blow began`)
     // And it stays so for a while: no start and no stop at all.
-    await observe(2000)
+    await quietWindow(2000)
     const settledAt = now()
     const churn = allHosts.flatMap((h) => h.events.filter((e) => (e.ev === 'start' || e.ev === 'stop') && e.t > checkAt))
     assert.deepStrictEqual(churn.map((e) => `${e.host} ${e.ev} ${e.name} ${e.reason || ''}`), [], `leadership changed in the quiet (seed ${SEED})`)
@@ -446,8 +446,8 @@ describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, (
     assert.deepStrictEqual(violations.map(describeOverlap), [],
       `two leaders at once (seed ${SEED})\n${violations.slice(0, 2).map((o) => `${describeOverlap(o)}\n${around(o.from, o.name)}\nfaults around:\n  ${faultsNear(o.from)}`).join('\n')}`)
 
-    // Never a start on a key an operator removed (pitfall 2): after a revoke, no start with a token
-    // from before it; after a delete, no start on the deleted key.
+    // Never a start on a key an operator removed (pitfall 2 of docs/pitfalls.md): after a revoke,
+    // no start with a token from before it; after a delete, no start on the deleted key.
     for (const f of faults.filter((x) => x.done && x.effective && (x.kind === 'revoke' || x.kind === 'delete'))) {
       const stale = f.host.events.filter((e) => e.ev === 'start' && e.t > f.done &&
         (f.kind === 'revoke' ? e.token <= f.revisionBefore : e.name === f.name && e.token === f.staleToken))

@@ -6,7 +6,9 @@
 //   cluster.endpoints            // ['127.0.0.1:p1', ...]
 //   cluster.members[0].kill()    // SIGKILL and wait for exit; .start() brings it back (same data, same ports)
 //   await cluster.leader()       // the member that is the raft leader
+//   await cluster.heal()         // every member running and unfrozen again (afterEach)
 //   await cluster.keys('locked/build/')   // [{ key, value, lease, leaseHex, createRevision, modRevision }]
+//   keyOf(kvs, host.id)          // the candidate key a locker id holds among those
 //   await cluster.etcdctl(['lease', 'revoke', hex])
 //   await cluster.close()        // SIGKILL everything, remove the temp dir
 //
@@ -25,6 +27,7 @@ const https = require('node:https')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
+const { quietWindow } = require('./util')
 
 const ETCD = process.env.ETCD_BIN || 'etcd'
 const ETCDCTL = process.env.ETCDCTL_BIN || 'etcdctl'
@@ -55,8 +58,6 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 // ---- small utilities -------------------------------------------------------------------------
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
 function tempBase () {
   if (process.env.LOCKED_TEST_TMP) return process.env.LOCKED_TEST_TMP
   // tmpfs makes etcd's fsyncs cheap, which keeps raft stable on a loaded machine.
@@ -245,7 +246,7 @@ class Member {
       if (Date.now() > deadline) {
         throw new Error(`etcd member ${this.name} (${this.clientUrl}) not healthy after ${timeoutMs} ms; log ${this.logFile}:\n${tailFile(this.logFile, 15)}`)
       }
-      await delay(100)
+      await quietWindow(100)
     }
   }
 
@@ -392,6 +393,16 @@ class Cluster {
     return this.members.find((m) => m.name === nameOrEndpoint || m.endpoint === nameOrEndpoint || m.clientUrl === nameOrEndpoint)
   }
 
+  // Every member running and unfrozen again, for afterEach: a test that paused or stopped members
+  // must not leave the next one a smaller cluster. The ones that were down start together, as a
+  // 3-member cluster reports healthy only once a quorum is back.
+  async heal () {
+    for (const m of this.members) if (m.paused) m.resume()
+    const down = this.members.filter((m) => !m.running)
+    await Promise.all(down.map((m) => m.start({ wait: false })))
+    await Promise.all(down.map((m) => m.waitHealthy()))
+  }
+
   // Members that can answer now (running and not frozen).
   live () { return this.members.filter((m) => m.running && !m.paused) }
 
@@ -413,7 +424,7 @@ class Cluster {
         }
       }
       if (Date.now() > deadline) throw new Error(`no raft leader found within ${timeoutMs} ms (${last})`)
-      await delay(100)
+      await quietWindow(100)
     }
   }
 
@@ -502,7 +513,7 @@ class Cluster {
       if (Date.now() > deadline) {
         throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}; keys under ${prefix}: ${JSON.stringify(kvs.map((k) => [k.key, k.value, k.createRevision]))}`)
       }
-      await delay(50)
+      await quietWindow(50)
     }
   }
 
@@ -561,7 +572,7 @@ class Cluster {
         stableSince = null
       }
       if (Date.now() - started > timeoutMs) throw new Error(`etcd not settled within ${timeoutMs} ms: ${why}`)
-      await delay(100)
+      await quietWindow(100)
     }
   }
 
@@ -574,4 +585,7 @@ class Cluster {
   }
 }
 
-module.exports = { startEtcd, freePorts, httpJson, prefixRangeEnd, delay }
+// The key of the locker with this id among kvs (from keys()): an election key's value is the id.
+const keyOf = (kvs, id) => kvs.find((kv) => kv.value === id)
+
+module.exports = { startEtcd, freePorts, httpJson, prefixRangeEnd, keyOf }

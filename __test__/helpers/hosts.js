@@ -12,12 +12,18 @@
 //   leadershipReport([a, b], 'build')               // terms, overlaps, max overlap, min gap
 //   after(killAll)
 //
+// Queues on one etcd (`etcd` from ./etcd.js):
+//   const [a, b, c] = await queueHosts(etcd, ['A', 'B', 'C'], { prefix, ttl: 2, names: ['job'] })
+//   const [a, b] = await leaderAndFollower(etcd, { prefix, ttl: 2, leader: { guardian: true } })
+//   await queued(etcd, h, { prefix, names: ['job'] })  // h's key for every name is in etcd
+//
 // Times: `t` of every event is process.hrtime.bigint() in the host, as a BigInt. On Linux that is
 // CLOCK_MONOTONIC, the same clock in every process of the machine, so events of different hosts
 // (and now() here) can be ordered on one timeline.
 
 const { spawn } = require('node:child_process')
 const path = require('node:path')
+const { keyOf } = require('./etcd')
 
 const HOST = path.join(__dirname, 'host.js')
 const live = new Set()
@@ -432,7 +438,41 @@ function waitForAny (hosts, pred, timeoutMs = 10000, description, { since } = {}
   })
 }
 
+// Resolves once host h is ready and holds a key for every name in etcd: it is in the queue.
+async function queued (etcd, h, { prefix, names = ['job'], timeoutMs = 10000 }) {
+  await h.ready
+  for (const name of names) {
+    await etcd.waitKeys(`${prefix}/${name}/`, (kvs) => keyOf(kvs, h.id), timeoutMs, `key of ${h.label} for ${name}`)
+  }
+}
+
+// Hosts started one after the other, each spawned only once the one before it is queued, so that
+// the queue order (create revision) of every name is the order of `labels`. The id of each host
+// is `<label>-<prefix>`; extra: more host.js options for all of them.
+async function queueHosts (etcd, labels, { prefix, ttl, names = ['job'], extra = {} }) {
+  const hosts = []
+  for (const label of labels) {
+    const h = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names, id: `${label}-${prefix}`, ...extra }, label)
+    await queued(etcd, h, { prefix, names })
+    hosts.push(h)
+  }
+  return hosts
+}
+
+// A is elected on every name, then B waits behind it on all of them. leader: what only A gets
+// (other endpoints, such as a proxy's; options such as a guardian). timeoutMs bounds A's election
+// on each name (from its spawn for the first) and B's queueing.
+async function leaderAndFollower (etcd, { prefix, ttl, names = ['job'], leader = {}, timeoutMs = 15000 }) {
+  const a = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names, ...leader }, 'A')
+  for (const name of names) await a.waitFor({ ev: 'start', name }, timeoutMs, `A leads ${name}`)
+  const b = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names }, 'B')
+  await b.ready
+  await etcd.waitKeys(`${prefix}/`, (kvs) => kvs.filter((kv) => kv.value === b.id).length === names.length, timeoutMs, 'B queued on every name')
+  return [a, b]
+}
+
 module.exports = {
+  queued, queueHosts, leaderAndFollower,
   spawnHost, killAll, now, ms, timeline, formatTimeline, assertOneLeaderAtATime, assertStartStopAlternate, waitForAny, Host,
   deathOf, leadershipTerms, leadershipOverlaps, leadershipReport
 }

@@ -12,6 +12,7 @@
 //   p.mode('pass')        // forward again; black-holed connections are destroyed (their byte
 //                         // streams have gaps), new connections work
 //   await p.close()
+//   await closeProxies()  // every proxy still open: after() in each file that starts proxies
 //
 // p.stats: { accepted, active, mode, direction } for debugging.
 
@@ -157,4 +158,8 @@ async function startProxy (target, { mode = 'pass', direction = 'both', port = 0
   return proxy
 }
 
-module.exports = { startProxy }
+function closeProxies () {
+  return Promise.all([...liveProxies].map((p) => p.close()))
+}
+
+module.exports = { startProxy, closeProxies }

@@ -35,9 +35,22 @@ function within (promise, timeoutMs, description) {
   ]).finally(() => clearTimeout(timer))
 }
 
-// A deliberate observation window, for asserting that something does NOT happen (use only when no
-// later observable step can prove it), or for the length of a simulated outage.
-const observe = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+// Time deliberately let pass: a window in which something must NOT happen (use only when no later
+// observable step can prove it), the length of a simulated outage, or a pause between polls.
+// Named so it cannot be mistaken for locker.observe(name), which the tests call too.
+const quietWindow = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// Polls fn() (sync or async) until it returns something truthy, and resolves that value; rejects
+// after timeoutMs. For state that announces no event (stats(), leader(), a process table).
+async function until (fn, timeoutMs, description, pollMs = 20) {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${description}`)
+    await quietWindow(pollMs)
+  }
+}
 
 // A small seeded PRNG (mulberry32), so a randomized test can be replayed from its printed seed.
 //   const rnd = seededRandom(seed); rnd() in [0, 1); rnd.int(lo, hi) in [lo, hi]; rnd.pick(array);
@@ -126,6 +139,10 @@ const RESUME_PROMPT_MS = 250
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
 
 module.exports = {
-  uniquePrefix, nextEvent, within, observe, seededRandom, metric, UUID_V4,
+  uniquePrefix, nextEvent, within, quietWindow, until, seededRandom, metric, UUID_V4,
   marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS
 }
+
+// The old name of quietWindow, still imported by chaos/operations.test.js; drop it once that file
+// imports quietWindow.
+module.exports.observe = quietWindow
