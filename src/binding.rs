@@ -210,6 +210,7 @@ impl NativeLocker {
         );
         let mut security = Security::default();
         if let Some(tls) = options.tls {
+            security.tls = true;
             security.ca = tls.ca.map(String::into_bytes);
             match (tls.cert, tls.key) {
                 (Some(cert), Some(key)) => {

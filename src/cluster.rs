@@ -122,7 +122,10 @@ struct Current {
 /// How to reach and authenticate to the cluster.
 #[derive(Clone, Default)]
 pub struct Security {
-    /// PEM: the CA that signed the members' certificates; enables TLS.
+    /// Connect with TLS. Without `ca`, the members' certificates are checked against the
+    /// system's trusted roots: asking for TLS never ends in plain text.
+    pub tls: bool,
+    /// PEM: the CA that signed the members' certificates.
     pub ca: Option<Vec<u8>>,
     /// PEM: a client certificate and its key, for members that require one.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
@@ -132,7 +135,7 @@ pub struct Security {
 
 impl Security {
     fn tls(&self) -> bool {
-        self.ca.is_some() || self.identity.is_some()
+        self.tls || self.ca.is_some() || self.identity.is_some()
     }
 }
 
@@ -190,9 +193,10 @@ impl Cluster {
             .keep_alive_timeout(Duration::from_secs(3));
         if security.tls() {
             let mut tls = TlsOptions::new();
-            if let Some(ca) = &security.ca {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
+            tls = match &security.ca {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+                None => tls.with_native_roots(),
+            };
             if let Some((cert, key)) = &security.identity {
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
