@@ -277,14 +277,17 @@ function main () {
     process.stdout.write(USAGE)
     return
   }
-  try {
-    if (opts.command === 'run') run(opts)
-    else status(opts)
-  } catch (err) {
-    // Bad hosts and the like are thrown synchronously by locked(): a usage error too.
-    process.stderr.write(`locked: ${err.message}\n`)
-    process.exit(2)
-  }
+  // Bad hosts, names or TTLs are refused by locked() (TypeError, RangeError) before anything
+  // runs: usage errors too, in one line. Anything else is a failure of the run itself.
+  const work = opts.command === 'run' ? run(opts) : status(opts)
+  work.catch((err) => {
+    if (err instanceof TypeError || err instanceof RangeError) {
+      process.stderr.write(`locked: ${err.message}\n\n${USAGE}`)
+      process.exit(2)
+    }
+    process.stderr.write(`locked: ${err && err.message ? err.message : String(err)}\n`)
+    process.exit(1)
+  })
 }
 
 main()

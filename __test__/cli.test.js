@@ -307,7 +307,10 @@ describe('locked run', { timeout: 60000 }, () => {
   })
 
   it('usage errors exit with code 2 and --help documents every flag', () => {
-    for (const args of [[], ['bogus'], ['run', '--hosts', '127.0.0.1:2379', '--name', 'x'], ['run', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '1', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--wat', '--', 'true']]) {
+    for (const args of [[], ['bogus'], ['run', '--hosts', '127.0.0.1:2379', '--name', 'x'], ['run', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '1', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--wat', '--', 'true'],
+      // Refused by locked() itself: still one line and the usage, never a stack trace.
+      ['run', '--hosts', 'localhost', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'a/b', '--', 'true'],
+      ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '5000', '--', 'true'], ['status', '--hosts', 'localhost', '--name', 'x']]) {
       const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
       if (args.length === 0) {
         assert.strictEqual(r.status, 0, 'no arguments prints the help')
@@ -315,6 +318,7 @@ describe('locked run', { timeout: 60000 }, () => {
       }
       assert.strictEqual(r.status, 2, `${args.join(' ')} → exit 2\n${r.stderr}`)
       assert.match(r.stderr, /Usage:/)
+      assert.doesNotMatch(r.stderr, /\n\s+at /, `${args.join(' ')}: a stack trace`)
     }
     const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
     assert.strictEqual(help.status, 0)
