@@ -100,9 +100,11 @@ declare namespace locked {
     off (event: 'start', listener: (term: Term) => void): this
     off (event: 'stop', listener: (reason: StopReason) => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     addListener (event: 'start', listener: (term: Term) => void): this
     addListener (event: 'stop', listener: (reason: StopReason) => void): this
     addListener (event: 'error', listener: (err: LockedError) => void): this
+    addListener (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
     removeListener (event: 'start', listener: (term: Term) => void): this
     removeListener (event: 'stop', listener: (reason: StopReason) => void): this
     removeListener (event: 'error', listener: (err: LockedError) => void): this
@@ -174,8 +176,8 @@ declare namespace locked {
     ttl?: number
   }
 
-  /** A locked@2.x value-consensus node. */
-  class Node extends EventEmitter {
+  /** A locked@2.x value-consensus node, made by `locker({ path, value })` (not constructible). */
+  interface Node extends EventEmitter {
     start (): void
     /** Stops competing; a leader hands over at once. */
     stop (): Promise<void>
@@ -195,6 +197,9 @@ declare namespace locked {
     once (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
     once (event: 'deselect', listener: () => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
+    off (event: 'deselect', listener: () => void): this
+    off (event: 'error', listener: (err: LockedError) => void): this
   }
 
   /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
@@ -222,7 +227,13 @@ declare namespace locked {
     /** Every answered keepalive of this locker's lease. */
     on (event: 'renewed', listener: () => void): this
     once (event: 'error', listener: (err: LockedError) => void): this
+    once (event: 'renewed', listener: () => void): this
     off (event: 'error', listener: (err: LockedError) => void): this
+    off (event: 'renewed', listener: () => void): this
+    addListener (event: 'error', listener: (err: LockedError) => void): this
+    addListener (event: 'renewed', listener: () => void): this
+    removeListener (event: 'error', listener: (err: LockedError) => void): this
+    removeListener (event: 'renewed', listener: () => void): this
   }
 }
 

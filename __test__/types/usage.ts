@@ -72,6 +72,16 @@ locker('x', 'not a function')
 locked(['127.0.0.1:2379'], { ttl: '5' })
 // @ts-expect-error: unknown option
 locked(['127.0.0.1:2379'], { tll: 5 })
+// Every event on every emitter, both ways.
+const onLeader = (leader: string | null, token: number | null): void => { void leader; void token }
+job.on('leader', onLeader).off('leader', onLeader).addListener('leader', onLeader).removeListener('leader', onLeader)
+const onRenewed = (): void => {}
+locker.on('renewed', onRenewed).once('renewed', onRenewed).off('renewed', onRenewed)
+locker.addListener('renewed', onRenewed).removeListener('renewed', onRenewed)
+const onSelect = (value: string, leaderId: string): void => { void value; void leaderId }
+node.on('select', onSelect).once('select', onSelect).off('select', onSelect)
+// @ts-expect-error: Node is a type only; nodes come from locker({ path, value })
+void new locked.Node()
 // @ts-expect-error: guardian is a boolean
 locked(['127.0.0.1:2379'], { guardian: 'yes' })
 // @ts-expect-error: hosts are strings
