@@ -186,7 +186,8 @@ declare namespace locked {
     /** The elected node's value, or null before any. */
     value (): string | null
     localid (): string
-    localvalue (): string
+    /** The value as given in the options. */
+    localvalue (): string | number | boolean
     /** `localid() + ':::' + localvalue()` */
     localdata (): string
     isSelected (): boolean

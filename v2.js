@@ -77,7 +77,8 @@ class Node extends EventEmitter {
   /** The value of the elected node, or null before any. */
   value () { return parse(this.#leader).value }
   localid () { return this.#local.id }
-  localvalue () { return this.#local.value }
+  /** The value as given in the options (locked@2.x did not turn it into a string). */
+  localvalue () { return this.#local.given }
   localdata () { return this.#local.id + SEPARATOR + this.#local.value }
   /** Whether this node is the elected one (checked against its leadership deadline). */
   isSelected () { return this.#singleton !== null && this.#singleton.isLeader() }
@@ -100,7 +101,7 @@ function createNode (locked, endpoints, lockerOptions, options) {
   if (typeof id !== 'string' || id === '' || id.includes(SEPARATOR)) {
     throw new TypeError(`locker(opts): opts.id must be a non-empty string without '${SEPARATOR}'`)
   }
-  const local = { id, value: String(value) }
+  const local = { id, value: String(value), given: value }
   const { tls, auth, guardian } = lockerOptions
   const nodeOptions = { ttl, prefix: trimPrefix(path), id: id + SEPARATOR + local.value, tls, auth, guardian }
   // Checked now, as locked() checks its options, rather than at start(); only a TTL above the

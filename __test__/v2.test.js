@@ -40,7 +40,7 @@ describe('locked@2.x nodes', { timeout: 60000 }, () => {
     assert.strictEqual(node.value(), null)
     assert.strictEqual(node.isSelected(), false)
     assert.strictEqual(node.localid(), 'node1')
-    assert.strictEqual(node.localvalue(), '10')
+    assert.strictEqual(node.localvalue(), 10, 'as given, like locked@2.x')
     assert.strictEqual(node.localdata(), 'node1:::10')
     const changed = nextEvent(node, 'change', 5000, 'change')
     const selected = nextEvent(node, 'select', 5000, 'select')
