@@ -37,7 +37,7 @@ const path = require('node:path')
 const { startEtcd, httpJson } = require('../helpers/etcd')
 const { startProxy } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
-const { uniquePrefix, observe: sleep, seededRandom, metric } = require('../helpers/util')
+const { uniquePrefix, quietWindow: sleep, seededRandom, metric } = require('../helpers/util')
 
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
 const ROUNDS = Number(process.env.CHAOS_OPS_ROUNDS || 7)

@@ -142,7 +142,3 @@ module.exports = {
   uniquePrefix, nextEvent, within, quietWindow, until, seededRandom, metric, UUID_V4,
   marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS
 }
-
-// The old name of quietWindow, still imported by chaos/operations.test.js; drop it once that file
-// imports quietWindow.
-module.exports.observe = quietWindow
