@@ -4,8 +4,10 @@
 // `locked run`: run a command on exactly one host, supervised. `locked status`: who leads.
 
 const { spawn } = require('node:child_process')
+const fs = require('node:fs')
 const os = require('node:os')
 const { performance } = require('node:perf_hooks')
+const util = require('node:util')
 const locked = require('./index.js')
 const { DEFAULTS, TTL, ttlFault } = require('./lib/rules.js')
 const { guardProcess } = require('./lib/locked.js')
@@ -23,13 +25,15 @@ campaigns again and, when re-elected, starts the command anew only once the old 
 two at once. If this process is itself killed with SIGKILL, the command is
 killed with it (Linux, via setpriv's parent-death signal); another host then takes over after the
 TTL, or at once with --guardian. When the command exits by itself, resign and exit with its code,
-or with --restart keep campaigning and run it again when elected.
+or with --restart keep campaigning and run it again when elected. Exits 1 if etcd refuses it
+before it was ever elected (a wrong password, no permission on the prefix).
 
 status: print the current leader of NAME, since when it leads (by its own clock), and its fencing
-token. Exits 0 (also when nobody leads), or 1 when etcd does not answer.
+token. Exits 0 (also when nobody leads), or 1 when etcd does not answer or refuses.
 
 Options:
-  --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required)
+  --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required, unless LOCKED_HOSTS or
+                    ETCDCTL_ENDPOINTS is set); 'https://host:port' hosts mean TLS
   --name NAME       the singleton's name (required)
   --ttl SECONDS     lease TTL in seconds, at least ${TTL.min} (default ${DEFAULTS.ttl})
   --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s); when
@@ -42,11 +46,57 @@ Options:
                     of after the TTL (a lost machine or network still takes the TTL)
   --json            status: print one JSON object {name, leader, token, since} (null when unknown)
   -h, --help        show this help
+
+A secured etcd (run and status, as etcdctl's flags):
+  --cacert FILE     TLS, trusting the members' certificates signed by this CA (PEM file); without
+                    it, TLS trusts the system's roots
+  --cert FILE       TLS with this client certificate (PEM file), for members that require one
+  --key FILE        the client certificate's private key (PEM file); goes with --cert
+  --user NAME[:PASSWORD]
+                    log in as the etcd user NAME. Without ':PASSWORD' (which anyone on this
+                    machine can read in the process list), the password is read from
+                    --password-file, else from LOCKED_PASSWORD, else from ETCDCTL_PASSWORD
+  --password-file FILE
+                    the password of --user: the file's content, without a trailing newline
+
+Environment:
+  LOCKED_HOSTS      the etcd hosts when --hosts is not given, else ETCDCTL_ENDPOINTS
+  LOCKED_PASSWORD   the password of --user NAME, else ETCDCTL_PASSWORD; neither variable is
+                    passed on to COMMAND
+
+Example:
+  locked run --hosts https://etcd1:2379,https://etcd2:2379 --cacert /etc/etcd/ca.crt \\
+    --user app --password-file /run/secrets/etcd-password --name nightly -- node report.js
 `
 
 class UsageError extends Error {}
 
-const PDEATHSIG = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => require('node:fs').existsSync(p))
+const PDEATHSIG = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p))
+
+const PASSWORD_VARIABLES = ['LOCKED_PASSWORD', 'ETCDCTL_PASSWORD']
+
+const SHARED_OPTIONS = {
+  hosts: { type: 'string' },
+  name: { type: 'string' },
+  prefix: { type: 'string' },
+  cacert: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  user: { type: 'string' },
+  'password-file': { type: 'string' },
+  help: { type: 'boolean', short: 'h' }
+}
+const OPTIONS = {
+  run: {
+    ...SHARED_OPTIONS,
+    ttl: { type: 'string' },
+    grace: { type: 'string' },
+    id: { type: 'string' },
+    restart: { type: 'boolean' },
+    guardian: { type: 'boolean' }
+  },
+  status: { ...SHARED_OPTIONS, json: { type: 'boolean' } }
+}
 
 function parseDuration (text) {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text)
@@ -65,50 +115,122 @@ function parseTtl (text) {
   return ttl
 }
 
+// util.parseArgs words its errors for programs in general, over several lines; this says in one
+// line which argument is wrong, from the same arguments parsed leniently. It never echoes a value:
+// it could be a password (--user NAME:PASSWORD, or a password typed after --user NAME).
+function parseFailure (args, options, err) {
+  const { tokens } = util.parseArgs({ args, options, strict: false, allowPositionals: true, tokens: true })
+  for (const token of tokens) {
+    if (token.kind === 'option-terminator') break
+    if (token.kind !== 'option') continue
+    const option = Object.hasOwn(options, token.name) ? options[token.name] : null
+    if (option === null) return `unknown option ${JSON.stringify(token.rawName)}`
+    if (option.type === 'boolean' && token.value !== undefined) return `${token.rawName} takes no value`
+    // In strict mode a value that starts with '-' must be attached with '=': it more likely is
+    // the next option, given by mistake in place of the value.
+    if (option.type === 'string' && (token.value === undefined || (!token.inlineValue && /^-./.test(token.value)))) {
+      return `${token.rawName} needs a value (one that starts with '-' goes as ${token.rawName}=VALUE)`
+    }
+  }
+  return err.message.split('\n')[0]
+}
+
 function parseArgs (argv) {
   const [command, ...rest] = argv
   if (command === '-h' || command === '--help' || command === undefined) return { help: true }
   if (command !== 'run' && command !== 'status') throw new UsageError(`unknown command ${JSON.stringify(command)}`)
-  const opts = { command, ttl: DEFAULTS.ttl, grace: 10000, prefix: DEFAULTS.prefix, restart: false, guardian: false, argv: [] }
-  const takesValue = new Set(['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id'])
-  for (let i = 0; i < rest.length; i++) {
-    const arg = rest[i]
-    if (arg === '--') {
-      opts.argv = rest.slice(i + 1)
-      break
-    }
-    if (arg === '-h' || arg === '--help') return { help: true }
-    if (arg === '--restart' && command === 'run') {
-      opts.restart = true
-      continue
-    }
-    if (arg === '--guardian' && command === 'run') {
-      opts.guardian = true
-      continue
-    }
-    if (arg === '--json' && command === 'status') {
-      opts.json = true
-      continue
-    }
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
-    if (!takesValue.has(flag) || (command === 'status' && !['--hosts', '--name', '--prefix'].includes(flag))) {
-      throw new UsageError(`unknown option ${JSON.stringify(arg)}`)
-    }
-    const value = inline ?? rest[++i]
-    if (value === undefined) throw new UsageError(`${flag} needs a value`)
-    switch (flag) {
-      case '--hosts': opts.hosts = value; break
-      case '--name': opts.name = value; break
-      case '--prefix': opts.prefix = value; break
-      case '--id': opts.id = value; break
-      case '--grace': opts.grace = parseDuration(value); break
-      case '--ttl': opts.ttl = parseTtl(value); break
-    }
+  const options = OPTIONS[command]
+  let parsed
+  try {
+    parsed = util.parseArgs({ args: rest, options, strict: true, allowPositionals: true, tokens: true })
+  } catch (err) {
+    if (!String(err.code).startsWith('ERR_PARSE_ARGS_')) throw err
+    throw new UsageError(parseFailure(rest, options, err))
   }
-  if (!opts.hosts) throw new UsageError('--hosts is required')
+  const { values, tokens } = parsed
+  if (values.help) return { help: true }
+  const terminator = tokens.findIndex((t) => t.kind === 'option-terminator')
+  const before = terminator === -1 ? tokens : tokens.slice(0, terminator)
+  if (before.some((t) => t.kind === 'positional')) {
+    throw new UsageError(command === 'run' ? 'unexpected argument before --: the command and its arguments go after --' : 'status takes no arguments besides its options')
+  }
+  const argvAfter = terminator === -1 ? [] : tokens.slice(terminator + 1).map((t) => t.value)
+  if (command === 'status' && terminator !== -1) throw new UsageError('status runs no command: nothing goes after --')
+  const opts = {
+    command,
+    hosts: values.hosts ?? fromEnvironment('LOCKED_HOSTS') ?? fromEnvironment('ETCDCTL_ENDPOINTS'),
+    name: values.name,
+    ttl: values.ttl === undefined ? DEFAULTS.ttl : parseTtl(values.ttl),
+    grace: values.grace === undefined ? 10000 : parseDuration(values.grace),
+    prefix: values.prefix ?? DEFAULTS.prefix,
+    id: values.id,
+    restart: values.restart ?? false,
+    guardian: values.guardian ?? false,
+    json: values.json ?? false,
+    cacert: values.cacert,
+    cert: values.cert,
+    key: values.key,
+    user: values.user,
+    passwordFile: values['password-file'],
+    argv: argvAfter
+  }
+  if (!opts.hosts) throw new UsageError('--hosts is required (or set LOCKED_HOSTS)')
   if (!opts.name) throw new UsageError('--name is required')
   if (command === 'run' && opts.argv.length === 0) throw new UsageError('no command given: put it after --')
   return opts
+}
+
+function fromEnvironment (variable) {
+  const value = process.env[variable]
+  return value === undefined || value === '' ? undefined : value
+}
+
+function readOptionFile (flag, file) {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new UsageError(`cannot read ${flag} ${JSON.stringify(file)}: ${err.code === 'ENOENT' ? 'no such file' : err.code || err.message}`)
+  }
+}
+
+// The hosts, TLS and credentials of locked(hosts, { tls, auth }) from the flags and environment.
+// Hosts written as etcdctl takes them, 'https://host:port' (ETCDCTL_ENDPOINTS), mean TLS: locked()
+// takes the host without the scheme, and TLS from its tls option.
+function connection (opts) {
+  const hosts = opts.hosts.split(',').map((h) => h.trim()).filter((h) => h !== '')
+  const secure = hosts.filter((h) => /^https:\/\//i.test(h))
+  if (secure.length > 0 && secure.length < hosts.length) {
+    throw new UsageError('--hosts: either every host is https:// or none is')
+  }
+  let tls
+  if (opts.cacert !== undefined || opts.cert !== undefined || opts.key !== undefined || secure.length > 0) {
+    if ((opts.cert === undefined) !== (opts.key === undefined)) throw new UsageError('--cert and --key go together')
+    tls = {
+      ca: opts.cacert === undefined ? undefined : readOptionFile('--cacert', opts.cacert),
+      cert: opts.cert === undefined ? undefined : readOptionFile('--cert', opts.cert),
+      key: opts.key === undefined ? undefined : readOptionFile('--key', opts.key)
+    }
+  }
+  let auth
+  if (opts.user !== undefined) {
+    const colon = opts.user.indexOf(':')
+    const username = colon === -1 ? opts.user : opts.user.slice(0, colon)
+    if (username === '') throw new UsageError('--user needs a user name: --user NAME[:PASSWORD]')
+    let password = colon === -1 ? undefined : opts.user.slice(colon + 1)
+    if (opts.passwordFile !== undefined) {
+      if (password !== undefined) throw new UsageError('the password goes either in --user NAME:PASSWORD or in --password-file, not both')
+      password = readOptionFile('--password-file', opts.passwordFile).replace(/\r?\n$/, '')
+      if (password === '') throw new UsageError(`--password-file ${JSON.stringify(opts.passwordFile)} is empty`)
+    }
+    password ??= fromEnvironment('LOCKED_PASSWORD') ?? fromEnvironment('ETCDCTL_PASSWORD')
+    if (password === undefined) {
+      throw new UsageError(`--user ${username} needs a password: in LOCKED_PASSWORD, in --password-file FILE, or as --user ${username}:PASSWORD`)
+    }
+    auth = { username, password }
+  } else if (opts.passwordFile !== undefined) {
+    throw new UsageError('--password-file needs --user NAME')
+  }
+  return { hosts: hosts.map((h) => h.replace(/^https:\/\//i, '')), tls, auth }
 }
 
 function log (message) {
@@ -116,12 +238,25 @@ function log (message) {
 }
 
 async function run (opts) {
-  const locker = locked(opts.hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian })
+  const { hosts, tls, auth } = opts.connection
+  const locker = locked(hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian, tls, auth })
   let singleton = null
   let child = null // { proc, exited: Promise<{code, signal}>, stopping: boolean }
   let shuttingDown = false
+  let everElected = false
+  let refused = false
 
-  locker.on('error', (err) => log(`${err.code}: ${err.message}`))
+  // etcd refusing a host that never led is a setting to fix (a wrong password, no permission on
+  // the prefix), not an outage to wait out: say so once and exit. Once it has led, it keeps going.
+  function onError (err) {
+    if (refused) return
+    log(`${err.code}: ${err.message}`)
+    if (err.code === 'ETCD_REJECTED' && !everElected && !shuttingDown) {
+      refused = true
+      exit(1)
+    }
+  }
+  locker.on('error', onError)
 
   // SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the
   // SIGKILL forward: a lost leadership while the command is already stopping tightens the bound.
@@ -194,6 +329,7 @@ async function run (opts) {
     let lastTerm = null
     singleton = locker(opts.name, async (remove, term) => {
       lastTerm = term
+      everElected = true
       // Re-elected while the command of an earlier term is still being stopped: never two at once.
       while (child) {
         log(`elected for ${opts.name} (token ${term.token}); waiting for the previous ${opts.argv[0]} (pid ${child.proc.pid}) to end`)
@@ -203,6 +339,7 @@ async function run (opts) {
       log(`elected for ${opts.name} (token ${term.token}); starting ${opts.argv[0]}`)
       startCommand(term)
     })
+    singleton.on('error', onError)
     singleton.on('stop', (reason) => {
       if (reason === 'removed' || reason === 'closed') return
       // Past the leadership deadline etcd may expire the lease and elect another host, which then
@@ -231,7 +368,8 @@ function formatAge (ms) {
 }
 
 async function status (opts) {
-  const locker = locked(opts.hosts, { prefix: opts.prefix })
+  const { hosts, tls, auth } = opts.connection
+  const locker = locked(hosts, { prefix: opts.prefix, tls, auth })
   const timer = setTimeout(async () => {
     log('no answer from etcd')
     await locker.close().catch(() => {})
@@ -256,7 +394,7 @@ async function status (opts) {
       process.stdout.write(`${opts.name}: led by ${term.leader} ${since}, token ${term.token}\n`)
     }
   } catch (err) {
-    log(`no answer from etcd: ${err.message}`)
+    log(err.code === 'ETCD_REJECTED' ? err.message : `no answer from etcd: ${err.message}`)
     code = 1
   }
   clearTimeout(timer)
@@ -268,6 +406,7 @@ function main () {
   let opts
   try {
     opts = parseArgs(process.argv.slice(2))
+    if (!opts.help) opts.connection = connection(opts)
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`locked: ${err.message}\n\n${USAGE}`)
@@ -277,6 +416,8 @@ function main () {
     process.stdout.write(USAGE)
     return
   }
+  // The command, and the guardian, inherit this environment: an etcd password must not reach them.
+  for (const variable of PASSWORD_VARIABLES) delete process.env[variable]
   // Bad hosts, names or TTLs are refused by locked() (TypeError, RangeError) before anything
   // runs: usage errors too, in one line. Anything else is a failure of the run itself.
   const work = opts.command === 'run' ? run(opts) : status(opts)
