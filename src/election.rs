@@ -228,6 +228,17 @@ impl Election {
                 continue;
             }
 
+            // Gone right after our campaign: our key exists but is bound to another lease (or
+            // none), so the campaign could not create it. Someone wrote it from outside; it is a
+            // failure like any other, retried with backoff, not at once as fast as etcd answers.
+            let result = match result {
+                Ok(Standing::Gone) if campaigning => Err(Failure::Rejected(format!(
+                    "the key {} exists but is not bound to this locker's lease {lease:x} \
+                     (was it written from outside?); campaigning again with backoff",
+                    self.key(lease)
+                ))),
+                other => other,
+            };
             match result {
                 Ok(Standing::Leader { token }) => {
                     backoff.reset();
@@ -279,35 +290,11 @@ impl Election {
                     self.report_leader(Some(leader));
                     held = Some(Held { lease, revision });
                 }
-                Ok(Standing::Gone) if !campaigning => {
+                Ok(Standing::Gone) => {
                     self.step_down(StopReason::KeyDeleted);
                     held = None;
                     // Campaign again at once with the same lease; if the lease is gone too, the
                     // put says so and the session grants a new one.
-                    continue;
-                }
-                Ok(Standing::Gone) => {
-                    // Right after our campaign: our key exists but is bound to another lease (or
-                    // none), so the campaign could not create it. Someone wrote it from outside;
-                    // campaigning again at once would only repeat that as fast as etcd answers.
-                    self.step_down(StopReason::KeyDeleted);
-                    held = None;
-                    if errors.should_report() {
-                        self.emit(Event::error(
-                            Some(self.serial),
-                            &Failure::Rejected(format!(
-                                "the key {} exists but is not bound to this locker's lease {lease:x} \
-                                 (was it written from outside?); campaigning again with backoff",
-                                self.key(lease)
-                            )),
-                        ));
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = changed(&mut lease_state) => {}
-                        _ = changed(&mut resign) => {}
-                        _ = changed(&mut closing) => {}
-                    }
                     continue;
                 }
                 Err(Failure::LeaseNotFound) => {
