@@ -81,7 +81,8 @@ describe('API shapes', { timeout: 60000 }, () => {
     ['a "h:p" string', (ep) => ep],
     ['a "h1:p1,h2:p2" string', (ep) => `${ep},localhost:${ep.split(':')[1]}`],
     ['an "http://" prefix', (ep) => `http://${ep}`],
-    ['an array of "http://" hosts', (ep) => [`http://${ep}`, `http://localhost:${ep.split(':')[1]}`]]
+    ['an array of "http://" hosts', (ep) => [`http://${ep}`, `http://localhost:${ep.split(':')[1]}`]],
+    ['"http://h:p/" with a trailing slash', (ep) => `http://${ep}/`]
   ]) {
     it(`hosts given as ${label} work`, async () => {
       const prefix = uniquePrefix('hosts')

@@ -254,7 +254,7 @@ async function main () {
     }
   } finally {
     admin.close()
-    etcd.stop()
+    await etcd.stop()
   }
 
   for (const gap of gaps(results, args)) {

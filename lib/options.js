@@ -8,7 +8,10 @@ const { DEFAULTS, TTL, ttlFault, trimPrefix } = require('./rules.js')
 
 const HOST = /^(?:http:\/\/)?(?:\[[0-9a-fA-F:.]+\]|[^\s/:,[\]]+):(\d{1,5})\/?$/
 
-/** The etcd endpoints: an array of 'host:port' strings, or one comma-separated string. */
+/**
+ * The etcd endpoints: an array of 'host:port' strings, or one comma-separated string. Returns
+ * bare 'host:port' strings (no scheme, no trailing slash): the native core takes them as given.
+ */
 function normalizeHosts (hosts) {
   let list
   if (typeof hosts === 'string') {
@@ -32,7 +35,7 @@ function normalizeHosts (hosts) {
       throw rangeError(`locked(hosts): invalid etcd host ${JSON.stringify(host)}, expected 'host:port' such as '127.0.0.1:2379'`)
     }
   }
-  return list
+  return list.map((host) => host.replace(/^http:\/\//, '').replace(/\/$/, ''))
 }
 
 function normalizeOptions (options) {

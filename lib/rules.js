@@ -8,7 +8,7 @@ const { typeError, rangeError, describe } = require('./errors.js')
 /** What locked() uses for an option left out. */
 const DEFAULTS = Object.freeze({ ttl: 10, prefix: 'locked', drainTimeout: 10000 })
 
-/** Bounds of the lease TTL, a whole number of seconds (the native core checks the minimum again). */
+/** Bounds of the lease TTL, a whole number of seconds. */
 const TTL = Object.freeze({ min: 2, max: 3600 })
 
 /** How `ttl` breaks the TTL rule: 'type' (not a number), 'whole', 'min' or 'max'; null if it keeps it. */

@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::runtime::{Builder, Runtime};
 
-use crate::cluster::{self, Security};
+use crate::cluster::Security;
 use crate::events::{self, Event};
 use crate::locker::{Locker, Options, RegisterError};
 
@@ -185,14 +185,9 @@ impl NativeLocker {
         options: LockerOptions,
         on_event: Function<LockerEvent, ()>,
     ) -> Result<Self> {
-        let endpoints =
-            cluster::parse_endpoints(&hosts).map_err(|e| Error::new(Status::InvalidArg, e))?;
-        if options.ttl < 2 {
-            return Err(Error::new(
-                Status::InvalidArg,
-                format!("ttl must be at least 2 seconds, got {}", options.ttl),
-            ));
-        }
+        // `hosts` and `options` come checked and normalized from lib/options.js, where the rules
+        // users see (host syntax, TTL bounds) are written once.
+        let endpoints = hosts;
         // Weak: the event loop is held open only while singletons are registered (`setActive`).
         let callback: Arc<EventCallback> = Arc::new(
             on_event

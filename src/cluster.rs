@@ -80,36 +80,6 @@ impl Failure {
     }
 }
 
-/// Parses user-supplied hosts (`h:p`, `http://h:p`, comma separated lists) into endpoint URLs.
-pub fn parse_endpoints(hosts: &[String]) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for entry in hosts {
-        for part in entry.split(',') {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let bare = part.strip_prefix("http://").unwrap_or(part);
-            let bare = bare.trim_end_matches('/');
-            let valid_port = bare
-                .rsplit_once(':')
-                .and_then(|(host, port)| (!host.is_empty()).then_some(port))
-                .and_then(|port| port.parse::<u16>().ok())
-                .is_some_and(|port| port > 0);
-            if !valid_port || bare.contains('/') {
-                return Err(format!(
-                    "invalid etcd host {part:?}: expected host:port, e.g. 127.0.0.1:2379"
-                ));
-            }
-            out.push(bare.to_string());
-        }
-    }
-    if out.is_empty() {
-        return Err("no etcd hosts given".to_string());
-    }
-    Ok(out)
-}
-
 struct Current {
     index: usize,
     generation: u64,
@@ -158,12 +128,12 @@ impl Cluster {
     /// Sets up the members without contacting any: connections are made on first use.
     pub fn new(endpoints: Vec<String>, security: Security) -> Result<Cluster, Failure> {
         let scheme = if security.tls() { "https" } else { "http" };
+        if endpoints.is_empty() {
+            return Err(Failure::Rejected("no etcd endpoint given".to_string()));
+        }
         let endpoints: Vec<String> = endpoints
             .iter()
-            .map(|e| {
-                let bare = e.strip_prefix("http://").unwrap_or(e);
-                format!("{scheme}://{bare}")
-            })
+            .map(|host_port| format!("{scheme}://{host_port}"))
             .collect();
         // Fail now on what no retry can fix (a malformed endpoint or certificate).
         for endpoint in &endpoints {
@@ -360,32 +330,5 @@ impl Cluster {
             }
         }
         Err(last)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hosts(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_host_forms() {
-        assert_eq!(
-            parse_endpoints(&hosts(&["127.0.0.1:2379", "http://h:1, h2:3"])).unwrap(),
-            vec!["127.0.0.1:2379", "h:1", "h2:3"]
-        );
-    }
-
-    #[test]
-    fn rejects_bad_hosts() {
-        assert!(parse_endpoints(&hosts(&[])).is_err());
-        assert!(parse_endpoints(&hosts(&[" , "])).is_err());
-        assert!(parse_endpoints(&hosts(&["localhost"])).is_err());
-        assert!(parse_endpoints(&hosts(&["h:0"])).is_err());
-        assert!(parse_endpoints(&hosts(&["h:99999"])).is_err());
-        assert!(parse_endpoints(&hosts(&["https://h:1"])).is_err());
     }
 }

@@ -57,6 +57,16 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   })
 }
 
+// The exit hook above cannot run when this process is SIGKILLed (a test runner's timeout, an
+// impatient Ctrl-C twice): a small shell then outlives it, kills etcd and removes its files. It
+// polls once a second and ends by itself when either process is gone.
+function watchOver (pid, dir) {
+  const watchdog = spawn('/bin/sh', ['-c',
+    'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null; rm -rf "$3"',
+    'etcd-watchdog', String(process.pid), String(pid), dir], { stdio: 'ignore', detached: true })
+  watchdog.unref()
+}
+
 // ---- small utilities -------------------------------------------------------------------------
 function tempBase () {
   if (process.env.LOCKED_TEST_TMP) return process.env.LOCKED_TEST_TMP
@@ -208,6 +218,7 @@ class Member {
     this.paused = false
     this.starts++
     liveProcs.add(proc)
+    watchOver(proc.pid, this.dir)
     this._exited = new Promise((resolve) => {
       proc.once('exit', (code, signal) => {
         liveProcs.delete(proc)
@@ -303,14 +314,27 @@ class Member {
     }
   }
 
-  // One counter or gauge of this member's Prometheus /metrics (served on the client URL), as a
-  // number: etcd's own record of what it did, e.g. 'etcd_debugging_server_lease_expired_total'
-  // (leases this member found expired and revoked).
-  async metric (name, timeoutMs = 2000) {
+  // Every sample of this member's Prometheus /metrics (served on the client URL): a Map of
+  // 'name{labels}' (labels as printed) to its number.
+  async metrics (timeoutMs = 2000) {
     const res = await httpJson(`${this.clientUrl}/metrics`, { timeoutMs, tls: this.clientTls })
-    const line = String(res.body).split('\n').find((l) => l.startsWith(name + ' '))
-    if (res.status !== 200 || !line) throw new Error(`metric ${name} of ${this.name}: HTTP ${res.status}, ${line ? 'found' : 'not found'}`)
-    return Number(line.slice(name.length + 1))
+    if (res.status !== 200) throw new Error(`metrics of ${this.name}: HTTP ${res.status}`)
+    const samples = new Map()
+    for (const line of String(res.body).split('\n')) {
+      if (line === '' || line[0] === '#') continue
+      const space = line.lastIndexOf(' ')
+      const value = Number(line.slice(space + 1))
+      if (space > 0 && !Number.isNaN(value)) samples.set(line.slice(0, space), value)
+    }
+    return samples
+  }
+
+  // One counter or gauge without labels, as a number: etcd's own record of what it did, e.g.
+  // 'etcd_debugging_server_lease_expired_total' (leases this member found expired and revoked).
+  async metric (name, timeoutMs = 2000) {
+    const value = (await this.metrics(timeoutMs)).get(name)
+    if (value === undefined) throw new Error(`metric ${name} of ${this.name}: not found`)
+    return value
   }
 
   log (lines = 40) { return tailFile(this.logFile, lines) }
