@@ -237,11 +237,50 @@ function log (message) {
   process.stderr.write(`locked: ${message}\n`)
 }
 
+// The command of one term: { proc, exited: Promise<{ code, signal }>, stopping, killAt, killTimer }.
+function spawnCommand (opts, term) {
+  const [file, ...args] = opts.argv
+  // If this process is killed outright (SIGKILL), nothing is left to stop the command, and
+  // another host takes over after the TTL: the kernel kills the command with us (Linux
+  // parent-death signal, set by setpriv), so two hosts never run it at once.
+  const [program, argv] = PDEATHSIG ? [PDEATHSIG, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
+  const proc = spawn(program, argv, {
+    stdio: 'inherit',
+    env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
+  })
+  const current = { proc, stopping: false, killAt: Infinity, killTimer: null }
+  current.exited = new Promise((resolve) => {
+    proc.on('error', (err) => {
+      log(`cannot run ${file}: ${err.message}`)
+      resolve({ code: 127, signal: null })
+    })
+    proc.on('exit', (code, signal) => resolve({ code, signal }))
+  })
+  return current
+}
+
+// SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the
+// SIGKILL forward: a lost leadership while the command is already stopping tightens the bound.
+function stopCommand (current, graceMs) {
+  const killAt = performance.now() + graceMs
+  if (current.killAt <= killAt) return current.exited
+  current.killAt = killAt
+  clearTimeout(current.killTimer)
+  if (graceMs <= 0) {
+    current.proc.kill('SIGKILL')
+  } else {
+    if (!current.stopping) current.proc.kill('SIGTERM')
+    current.killTimer = setTimeout(() => current.proc.kill('SIGKILL'), graceMs)
+  }
+  current.stopping = true
+  return current.exited
+}
+
 async function run (opts) {
   const { hosts, tls, auth } = opts.connection
   const locker = locked(hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian, tls, auth })
   let singleton = null
-  let child = null // { proc, exited: Promise<{code, signal}>, stopping: boolean }
+  let child = null // the running command, from spawnCommand
   let shuttingDown = false
   let everElected = false
   let refused = false
@@ -258,23 +297,8 @@ async function run (opts) {
   }
   locker.on('error', onError)
 
-  // SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the
-  // SIGKILL forward: a lost leadership while the command is already stopping tightens the bound.
   function terminate (graceMs = opts.grace) {
-    const current = child
-    if (!current) return Promise.resolve()
-    const killAt = performance.now() + graceMs
-    if (current.killAt <= killAt) return current.exited
-    current.killAt = killAt
-    clearTimeout(current.killTimer)
-    if (graceMs <= 0) {
-      current.proc.kill('SIGKILL')
-    } else {
-      if (!current.stopping) current.proc.kill('SIGTERM')
-      current.killTimer = setTimeout(() => current.proc.kill('SIGKILL'), graceMs)
-    }
-    current.stopping = true
-    return current.exited
+    return child ? stopCommand(child, graceMs) : Promise.resolve()
   }
 
   async function exit (code) {
@@ -285,26 +309,10 @@ async function run (opts) {
   }
 
   function startCommand (term) {
-    const [file, ...args] = opts.argv
-    // If this process is killed outright (SIGKILL), nothing is left to stop the command, and
-    // another host takes over after the TTL: the kernel kills the command with us (Linux
-    // parent-death signal, set by setpriv), so two hosts never run it at once.
-    const [program, argv] = PDEATHSIG ? [PDEATHSIG, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
-    const proc = spawn(program, argv, {
-      stdio: 'inherit',
-      env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
-    })
-    const current = { proc, stopping: false, killAt: Infinity, killTimer: null }
+    const current = spawnCommand(opts, term)
     // Should this process die, the guardian revokes the lease only once the command is gone too:
     // two commands never overlap.
-    if (opts.guardian && proc.pid !== undefined) locker[guardProcess](proc.pid)
-    current.exited = new Promise((resolve) => {
-      proc.on('error', (err) => {
-        log(`cannot run ${file}: ${err.message}`)
-        resolve({ code: 127, signal: null })
-      })
-      proc.on('exit', (code, signal) => resolve({ code, signal }))
-    })
+    if (opts.guardian && current.proc.pid !== undefined) locker[guardProcess](current.proc.pid)
     child = current
     current.exited.then(async ({ code, signal }) => {
       clearTimeout(current.killTimer)

@@ -27,6 +27,24 @@ declare namespace locked {
     tls?: { ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer }
     /** etcd user; an expired auth token is renewed transparently. */
     auth?: { username: string, password: string }
+    /**
+     * Where the election's narration and errors go (pino, console, or any object of that shape).
+     * Without one, `DEBUG=locked` prints the narration on stderr.
+     */
+    logger?: Logger
+  }
+
+  /**
+   * A logger as pino and console both accept it: `logger.info({ locker, name, token }, 'elected')`.
+   * `debug`: the native core's steps; `info`: elected, stepped down when asked (`removed`,
+   * `closed`); `warn`: stepped down on its own (`deadline`, `lease-lost`, `key-deleted`);
+   * `error`: every error the locker, its singletons and observers report (`fields.err`, `fields.code`).
+   */
+  interface Logger {
+    debug (fields: Record<string, unknown>, message: string): void
+    info (fields: Record<string, unknown>, message: string): void
+    warn (fields: Record<string, unknown>, message: string): void
+    error (fields: Record<string, unknown>, message: string): void
   }
 
   /** Handed to `fn` and to `'start'` listeners for each term this host leads. */

@@ -102,8 +102,8 @@ function createNode (locked, endpoints, lockerOptions, options) {
     throw new TypeError(`locker(opts): opts.id must be a non-empty string without '${SEPARATOR}'`)
   }
   const local = { id, value: String(value), given: value }
-  const { tls, auth, guardian } = lockerOptions
-  const nodeOptions = { ttl, prefix: trimPrefix(path), id: id + SEPARATOR + local.value, tls, auth, guardian }
+  const { tls, auth, guardian, logger } = lockerOptions
+  const nodeOptions = { ttl, prefix: trimPrefix(path), id: id + SEPARATOR + local.value, tls, auth, guardian, logger }
   // Checked now, as locked() checks its options, rather than at start(); only a TTL above the
   // maximum is left to locked() and so to start().
   const fault = ttlFault(ttl)

@@ -8,7 +8,7 @@ const path = require('node:path')
 const { NativeLocker } = require('../binding.js')
 const { LockedError, typeError, rangeError, describe, lockerClosed } = require('./errors.js')
 const { checkName } = require('./rules.js')
-const { debugEnabled } = require('./options.js')
+const { Log } = require('./log.js')
 const { openLockers, watchSignals, unwatchSignals } = require('./process-hooks.js')
 const { Registration, Observation, Query } = require('./state.js')
 const { TermControl } = require('./term.js')
@@ -19,6 +19,10 @@ function reportError (emitter, err) {
   // Library errors never crash the process: without listeners they are dropped.
   if (emitter.listenerCount('error') > 0) emitter.emit('error', err)
 }
+
+// The stop reasons that end a term on their own (etcd unreachable, the lease or key gone), and
+// so are worth a warning; the others were asked for.
+const ASKED = new Set(['removed', 'closed'])
 
 // How the native locker starts the guardian (guardian.js), when asked for one. Hosts, TLS
 // settings and credentials reach it through its stdin, never its command line or environment.
@@ -33,6 +37,7 @@ function guardianSettings (endpoints, options) {
 
 class LockerCore {
   #options // as normalizeOptions (options.js) returns them
+  #log // where narration and errors go (log.js)
   #native
   #locker // the callable locker: locker-wide events are emitted on it
   #registrations = new Map() // serial -> Registration not yet confirmed removed
@@ -46,8 +51,10 @@ class LockerCore {
   constructor (endpoints, options, locker) {
     this.#options = options
     this.#locker = locker
+    this.#log = new Log(options.logger, options.id)
+    const { logger, ...settings } = options
     try {
-      this.#native = new NativeLocker(endpoints, { ...options, debug: debugEnabled(), guardian: guardianSettings(endpoints, options) }, (ev) => this.#onEvent(ev))
+      this.#native = new NativeLocker(endpoints, { ...settings, debug: this.#log.narrate, guardian: guardianSettings(endpoints, options) }, (ev) => this.#onEvent(ev))
     } catch (err) {
       // What the core refuses at construction is a bad value (a certificate or key that does not
       // parse, an endpoint it cannot use).
@@ -211,6 +218,7 @@ class LockerCore {
       'USER_FN_THREW',
       { cause: err }
     )
+    this.#log.error({ name: singleton.name }, wrapped)
     if (singleton.listenerCount('error') > 0) {
       singleton.emit('error', wrapped)
     } else {
@@ -232,6 +240,9 @@ class LockerCore {
       registration.leaderToken = null
     }
     registration.control.end(reason)
+    const fields = { name: registration.singleton.name, token: registration.control.term.token, reason }
+    if (ASKED.has(reason)) this.#log.info(fields, 'stepped down')
+    else this.#log.warn(fields, 'stepped down')
     try {
       registration.singleton.emit('stop', reason)
       if (wasNamed) registration.singleton.emit('leader', null, null)
@@ -251,7 +262,7 @@ class LockerCore {
       case 'term': this.#onTerm(ev); break
       case 'error': this.#onError(ev); break
       case 'renewed': this.#locker.emit('renewed'); break
-      case 'log': process.stderr.write(`locked ${this.#options.id} ${ev.message}\n`); break
+      case 'log': this.#log.step(ev.message); break
       case 'closed': this.#onClosed(ev); break
     }
   }
@@ -286,6 +297,7 @@ class LockerCore {
     registration.since = Date.now()
     registration.control = new TermControl(registration, ev.token)
     const { singleton, control: { term } } = registration
+    this.#log.info({ name: singleton.name, token: term.token, takeoverMs: ev.takeoverMs ?? null }, 'elected')
     try {
       singleton.emit('start', term)
       if (registration.leading) {
@@ -349,15 +361,20 @@ class LockerCore {
     }
     const observation = this.#observationOf(ev)
     if (observation) {
-      reportError(observation.observer, new LockedError(`observer ${JSON.stringify(observation.observer.name)}: ${ev.message}`, ev.code))
+      const { name } = observation.observer
+      const err = new LockedError(`observer ${JSON.stringify(name)}: ${ev.message}`, ev.code)
+      this.#log.error({ name, observer: true }, err)
+      reportError(observation.observer, err)
       return
     }
     const registration = this.#registrationOf(ev)
     const err = new LockedError(ev.message, ev.code)
     if (registration) {
       err.message = `singleton ${JSON.stringify(registration.singleton.name)}: ${ev.message}`
+      this.#log.error({ name: registration.singleton.name }, err)
       reportError(registration.singleton, err)
     } else {
+      this.#log.error({}, err)
       reportError(this.#locker, err)
     }
   }

@@ -5,6 +5,7 @@
 const { randomUUID } = require('node:crypto')
 const { typeError, rangeError, describe } = require('./errors.js')
 const { DEFAULTS, TTL, ttlFault, trimPrefix } = require('./rules.js')
+const { LEVELS } = require('./log.js')
 
 const HOST = /^(?:http:\/\/)?(?:\[[0-9a-fA-F:.]+\]|[^\s/:,[\]]+):(\d{1,5})\/?$/
 
@@ -43,7 +44,7 @@ function normalizeOptions (options) {
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
   }
-  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, guardian = false, tls, auth } = options
+  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, guardian = false, tls, auth, logger } = options
   checkTtl(ttl)
   if (typeof prefix !== 'string') {
     throw typeError(`locked: options.prefix must be a string, got ${describe(prefix)}`)
@@ -72,7 +73,8 @@ function normalizeOptions (options) {
     handleSignals,
     guardian,
     tls: normalizeTls(tls),
-    auth: normalizeAuth(auth)
+    auth: normalizeAuth(auth),
+    logger: checkLogger(logger)
   }
 }
 
@@ -105,6 +107,20 @@ function normalizeTls (tls) {
   return out
 }
 
+/** The logger as given (it keeps its own `this`), once it has a function for every level. */
+function checkLogger (logger) {
+  if (logger === undefined) return undefined
+  if (logger === null || (typeof logger !== 'object' && typeof logger !== 'function')) {
+    throw typeError(`locked: options.logger must be an object with debug, info, warn and error functions (pino, console), got ${describe(logger)}`)
+  }
+  for (const level of LEVELS) {
+    if (typeof logger[level] !== 'function') {
+      throw typeError(`locked: options.logger.${level} must be a function, got ${describe(logger[level])}`)
+    }
+  }
+  return logger
+}
+
 function normalizeAuth (auth) {
   if (auth === undefined) return undefined
   if (auth === null || typeof auth !== 'object' || Array.isArray(auth)) {
@@ -120,18 +136,4 @@ function normalizeAuth (auth) {
   return { username: auth.username, password: auth.password }
 }
 
-// DEBUG=locked (or a pattern matching it, as the `debug` package reads it) or LOCKED_LOG=debug
-// narrates the election's steps on stderr.
-function debugEnabled () {
-  if (/^debug$/i.test(process.env.LOCKED_LOG || '')) return true
-  const patterns = (process.env.DEBUG || '').split(/[\s,]+/).filter(Boolean)
-  let on = false
-  for (const p of patterns) {
-    const negated = p.startsWith('-')
-    const re = new RegExp('^' + (negated ? p.slice(1) : p).replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$')
-    if (re.test('locked')) on = !negated
-  }
-  return on
-}
-
-module.exports = { normalizeHosts, normalizeOptions, debugEnabled }
+module.exports = { normalizeHosts, normalizeOptions }

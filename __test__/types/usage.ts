@@ -41,6 +41,13 @@ const rtt: number | null = stats.keepalive.roundTripMs
 const guardianPid: number | null | undefined = stats.guardian?.pid
 void state; void rtt; void guardianPid
 void locked(['127.0.0.1:2379'], { guardian: true })
+// A logger as pino and console take it: fields, then the message.
+const consoleLogger: locked.Logger = console
+type LogFn = (obj: object, msg?: string, ...args: unknown[]) => void
+const pinoLike: { debug: LogFn, info: LogFn, warn: LogFn, error: LogFn, level: string } = { debug () {}, info () {}, warn () {}, error () {}, level: 'info' }
+void locked(['127.0.0.1:2379'], { logger: consoleLogger })
+void locked(['127.0.0.1:2379'], { logger: pinoLike })
+void locked(['127.0.0.1:2379'], { logger: { debug (fields, message) { const m: string = message; void fields; void m }, info () {}, warn () {}, error () {} } })
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
 observer.close()
@@ -82,6 +89,10 @@ const onSelect = (value: string, leaderId: string): void => { void value; void l
 node.on('select', onSelect).once('select', onSelect).off('select', onSelect)
 // @ts-expect-error: Node is a type only; nodes come from locker({ path, value })
 void new locked.Node()
+// @ts-expect-error: a logger has debug, info, warn and error
+locked(['127.0.0.1:2379'], { logger: { info () {} } })
+// @ts-expect-error: a logger is an object of functions
+locked(['127.0.0.1:2379'], { logger: 'pino' })
 // @ts-expect-error: guardian is a boolean
 locked(['127.0.0.1:2379'], { guardian: 'yes' })
 // @ts-expect-error: hosts are strings
