@@ -88,11 +88,56 @@ declare namespace locked {
     | 'LOCKER_CLOSED'
     | 'ALREADY_REGISTERED'
     | 'LEADERSHIP_ENDED'
+    | 'GUARDIAN_EXITED'
+    | 'GUARDIAN_FAILED'
 
   class LockedError extends Error {
     readonly code: ErrorCode
     /** On the error a term's signal is aborted with: why the term ended. */
     readonly reason?: StopReason
+  }
+
+  /** The events of a Singleton, by name: each one's listener. */
+  interface SingletonEvents {
+    /** This host was elected; `fn` runs right after the listeners. */
+    start: (term: Term) => void
+    /** This host no longer leads. */
+    stop: (reason: StopReason) => void
+    /** The leader changed: its locker id and fencing token, or null while nobody is known to lead. */
+    leader: (leader: string | null, token: number | null) => void
+    /** `err.code` tells what failed (`USER_FN_THREW`, `ETCD_UNAVAILABLE`, ...); the election goes on. */
+    error: (err: LockedError) => void
+  }
+
+  /** The events of an Observer, by name. */
+  interface ObserverEvents {
+    /** The first event reports the current state, then one per change; null when nobody leads. */
+    leader: (leader: string | null, token: number | null) => void
+    /** etcd trouble; observing resumes by itself. */
+    error: (err: LockedError) => void
+  }
+
+  /** The events of a locker, by name. */
+  interface LockerEvents {
+    /** Connection-level trouble (etcd unreachable, lease lost, the guardian). */
+    error: (err: LockedError) => void
+    /** Every answered keepalive of this locker's lease. */
+    renewed: () => void
+  }
+
+  /** The events of a locked@2.x node, by name. */
+  interface NodeEvents {
+    /** The elected value or leader changed (every node). */
+    change: (value: string, leaderId: string) => void
+    /** This node was elected; its value is the cluster's. */
+    select: (value: string, leaderId: string) => void
+    /** This node was the leader and is no longer. */
+    deselect: () => void
+    /** The leader renewed its term (on the leader). */
+    refresh: (value: string, leaderId: string) => void
+    /** The leader still holds its term (every node that knows a leader). */
+    ping: (value: string, leaderId: string) => void
+    error: (err: LockedError) => void
   }
 
   /** Called each time this host is elected; `remove()` un-registers this host. */
@@ -107,26 +152,13 @@ declare namespace locked {
     /** The locker id of the current leader, or null when nobody leads or it is not known yet. */
     leader (): string | null
 
-    on (event: 'start', listener: (term: Term) => void): this
-    on (event: 'stop', listener: (reason: StopReason) => void): this
-    on (event: 'error', listener: (err: LockedError) => void): this
-    on (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    once (event: 'start', listener: (term: Term) => void): this
-    once (event: 'stop', listener: (reason: StopReason) => void): this
-    once (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    off (event: 'start', listener: (term: Term) => void): this
-    off (event: 'stop', listener: (reason: StopReason) => void): this
-    off (event: 'error', listener: (err: LockedError) => void): this
-    off (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    addListener (event: 'start', listener: (term: Term) => void): this
-    addListener (event: 'stop', listener: (reason: StopReason) => void): this
-    addListener (event: 'error', listener: (err: LockedError) => void): this
-    addListener (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    removeListener (event: 'start', listener: (term: Term) => void): this
-    removeListener (event: 'stop', listener: (reason: StopReason) => void): this
-    removeListener (event: 'error', listener: (err: LockedError) => void): this
-    removeListener (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
+    on<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    once<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    off<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    addListener<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    removeListener<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    prependListener<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
+    prependOnceListener<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
   }
 
   /** A snapshot for health endpoints and metrics: `locker.stats()`. */
@@ -174,12 +206,13 @@ declare namespace locked {
     /** Stops observing. */
     close (): void
 
-    on (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    on (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    once (event: 'error', listener: (err: LockedError) => void): this
-    off (event: 'leader', listener: (leader: string | null, token: number | null) => void): this
-    off (event: 'error', listener: (err: LockedError) => void): this
+    on<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    once<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    off<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    addListener<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    removeListener<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    prependListener<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
+    prependOnceListener<E extends keyof ObserverEvents> (event: E, listener: ObserverEvents[E]): this
   }
 
   /** Options of a locked@2.x node: `locker({ id, path, value, ttl })`. */
@@ -210,15 +243,13 @@ declare namespace locked {
     localdata (): string
     isSelected (): boolean
 
-    on (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
-    on (event: 'deselect', listener: () => void): this
-    on (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
-    once (event: 'deselect', listener: () => void): this
-    once (event: 'error', listener: (err: LockedError) => void): this
-    off (event: 'change' | 'select' | 'refresh' | 'ping', listener: (value: string, leaderId: string) => void): this
-    off (event: 'deselect', listener: () => void): this
-    off (event: 'error', listener: (err: LockedError) => void): this
+    on<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    once<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    off<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    addListener<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    removeListener<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    prependListener<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
+    prependOnceListener<E extends keyof NodeEvents> (event: E, listener: NodeEvents[E]): this
   }
 
   /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
@@ -242,17 +273,13 @@ declare namespace locked {
     /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */
     close (): Promise<void>
 
-    on (event: 'error', listener: (err: LockedError) => void): this
-    /** Every answered keepalive of this locker's lease. */
-    on (event: 'renewed', listener: () => void): this
-    once (event: 'error', listener: (err: LockedError) => void): this
-    once (event: 'renewed', listener: () => void): this
-    off (event: 'error', listener: (err: LockedError) => void): this
-    off (event: 'renewed', listener: () => void): this
-    addListener (event: 'error', listener: (err: LockedError) => void): this
-    addListener (event: 'renewed', listener: () => void): this
-    removeListener (event: 'error', listener: (err: LockedError) => void): this
-    removeListener (event: 'renewed', listener: () => void): this
+    on<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    once<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    off<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    addListener<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    removeListener<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    prependListener<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
+    prependOnceListener<E extends keyof LockerEvents> (event: E, listener: LockerEvents[E]): this
   }
 }
 

@@ -79,14 +79,94 @@ locker('x', 'not a function')
 locked(['127.0.0.1:2379'], { ttl: '5' })
 // @ts-expect-error: unknown option
 locked(['127.0.0.1:2379'], { tll: 5 })
-// Every event on every emitter, both ways.
+// Every event on every emitter, with every way to add and remove a listener; each call returns
+// the emitter, so they chain.
+const onStart = (term: locked.Term): void => { void term.token }
+const onStop = (reason: locked.StopReason): void => { void reason }
 const onLeader = (leader: string | null, token: number | null): void => { void leader; void token }
-job.on('leader', onLeader).off('leader', onLeader).addListener('leader', onLeader).removeListener('leader', onLeader)
+const onError = (err: locked.LockedError): void => { const code: locked.ErrorCode = err.code; void code }
 const onRenewed = (): void => {}
-locker.on('renewed', onRenewed).once('renewed', onRenewed).off('renewed', onRenewed)
-locker.addListener('renewed', onRenewed).removeListener('renewed', onRenewed)
-const onSelect = (value: string, leaderId: string): void => { void value; void leaderId }
-node.on('select', onSelect).once('select', onSelect).off('select', onSelect)
+const onValue = (value: string, leaderId: string): void => { void value; void leaderId }
+const onDeselect = (): void => {}
+const singletonChain: locked.Singleton = job
+  .on('start', onStart).once('start', onStart).off('start', onStart)
+  .addListener('start', onStart).removeListener('start', onStart)
+  .prependListener('start', onStart).prependOnceListener('start', onStart)
+  .on('stop', onStop).once('stop', onStop).off('stop', onStop)
+  .addListener('stop', onStop).removeListener('stop', onStop)
+  .prependListener('stop', onStop).prependOnceListener('stop', onStop)
+  .on('leader', onLeader).once('leader', onLeader).off('leader', onLeader)
+  .addListener('leader', onLeader).removeListener('leader', onLeader)
+  .prependListener('leader', onLeader).prependOnceListener('leader', onLeader)
+  .on('error', onError).once('error', onError).off('error', onError)
+  .addListener('error', onError).removeListener('error', onError)
+  .prependListener('error', onError).prependOnceListener('error', onError)
+const observerChain: locked.Observer = observer
+  .on('leader', onLeader).once('leader', onLeader).off('leader', onLeader)
+  .addListener('leader', onLeader).removeListener('leader', onLeader)
+  .prependListener('leader', onLeader).prependOnceListener('leader', onLeader)
+  .on('error', onError).once('error', onError).off('error', onError)
+  .addListener('error', onError).removeListener('error', onError)
+  .prependListener('error', onError).prependOnceListener('error', onError)
+const lockerChain: locked.Locker = locker
+  .on('error', onError).once('error', onError).off('error', onError)
+  .addListener('error', onError).removeListener('error', onError)
+  .prependListener('error', onError).prependOnceListener('error', onError)
+  .on('renewed', onRenewed).once('renewed', onRenewed).off('renewed', onRenewed)
+  .addListener('renewed', onRenewed).removeListener('renewed', onRenewed)
+  .prependListener('renewed', onRenewed).prependOnceListener('renewed', onRenewed)
+let nodeChain: locked.Node = node
+for (const event of ['change', 'select', 'refresh', 'ping'] as const) {
+  nodeChain = nodeChain.on(event, onValue).once(event, onValue).off(event, onValue)
+    .addListener(event, onValue).removeListener(event, onValue)
+    .prependListener(event, onValue).prependOnceListener(event, onValue)
+}
+nodeChain = nodeChain
+  .on('deselect', onDeselect).once('deselect', onDeselect).off('deselect', onDeselect)
+  .addListener('deselect', onDeselect).removeListener('deselect', onDeselect)
+  .prependListener('deselect', onDeselect).prependOnceListener('deselect', onDeselect)
+  .on('error', onError).once('error', onError).off('error', onError)
+  .addListener('error', onError).removeListener('error', onError)
+  .prependListener('error', onError).prependOnceListener('error', onError)
+void singletonChain; void observerChain; void lockerChain; void nodeChain
+// Listeners are typed from the event's name.
+observer.once('leader', (id, token) => { const s: string | null = id; const t: number | null = token; void s; void t })
+locker.once('error', (err) => { const code: locked.ErrorCode = err.code; void code })
+node.once('ping', (value, leaderId) => { const v: string = value; const i: string = leaderId; void v; void i })
+// @ts-expect-error: a singleton has no 'renewed' event (the locker has)
+job.on('renewed', onRenewed)
+// @ts-expect-error: an observer has no 'start' event
+observer.on('start', onStart)
+// @ts-expect-error: an observer has no 'stop' event
+observer.addListener('stop', onStop)
+// @ts-expect-error: a locker has no 'leader' event (its singletons have)
+locker.once('leader', onLeader)
+// @ts-expect-error: a locker has no 'start' event
+locker.removeListener('start', onStart)
+// @ts-expect-error: a node has no 'start' event
+node.on('start', onStart)
+// @ts-expect-error: 'leader' listeners get a string or null, not a term
+job.off('leader', onStart)
+// @ts-expect-error: 'error' listeners get a LockedError, not a reason
+observer.removeListener('error', onStop)
+// @ts-expect-error: 'renewed' listeners get no term
+locker.prependListener('renewed', onStart)
+// @ts-expect-error: 'select' listeners get a value string, not a term
+node.once('select', onStart)
+// @ts-expect-error: 'leader' listeners get a string, not a number, first
+observer.once('leader', (leader: number) => { void leader })
+// @ts-expect-error: 'start' listeners get a term, not a reason
+job.addListener('start', onStop)
+// @ts-expect-error: 'stop' listeners get a reason, not a term
+job.removeListener('stop', onStart)
+// @ts-expect-error: 'start' listeners get a term, not a leader
+job.prependOnceListener('start', onLeader)
+// @ts-expect-error: 'deselect' listeners get nothing
+node.removeListener('deselect', onError)
+// @ts-expect-error: 'ping' listeners get a value string
+node.prependListener('ping', onError)
+// @ts-expect-error: 'error' listeners get a LockedError
+observer.prependOnceListener('error', onStart)
 // @ts-expect-error: Node is a type only; nodes come from locker({ path, value })
 void new locked.Node()
 // @ts-expect-error: a logger has debug, info, warn and error
