@@ -9,6 +9,7 @@
 const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
 const { TTL, ttlFault, trimPrefix } = require('./lib/rules.js')
+const { typeError, rangeError, describe } = require('./lib/errors.js')
 
 const SEPARATOR = ':::'
 // The election name under `path`: keys are `<path>/candidates/<lease id in hex>`.
@@ -91,26 +92,40 @@ class Node extends EventEmitter {
 
 // A node of `locked` (the public API) on the hosts and options of the locker it was asked of.
 function createNode (locked, endpoints, lockerOptions, options) {
+  checkNodeOptions(options)
   const { id = randomUUID(), path, value, ttl = lockerOptions.ttl } = options
-  if (typeof path !== 'string' || trimPrefix(path) === '') {
-    throw new TypeError('locker(opts): opts.path must be a non-empty string, e.g. \'/master\'')
-  }
-  if (value === undefined || value === null) {
-    throw new TypeError('locker(opts): opts.value is required')
-  }
-  if (typeof id !== 'string' || id === '' || id.includes(SEPARATOR)) {
-    throw new TypeError(`locker(opts): opts.id must be a non-empty string without '${SEPARATOR}'`)
-  }
   const local = { id, value: String(value), given: value }
   const { tls, auth, guardian, logger } = lockerOptions
   const nodeOptions = { ttl, prefix: trimPrefix(path), id: id + SEPARATOR + local.value, tls, auth, guardian, logger }
-  // Checked now, as locked() checks its options, rather than at start(); only a TTL above the
-  // maximum is left to locked() and so to start().
-  const fault = ttlFault(ttl)
-  if (fault !== null && fault !== 'max') {
-    throw new RangeError(`locker(opts): opts.ttl must be a whole number of seconds, at least ${TTL.min}, got ${ttl}`)
-  }
   return new Node(() => locked(endpoints, nodeOptions), local)
+}
+
+// Checked at locker(opts), as locked() checks its options, rather than at start(): a TypeError
+// (ERR_INVALID_ARG_TYPE) for a wrong type or a missing value, a RangeError (ERR_OUT_OF_RANGE) for
+// an empty path or id, an id with the separator, a TTL out of range.
+function checkNodeOptions ({ id, path, value, ttl }) {
+  if (typeof path !== 'string') {
+    throw typeError(`locker(opts): opts.path must be a string such as '/master', got ${describe(path)}`)
+  }
+  if (trimPrefix(path) === '') {
+    throw rangeError(`locker(opts): opts.path must not be empty, got ${JSON.stringify(path)}`)
+  }
+  if (value === undefined || value === null) {
+    throw typeError(`locker(opts): opts.value is required (a string, number or boolean), got ${describe(value)}`)
+  }
+  if (id !== undefined && typeof id !== 'string') {
+    throw typeError(`locker(opts): opts.id must be a string, got ${describe(id)}`)
+  }
+  if (id === '' || (id !== undefined && id.includes(SEPARATOR))) {
+    throw rangeError(`locker(opts): opts.id must be a non-empty string without '${SEPARATOR}', got ${JSON.stringify(id)}`)
+  }
+  const fault = ttl === undefined ? null : ttlFault(ttl)
+  if (fault === 'type') {
+    throw typeError(`locker(opts): opts.ttl must be a number of seconds, got ${describe(ttl)}`)
+  }
+  if (fault !== null) {
+    throw rangeError(`locker(opts): opts.ttl must be a whole number of seconds from ${TTL.min} to ${TTL.max}, got ${ttl}`)
+  }
 }
 
 module.exports = { createNode, Node }

@@ -131,12 +131,34 @@ describe('locked@2.x nodes', { timeout: 60000 }, () => {
     assert.match(node.localid(), /^[0-9a-f-]{36}$/, 'an id is generated when none is given')
   })
 
-  it('missing path or value throws', () => {
+  it('bad options throw at locker(opts), with the codes of the rest: TypeError for a type, RangeError for a value', async () => {
     const locker = locked(etcd.endpoints)
-    assert.throws(() => locker({ value: 1 }), TypeError)
-    assert.throws(() => locker({ path: '/p' }), TypeError)
-    assert.throws(() => locker({ path: '', value: 1 }), TypeError)
-    assert.throws(() => locker({ path: '/p', value: 1, ttl: 1 }), RangeError)
+    const cases = [
+      [{ value: 1 }, TypeError, /opts\.path/],
+      [{ path: 5, value: 1 }, TypeError, /opts\.path/],
+      [{ path: '/p' }, TypeError, /opts\.value is required/],
+      [{ path: '/p', value: null }, TypeError, /opts\.value is required/],
+      [{ path: '/p', value: 1, id: 5 }, TypeError, /opts\.id/],
+      [{ path: '/p', value: 1, ttl: '5' }, TypeError, /opts\.ttl/],
+      [{ path: '', value: 1 }, RangeError, /opts\.path must not be empty/],
+      [{ path: '/', value: 1 }, RangeError, /opts\.path must not be empty/],
+      [{ path: '/p', value: 1, id: '' }, RangeError, /opts\.id/],
+      [{ path: '/p', value: 1, id: 'a:::b' }, RangeError, /opts\.id/],
+      [{ path: '/p', value: 1, ttl: 1 }, RangeError, /opts\.ttl/],
+      [{ path: '/p', value: 1, ttl: 2.5 }, RangeError, /opts\.ttl/],
+      [{ path: '/p', value: 1, ttl: 3601 }, RangeError, /opts\.ttl/]
+    ]
+    for (const [opts, Class, message] of cases) {
+      const label = JSON.stringify(opts)
+      assert.throws(() => locker(opts), (err) => {
+        assert.strictEqual(err.constructor, Class, `${label}: a ${Class.name}, got ${err.constructor.name}`)
+        assert.strictEqual(err.code, Class === TypeError ? 'ERR_INVALID_ARG_TYPE' : 'ERR_OUT_OF_RANGE', `${label}: its code`)
+        assert.match(err.message, message, `${label}: the message names the option`)
+        return true
+      }, label)
+    }
+    assert.deepStrictEqual(locker.singletons(), {}, 'nothing was registered')
+    await locker.close()
   })
 
   it('singletons and nodes work side by side on one locker', async () => {

@@ -25,7 +25,7 @@ function rangeError (message) {
 
 // A bad argument as a message names it: short, and never the contents of an object.
 function describe (value) {
-  if (value === null) return 'null'
+  if (value === null || value === undefined) return String(value)
   if (Array.isArray(value)) return 'an array'
   return typeof value === 'string' ? `the string ${JSON.stringify(value)}` : `a ${typeof value}`
 }
