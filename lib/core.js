@@ -5,7 +5,7 @@
 // callable locker (locked.js) and the handles (handles.js) call in here.
 
 const path = require('node:path')
-const { NativeLocker } = require('../binding.js')
+const { NativeLocker } = require('./native.js')
 const { LockedError, typeError, rangeError, describe, lockerClosed } = require('./errors.js')
 const { checkName } = require('./rules.js')
 const { Log } = require('./log.js')

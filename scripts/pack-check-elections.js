@@ -33,6 +33,14 @@ async function main () {
     for (const file of resolved.stdout.trim().split(' ')) {
       assert.ok(file.startsWith(path.join(project, 'node_modules')), `${file} comes from the installed packages`)
     }
+    // Only the entry points are public: the package.json, not the files behind them.
+    const exported = spawnSync(process.execPath, ['-e', `
+      for (const p of ['locked/v2.js', 'locked/binding.js', 'locked/lib/core.js']) {
+        try { require(p); throw new Error(p + ' can be required') } catch (e) { if (e.code !== 'ERR_PACKAGE_PATH_NOT_EXPORTED') throw e }
+      }
+      console.log(require('locked/package.json').version)`], { cwd: project, encoding: 'utf8' })
+    assert.strictEqual(exported.status, 0, exported.stderr)
+    console.log(`pack-check: locked/package.json (${exported.stdout.trim()}) is exported, the files behind the entry points are not`)
     const runs = [
       ['require()', ['-e', election("const locked = require('locked')")]],
       ['import', ['--input-type=module', '-e', election("import locked from 'locked'")]],

@@ -24,8 +24,10 @@ fi
 
 mkdir -p "$work/dist"
 cp "$binary" npm/linux-x64-gnu/
-npm pack ./npm/linux-x64-gnu --pack-destination "$work/dist" >/dev/null
-node scripts/stage-root.js "$work/stage"
+node scripts/release-check.js
+# The release as npm publish makes it (napi prepublish in a copy), packed instead of published.
+node scripts/stage-root.js "$work/stage" >"$work/stage.log" 2>&1 || { cat "$work/stage.log" >&2; exit 1; }
+npm pack "$work/stage/npm/linux-x64-gnu" --pack-destination "$work/dist" >/dev/null
 npm pack "$work/stage" --pack-destination "$work/dist" >/dev/null
 say "packed: $(cd "$work/dist" && ls | tr '\n' ' ')"
 

@@ -1,23 +1,24 @@
 'use strict'
-// Lays out the root package as published in the folder given: the files and folders package.json
-// lists, and a package.json with an optional dependency on every platform package (npm installs
-// only the one matching the machine), without what only development needs.
+// Lays out the release in the folder given, as `npm publish` from the root would make it, without
+// publishing: the root package (package.json "files", README, LICENSE) and npm/<platform>/ with
+// their binaries, then napi prepublish there (--skip-optional-publish): it refuses a platform whose
+// binary is missing and writes the root's optionalDependencies, one package for each claimed
+// platform at the root's version. The caller packs <out> and <out>/npm/<platform>.
 const fs = require('node:fs')
 const path = require('node:path')
+const { execFileSync } = require('node:child_process')
 
 const root = path.join(__dirname, '..')
 const out = process.argv[2]
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
 fs.mkdirSync(out, { recursive: true })
-for (const file of [...pkg.files, 'README.md']) {
+for (const file of [...pkg.files, 'README.md', 'LICENSE', 'package.json', 'npm']) {
   fs.cpSync(path.join(root, file), path.join(out, file), { recursive: true })
 }
-const platforms = fs.readdirSync(path.join(root, 'npm'))
-pkg.optionalDependencies = Object.fromEntries(platforms.map((p) => {
-  const name = JSON.parse(fs.readFileSync(path.join(root, 'npm', p, 'package.json'), 'utf8')).name
-  return [name, pkg.version]
-}))
-delete pkg.devDependencies
-delete pkg.overrides
-delete pkg.scripts
-fs.writeFileSync(path.join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n')
+const napi = path.join(root, 'node_modules', '.bin', 'napi')
+execFileSync(napi, ['prepublish', '-t', 'npm', '--no-gh-release', '--skip-optional-publish'], { cwd: out, stdio: 'inherit' })
+const staged = JSON.parse(fs.readFileSync(path.join(out, 'package.json'), 'utf8'))
+const wanted = pkg.napi.targets.length
+if (Object.keys(staged.optionalDependencies ?? {}).length !== wanted) {
+  throw new Error(`napi prepublish wrote ${JSON.stringify(staged.optionalDependencies)}, not ${wanted} platform packages`)
+}
