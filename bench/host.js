@@ -4,9 +4,10 @@
 // machine-wide monotonic clock (`process.hrtime.bigint()`), to the harness over IPC.
 //
 // Started by bench/hosts.js with one argument, a JSON config:
-//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian? }
+//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian?, reportRenewals? }
 // Commands (from the harness): register, remove, close, stats, exit; each answered with
-// { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, firstStart, error.
+// { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, firstStart, error,
+// renewed (with reportRenewals: when each keepalive of the leader's lease was sent).
 
 const now = () => process.hrtime.bigint()
 const tSpawned = now()
@@ -68,6 +69,14 @@ function lockedDriver () {
   const tCreate = now()
   const locker = locked([endpoint], { ttl, prefix, ...(config.guardian ? { guardian: true } : {}) })
   locker.on('error', (err) => send({ type: 'error', where: 'locker', message: err.message }))
+  // When each answered keepalive was sent: etcd renews the lease when it receives one, so the
+  // last one sent before a crash tells when etcd may expire the lease at the earliest.
+  if (config.reportRenewals) {
+    locker.on('renewed', () => {
+      const since = locker.stats().keepalive.sinceRenewalMs ?? 0
+      send({ type: 'renewed', t: now() - BigInt(Math.round(since * 1e6)) })
+    })
+  }
   return {
     tRequire,
     tCreate,
@@ -106,6 +115,8 @@ function etcd3Driver () {
   function campaign (name) {
     const c = ns.election(name, ttl).campaign(value)
     c.on('elected', () => onStart(name))
+    // etcd3 says when it writes a keepalive (its campaign's lease is a public property).
+    if (config.reportRenewals) c.lease.on('keepaliveFired', () => send({ type: 'renewed', t: now() }))
     // etcd3's only way of saying "you no longer lead, or will not": the campaign failed. Do
     // what etcd3's documentation shows: stop, and campaign again after 5 s.
     c.on('error', (err) => {

@@ -203,35 +203,62 @@ async function leaderAndWaiter (ctx, lib, label, extraA = {}, ttl = FAILOVER_TTL
     await stopAll([a, b])
     throw err
   }
-  return { a, b, name }
+  return { a, b, name, prefix }
 }
 
 /**
  * Leader A SIGKILLed, waiter B takes over after the lease expires. `parallel` pairs (each on its
  * own name, with its own kill time) run at once: at a long TTL the rounds are almost all waiting,
  * and that wait does not depend on the CPU the other pairs use.
+ *
+ * Each failover is also split where it can be seen: A reports when it sent each keepalive, so
+ * `expiry` (the last one sent before the kill, plus the TTL) is the earliest moment etcd may
+ * expire the lease; a watch of the harness sees etcd delete A's key. Then kill → expiry is where
+ * the kill fell in the keepalive period, expiry → deletion is etcd's own reaping of expired leases
+ * (a 500 ms tick in etcd 3.4), and deletion → start is the library's part.
  */
+const ETCD_LEASE_TICK_MS = 500
+
 async function crashFailover (ctx, lib, { ttl = FAILOVER_TTL, rounds = ctx.quick ? 1 : 10, parallel = 1 } = {}) {
   const values = []
+  const parts = { killToExpiry: [], expiryToDeletion: [], deletionToStart: [], beyondExpiry: [] }
   let errors = 0
   async function round () {
-    const { a, b, name } = await leaderAndWaiter(ctx, lib, `crash${ttl}`, {}, ttl)
+    // etcd 3.4 looks for expired leases every 500 ms. Rounds that follow each other at the same
+    // pace would grant (and so expire) their leases at the same point of that tick every time,
+    // and a library's start-up time would then decide its whole reaping delay. A random pause
+    // before the leader starts spreads the expiries over the tick, as crashes in the wild are.
+    await delay(Math.floor(Math.random() * ETCD_LEASE_TICK_MS))
+    const { a, b, name, prefix } = await leaderAndWaiter(ctx, lib, `crash${ttl}`, { reportRenewals: true }, ttl)
+    let watcher = null
     try {
+      let tDeleted = null
+      watcher = await ctx.admin.watch().prefix(keyPrefix(lib, prefix, name)).create()
+      watcher.on('delete', () => { tDeleted ??= process.hrtime.bigint() })
       // Kill at a random point of the keepalive period (TTL/3), the same spread for both.
       await delay(Math.floor(Math.random() * (ttl * 1000) / 3))
       const mark = b.mark()
       const tKill = a.signal('SIGKILL')
       const ev = await b.waitEventAfter(mark, 'start', name, ttl * 1000 + 10000)
       values.push(ms(tKill, ev.t))
+      const renewals = a.events.filter((e) => e.type === 'renewed' && e.t <= tKill)
+      if (renewals.length > 0 && tDeleted !== null) {
+        const expiry = renewals[renewals.length - 1].t + BigInt(ttl * 1e9)
+        parts.killToExpiry.push(ms(tKill, expiry))
+        parts.expiryToDeletion.push(ms(expiry, tDeleted))
+        parts.deletionToStart.push(ms(tDeleted, ev.t))
+        parts.beyondExpiry.push(ms(expiry, ev.t))
+      }
     } finally {
       errors += b.errors.length
+      if (watcher) await watcher.cancel().catch(() => {})
       await stopAll([a, b])
     }
   }
   for (let done = 0; done < rounds; done += parallel) {
     await Promise.all(Array.from({ length: Math.min(parallel, rounds - done) }, round))
   }
-  return { failover: values, ttlMs: ttl * 1000, errors, parallel: Math.min(parallel, rounds) }
+  return { failover: values, parts, ttlMs: ttl * 1000, errors, parallel: Math.min(parallel, rounds) }
 }
 
 // ---- 3b. crash failover with the guardian (issue 18) -----------------------------------------
