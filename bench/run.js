@@ -8,7 +8,7 @@
 //   node bench/run.js --only=handoff,crash   # a subset (floor, first, handoff, crash, guardian, pause, scale)
 //   node bench/run.js --out=path.md          # write the table elsewhere
 //
-// The full run writes bench/results.md and the summary table of the main README (between its
+// The full run writes bench/results.md and the summary table of docs/benchmarks.md (between its
 // bench:summary markers); both name the commit measured and whether the working tree differed
 // from it. Quick and partial runs write under bench/.tmp/ only, never over the real results.
 //
@@ -54,7 +54,7 @@ function parseArgs (argv) {
       ? path.join(__dirname, 'results.md')
       : path.join(__dirname, '.tmp', args.quick ? 'results-quick.md' : 'results-partial.md')
   }
-  // Only the full run, written where the README says the results are, updates the README.
+  // Only the full run, written where the docs say the results are, updates docs/benchmarks.md.
   args.readme = args.full && path.resolve(args.out) === path.join(__dirname, 'results.md')
   return args
 }
@@ -268,9 +268,9 @@ async function main () {
   fs.writeFileSync(args.out, markdown)
   log(`written to ${path.relative(process.cwd(), args.out) || args.out} (${seconds.toFixed(0)} s)`)
   if (args.readme) {
-    if (failures.length) log('README.md not updated: the run is incomplete')
-    else if (updateReadme(renderSummary(results, info))) log('README.md: summary table updated')
-    else failures.push('README.md: no bench:summary markers to write the summary between')
+    if (failures.length) log('docs/benchmarks.md not updated: the run is incomplete')
+    else if (updateReadme(renderSummary(results, info))) log('docs/benchmarks.md: summary table updated')
+    else failures.push('docs/benchmarks.md: no bench:summary markers to write the summary between')
   }
   if (failures.length) log(`${failures.length} problem(s):\n  ${failures.join('\n  ')}`)
   return failures.length === 0 ? 0 : 1
@@ -629,9 +629,9 @@ function observations (results) {
   return lines
 }
 
-// ---- the main README's summary table -----------------------------------------------------------
+// ---- the summary table of docs/benchmarks.md (the README links to it) ----------------------------
 
-const README = path.join(ROOT, 'README.md')
+const README = path.join(ROOT, 'docs', 'benchmarks.md')
 const SUMMARY_START = '<!-- bench:summary:start (written by `npm run bench`, do not edit by hand) -->'
 const SUMMARY_END = '<!-- bench:summary:end -->'
 
@@ -687,7 +687,7 @@ function renderSummary (results, info) {
     `Measured by \`npm run bench\` on ${info.date.slice(0, 10)}, locked at ${describeGit(info.git, { long: false })}, on a ${info.nproc}-core ` +
       `test machine (${info.cpu.split(' ').slice(0, 2).join(' ')}, Node ${info.node}, etcd ${info.etcd} single member on loopback, shared with other work), ` +
       `side by side with the npm \`etcd3\` package's Election (${info.etcd3Version}) on the same etcd; min / median / p90 / max. ` +
-      'Full results, and every target judged, in [`bench/results.md`](bench/results.md).',
+      'Full results, and every target judged, in [`bench/results.md`](../bench/results.md).',
     '',
     table(['Measure', 'locked', 'etcd3'], rows),
     '',
