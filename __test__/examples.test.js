@@ -5,37 +5,21 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
-const path = require('node:path')
-const { spawn } = require('node:child_process')
 const { startEtcd } = require('./helpers/etcd')
+const { runProgram, killPrograms } = require('./helpers/programs')
 
 let etcd
-const procs = new Set()
 before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
-  for (const p of procs) p.kill('SIGKILL')
+  await killPrograms()
   if (etcd) await etcd.close()
 })
 
 // Every key in etcd (the examples use the default prefix).
 const allKeys = async () => (await etcd.etcdctl(['get', '', '--prefix', '--keys-only'])).split('\n').filter(Boolean)
 
-function run (file) {
-  const proc = spawn(process.execPath, [path.join(__dirname, '..', 'examples', file)], {
-    env: { ...process.env, ETCD_HOSTS: etcd.endpoints.join(',') },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  procs.add(proc)
-  let out = ''
-  proc.stdout.on('data', (d) => { out += d })
-  proc.stderr.on('data', (d) => { out += d })
-  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => { procs.delete(proc); resolve({ code, signal }) }))
-  const waitOutput = (re, ms) => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { clearInterval(poll); reject(new Error(`${file}: no ${re} within ${ms} ms:\n${out}`)) }, ms)
-    const poll = setInterval(() => { if (re.test(out)) { clearTimeout(timer); clearInterval(poll); resolve() } }, 20)
-  })
-  return { proc, exited, waitOutput, output: () => out }
-}
+// An example as a user runs a copy of it: require('locked') resolves to this repository.
+const run = (file) => runProgram(`examples/${file}`, { env: { ETCD_HOSTS: etcd.endpoints.join(',') } })
 
 describe('examples', { timeout: 60000 }, () => {
   for (const [file, elected, signal] of [

@@ -3,7 +3,7 @@
 // or Docker), instead of leaving the others to wait for the lease to expire.
 //
 //   ETCD_HOSTS=127.0.0.1:2379 node examples/graceful-shutdown.js   then: kill -TERM <pid>
-const locked = require('..')
+const locked = require('locked')
 
 const locker = locked(process.env.ETCD_HOSTS || '127.0.0.1:2379', { ttl: 10, drainTimeout: 5000 })
 

@@ -3,7 +3,7 @@
 // every write it makes carries the fencing token, so a stale leader's writes can be refused.
 //
 //   ETCD_HOSTS=127.0.0.1:2379 node examples/queue-consumer.js
-const locked = require('..')
+const locked = require('locked')
 
 const locker = locked(process.env.ETCD_HOSTS || '127.0.0.1:2379', { ttl: 5 })
 
