@@ -90,6 +90,7 @@ declare namespace locked {
     | 'LEADERSHIP_ENDED'
     | 'GUARDIAN_EXITED'
     | 'GUARDIAN_FAILED'
+    | 'NO_NATIVE_BINARY'
 
   class LockedError extends Error {
     readonly code: ErrorCode
