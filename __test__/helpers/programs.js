@@ -1,8 +1,8 @@
 'use strict'
 // The programs in examples/ as child processes, run the way a user runs a copy of them: they
-// `require('locked')`, which resolves to this repository through NODE_PATH (a temporary
-// node_modules holding one symlink, locked -> the repository root), so no file of the repository
-// has to point at itself.
+// `require('locked')`. Within the package that finds the package itself (its `exports`), but not
+// from a folder with a package.json of its own (examples/kubernetes/): NODE_PATH holds a temporary
+// node_modules with one symlink, locked -> the repository root, so that every program finds it.
 //
 //   const { runProgram, killPrograms } = require('./helpers/programs')
 //   const p = runProgram('examples/cron.js', { env: { ETCD_HOSTS: etcd.endpoints.join(',') } })
