@@ -23,7 +23,7 @@ function lockedInstruments (locker, meter) {
       const { singletons } = locker.stats() // a removed name or a closed locker reads as 0
       for (const name of names.keys()) result.observe(singletons[name]?.state === 'leader' ? 1 : 0, { name })
     })
-  meter.createObservableGauge('locked.lease.valid', { unit: 's', description: 'Time left until this host would step down if etcd stopped answering' })
+  meter.createObservableGauge('locked.lease.valid', { unit: 's', description: 'Time left to the leadership deadline, if etcd stopped answering now (0 once passed)' })
     .addCallback((result) => result.observe(locker.stats().validForMs / 1000))
   // Cumulative seconds without a leader known to this host, its own takeovers included.
   meter.createObservableCounter('locked.leaderless', { unit: 's', description: 'Seconds this host saw the name without a leader' })

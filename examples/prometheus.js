@@ -18,8 +18,9 @@ const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 function lockedMetrics (locker, { registry = client.register } = {}) {
   const tracked = new Set()
+  const flushes = new Set() // per tracked name: count the leaderless time up to now
   const registers = [registry]
-  new client.Gauge({ // eslint-disable-line no-new
+  new client.Gauge({
     name: 'locked_leader',
     help: '1 while this host leads the name, else 0',
     labelNames: ['name'],
@@ -30,9 +31,9 @@ function lockedMetrics (locker, { registry = client.register } = {}) {
       for (const name of tracked) this.set({ name }, singletons[name]?.state === 'leader' ? 1 : 0)
     }
   })
-  new client.Gauge({ // eslint-disable-line no-new
+  new client.Gauge({
     name: 'locked_lease_valid_seconds',
-    help: 'Time left until this host would step down if etcd stopped answering (0: not leading safely)',
+    help: 'Time left to the leadership deadline, if etcd stopped answering now (0 once passed)',
     registers,
     collect () { this.set(locker.stats().validForMs / 1000) }
   })
@@ -59,7 +60,6 @@ function lockedMetrics (locker, { registry = client.register } = {}) {
     registers,
     collect () { for (const flush of flushes) flush() }
   })
-  const flushes = new Set()
 
   // One histogram sample per answered keepalive ('renewed' fires after each one).
   locker.on('renewed', () => {
