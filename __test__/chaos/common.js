@@ -1,6 +1,6 @@
 'use strict'
 // Glue shared by the chaos tests (not a test file itself): competing hosts with leadership spread
-// over them, and the per-scenario report lines.
+// over them, the per-scenario report lines, and what the hosts' events say of leadership and fn.
 
 const assert = require('node:assert')
 const { spawnHost, leadershipReport, formatTimeline } = require('../helpers/hosts')
@@ -56,4 +56,27 @@ function leadershipMetric (t, scenario, hosts, names, extra = {}, { allowOverlap
 
 const timelineOf = (hosts, names) => formatTimeline(hosts, (e) => names.includes(e.name) || e.ev === 'exiting')
 
-module.exports = { startCompeting, marks, since, leadershipMetric, timelineOf }
+// Whether host h leads name now, as far as its events tell (its last start or stop of the name).
+function leadsNow (h, name) {
+  for (let i = h.events.length - 1; i >= 0; i--) {
+    const e = h.events[i]
+    if (e.name === name && (e.ev === 'start' || e.ev === 'stop')) return e.ev === 'start'
+  }
+  return false
+}
+
+// The fn events of name on host h that break "fn runs once per term, inside it": [{ e, inTerm }],
+// one outside a term (inTerm false) or a second one in the same term (inTerm true).
+function strayFns (h, name) {
+  const stray = []
+  let inTerm = false
+  let fns = 0
+  for (const e of h.events) {
+    if (e.name !== name) continue
+    if (e.ev === 'start') { inTerm = true; fns = 0 } else if (e.ev === 'stop') inTerm = false
+    else if (e.ev === 'fn' && (!inTerm || ++fns > 1)) stray.push({ e, inTerm })
+  }
+  return stray
+}
+
+module.exports = { startCompeting, marks, since, leadershipMetric, timelineOf, leadsNow, strayFns }

@@ -1,5 +1,5 @@
 'use strict'
-// Chaos, issue 12: a randomized operation-level test. Like the soak, but the dice pick API
+// Chaos: a randomized operation-level test. Like the soak, but the dice pick API
 // operations as well as faults. HOSTS host processes (helpers/op-host.js), each behind its own TCP
 // proxy to a single etcd member, share NAMES names. Each round runs a seeded sequence of
 // operations (register; remove, awaited or not; re-register in the same tick as the remove; remove
@@ -29,15 +29,19 @@
 // replays the same operations and faults (the operations are chosen from what the test asked for,
 // never from what happened, so timing cannot change the sequence; timings themselves differ).
 // CHAOS_OPS_ROUNDS sets the number of rounds.
+//
+// The test itself reads as the scenario; OperationsRun holds the run's model and carries out its
+// parts: a round (operations and faults), the checks after a quiet period, the end, the report.
 
 const { describe, it, after } = require('node:test')
 const assert = require('node:assert')
 const crypto = require('node:crypto')
 const path = require('node:path')
-const { startEtcd, httpJson } = require('../helpers/etcd')
-const { startProxy } = require('../helpers/proxy')
+const { startEtcd } = require('../helpers/etcd')
+const { startProxy, closeProxies } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
-const { uniquePrefix, quietWindow: sleep, seededRandom, metric } = require('../helpers/util')
+const { uniquePrefix, quietWindow: sleep, until, seededRandom, metric } = require('../helpers/util')
+const { leadsNow, strayFns } = require('./common')
 
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
 const ROUNDS = Number(process.env.CHAOS_OPS_ROUNDS || 7)
@@ -53,811 +57,855 @@ const SCRIPT = path.join(__dirname, '..', 'helpers', 'op-host.js')
 
 const S = (x) => x * 1000
 const NS = (msValue) => BigInt(Math.round(msValue)) * 1_000_000n
+const bump = (counter, key) => { counter[key] = (counter[key] || 0) + 1 }
 
 let etcd
-const proxies = []
 
 after(async () => {
   await killAll()
-  await Promise.all(proxies.map((p) => p.close()))
+  await closeProxies()
   if (etcd) await etcd.close()
 })
-
-// Polls a condition of the test's own model (fed by host events) until it holds; false on timeout.
-async function waitUntil (cond, timeoutMs) {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) return false
-    await sleep(25)
-  }
-  return true
-}
-
-// etcd's gRPC messages received, by method, from its /metrics (plain HTTP, no gRPC of its own).
-async function grpcReceived (member) {
-  const res = await httpJson(`${member.clientUrl}/metrics`, { timeoutMs: 3000 })
-  if (res.status !== 200 || typeof res.body !== 'string') throw new Error(`etcd /metrics answered ${res.status}`)
-  const byMethod = {}
-  for (const line of res.body.split('\n')) {
-    const m = /^grpc_server_msg_received_total\{([^}]*)\}\s+(\S+)/.exec(line)
-    if (!m) continue
-    const method = /grpc_method="([^"]*)"/.exec(m[1])
-    const key = method ? method[1] : '?'
-    byMethod[key] = (byMethod[key] || 0) + Number(m[2])
-  }
-  return byMethod
-}
 
 describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 120000 }, () => {
   it(`${ROUNDS} rounds of random API operations and faults, checked after each quiet period`, async (t) => {
     t.diagnostic(`seed ${SEED} (replay: CHAOS_SEED=${SEED} node --test __test__/chaos/operations.test.js)`)
     process.stderr.write(`chaos operations: seed ${SEED}\n`)
-    const rndOps = seededRandom(SEED)
-    // Faults draw from their own stream: how many operations a round had cannot shift them.
-    const rndFaults = seededRandom((Math.imul(SEED, 0x9e3779b1) ^ 0x5bd1e995) >>> 0)
-    const started = Date.now()
-
+    const run = new OperationsRun(t, SEED)
     etcd = await startEtcd({ members: 1 })
-    const member = etcd.members[0]
-    const prefix = uniquePrefix('ops')
-    const v2Path = `/${prefix}-v2`
-    const t0 = now()
-    const rel = (x) => `+${(ms(x - t0) / 1000).toFixed(3)}s`
+    await run.start(etcd)
+    await run.explainingFailure(async () => {
+      for (let i = 1; i <= ROUNDS; i++) await run.round(i)
+      // What follows depends on how the rounds went (which names are still registered).
+      run.endRounds()
+      const idle = await run.leaveOneHost()
+      await run.checkIdleCost(idle)
+      await run.closeLastHost(idle)
+      run.checkFnOncePerTerm()
+      run.checkHostsExited()
+    })
+    run.report()
+  })
+})
 
-    // ---- the model: what the test asked for, and what the hosts reported -------------------
-    const regs = new Map() // reg -> { reg, slot, name, gen, state, sentAt, removeSentAt, removeHow, resolvedAt }
-    let nextReg = 1
-    const opLog = [] // { t, slot, name, text }
-    const faults = [] // { kind, slot, begin, end, duration, detail }
-    const violations = [] // { round, check, name, message, evidence }
-    let round = 0
-    let roundStart = t0
-    const counts = { ops: {}, faults: {}, errors: {} }
-    let opsOfRounds = 0
+// Polls a condition of the test's own model (fed by host events) until it holds; false on timeout.
+const waitUntil = (cond, timeoutMs) => until(cond, timeoutMs, 'a condition of the model', 25).then(() => true, () => false)
 
-    const slots = []
-    const allHosts = []
-    const byLabel = new Map()
+// etcd's gRPC messages received, by method, from its /metrics (plain HTTP, no gRPC of its own).
+async function grpcReceived (member) {
+  const byMethod = {}
+  for (const [sample, value] of await member.metrics(3000)) {
+    if (!sample.startsWith('grpc_server_msg_received_total{')) continue
+    const method = /grpc_method="([^"]*)"/.exec(sample)
+    const key = method ? method[1] : '?'
+    byMethod[key] = (byMethod[key] || 0) + value
+  }
+  return byMethod
+}
 
-    function log (slot, name, text) {
-      opLog.push({ t: now(), slot, name, text })
-    }
+// The operations a host may be told to carry out, with their weights and when they make sense
+// (judged on what the test asked for, never on what happened).
+const OPS = [
+  { kind: 'register', weight: 5, ok: (s) => s.intent.size < NAMES.length, run: (r, s) => r.register(s) },
+  { kind: 'remove-awaited', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.remove(s, 'remove-awaited') },
+  { kind: 'remove', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.remove(s, 'remove') },
+  { kind: 'reregister-at-once', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.reregisterAtOnce(s) },
+  { kind: 'register-then-remove', weight: 1.5, ok: (s) => s.intent.size < NAMES.length, run: (r, s) => r.registerThenRemove(s) },
+  { kind: 'close-then-reopen', weight: 0.5, ok: () => true, run: (r, s) => r.reopen(s, false) },
+  { kind: 'reopen-at-once', weight: 0.5, ok: () => true, run: (r, s) => r.reopen(s, true) },
+  { kind: 'node-start', weight: 1, ok: (s) => !s.node.intent, run: (r, s) => r.nodeStart(s) },
+  { kind: 'node-stop', weight: 1, ok: (s) => s.node.intent, run: (r, s) => r.nodeStop(s) },
+  { kind: 'term', weight: 1, ok: () => true, run: (r, s) => r.term(s) },
+  { kind: 'observe', weight: 1, ok: (s) => s.observing.size < NAMES.length, run: (r, s) => r.observe(s) },
+  { kind: 'unobserve', weight: 0.5, ok: (s) => s.observing.size > 0, run: (r, s) => r.unobserve(s) }
+]
 
-    // The story of one name (or of everything when name is null) between two instants: the
-    // operations the test sent, the faults, and the hosts' events, in hrtime order.
-    function story (name, from, to = now(), limit = 60) {
-      const lines = []
-      for (const o of opLog) {
-        if (o.t >= from && o.t <= to && (name === null || o.name === name || o.name === '*')) lines.push({ t: o.t, text: `test -> ${slots[o.slot].label}: ${o.text}` })
-      }
-      for (const f of faults) {
-        if (f.begin <= to && (f.end === null || f.end >= from)) {
-          if (f.begin >= from) lines.push({ t: f.begin, text: `FAULT ${f.kind} ${f.detail} begins (${f.duration} ms)` })
-          if (f.end !== null && f.end <= to) lines.push({ t: f.end, text: `FAULT ${f.kind} ${f.detail} ends` })
-        }
-      }
-      const quiet = new Set(['leader', 'observed', 'fn', 'v2-change', 'state', 'term', 'pong'])
-      for (const h of allHosts) {
-        for (const e of h.events) {
-          if (e.t < from || e.t > to || quiet.has(e.ev)) continue
-          const general = ['opened', 'closed', 'close-failed', 'exiting', 'ready'].includes(e.ev)
-          if (name !== null && e.name !== name && !general) continue
-          const { t: _t, ev, host, i: _i, name: n, ...rest } = e
-          lines.push({ t: e.t, text: `${host} ${ev}${n ? ' ' + n : ''} ${JSON.stringify(rest)}` })
-        }
-      }
-      lines.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0))
-      const shown = lines.length > limit ? lines.slice(-limit) : lines
-      return (lines.length > limit ? `  (${lines.length - limit} earlier lines left out)\n` : '') + shown.map((l) => `  ${rel(l.t)} ${l.text}`).join('\n')
-    }
+// A round's faults, drawn up front: offsets, kinds and durations come from the seed alone.
+function drawFaults (rnd) {
+  const list = []
+  const n = rnd.int(2, 4)
+  for (let k = 0; k < n; k++) {
+    const offset = rnd.int(0, FAULT_WINDOW_MS)
+    const kindPick = rnd()
+    const slotPick = rnd.int(0, HOSTS - 1)
+    const long = rnd.chance(0.3)
+    const frac = rnd()
+    let spec
+    if (kindPick < 0.3) spec = { kind: 'cut', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.5 * frac)) }
+    // etcd carries out the host's requests but the answers are lost: a campaign or a resign
+    // that etcd applied while its sender believes it failed.
+    else if (kindPick < 0.45) spec = { kind: 'lost-answers', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.2 * frac)) }
+    else if (kindPick < 0.65) spec = { kind: 'reset', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 0.9 * frac)) }
+    // etcd frozen: mostly shorter than the TTL (nobody should notice), sometimes longer.
+    else spec = { kind: 'etcd-pause', slot: null, duration: Math.round(S(TTL) * (long ? 1.2 + 0.4 * frac : 0.3 + 0.5 * frac)) }
+    spec.offset = offset
+    // One fault at a time per proxy, and one etcd freeze at a time.
+    const clash = list.some((f) => f.slot === spec.slot && f.offset < offset + spec.duration && offset < f.offset + f.duration)
+    if (!clash) list.push(spec)
+  }
+  return list
+}
 
-    function violation (check, name, message, evidenceFrom) {
-      const v = { round, check, name, message }
-      v.evidence = story(name, evidenceFrom !== undefined ? evidenceFrom : roundStart - NS(S(2 * TTL)))
-      violations.push(v)
-      process.stderr.write(`chaos operations (seed ${SEED}) round ${round}: VIOLATION (${check}) ${name || ''}: ${message}\n`)
-    }
+// Every candidate key and term record under base, read in one range.
+function parseKeys (kvs, base) {
+  const candidates = new Map() // name -> [kv] in create order
+  const records = new Map() // name -> kv
+  for (const kv of kvs) {
+    const rest = kv.key.slice(base.length + 1)
+    const slash = rest.indexOf('/')
+    if (slash < 0) { records.set(rest, kv); continue }
+    const name = rest.slice(0, slash)
+    kv.pathLease = rest.slice(slash + 1)
+    if (!candidates.has(name)) candidates.set(name, [])
+    candidates.get(name).push(kv)
+  }
+  return { candidates, records }
+}
 
-    function onEvent (e, host) {
-      const slot = byLabel.get(host.label)
-      if (!slot) return
-      switch (e.ev) {
-        case 'ready':
-        case 'opened':
-          slot.gens.set(e.gen, { gen: e.gen, id: e.id, openedAt: e.t, closeSentAt: null, closedAt: null, closeError: null })
-          break
-        case 'registered': {
-          const r = regs.get(e.reg)
-          if (r && r.state === 'sent') r.state = 'registered'
-          break
-        }
-        case 'register-failed': {
-          const r = regs.get(e.reg)
-          if (r) { r.state = 'failed'; r.resolvedAt = e.t }
-          violation('register', e.name, `${host.label}: locker(${JSON.stringify(e.name)}) threw ${e.code}: ${e.message} (registration ${e.reg}${r && r.how ? ', ' + r.how : ''})`)
-          break
-        }
-        case 'removed': {
-          const r = regs.get(e.reg)
-          if (r && r.resolvedAt === null) { r.state = 'removed'; r.resolvedAt = e.t }
-          break
-        }
-        case 'closed':
-        case 'close-failed': {
-          const g = slot.gens.get(e.gen)
-          if (g) { g.closedAt = e.t; g.closeError = e.ev === 'close-failed' ? `${e.code}: ${e.message}` : null }
-          // Every remove() of that locker's singletons resolved with its close().
-          for (const r of regs.values()) {
-            if (r.slot === slot.index && r.gen === e.gen && r.resolvedAt === null) {
-              if (r.state !== 'failed') r.state = 'removed'
-              r.resolvedAt = e.t
-            }
-          }
-          if (e.ev === 'close-failed') {
-            // close() may report that it could not revoke the lease while the host is cut off from
-            // etcd; with etcd reachable all along it must not fail.
-            const sent = g ? g.closeSentAt : e.t
-            const cut = faults.some((f) => (f.slot === slot.index || f.slot === null) && f.begin <= e.t && (f.end === null || f.end >= sent))
-            if (!cut) violation('close', null, `${host.label}: close() of locker ${e.gen} rejected with etcd reachable: ${e.code}: ${e.message}`)
-            else counts.errors[`close ${e.code}`] = (counts.errors[`close ${e.code}`] || 0) + 1
-          }
-          break
-        }
-        case 'node-started':
-          // Only the latest start, and only if no stop was sent after it (the event comes back later
-          // than a stop sent in the same burst).
-          if (e.n === slot.node.starts && slot.node.intent) slot.node.actual = true
-          break
-        case 'node-start-failed':
-          violation('register', V2, `${host.label}: node.start() threw ${e.code}: ${e.message}`)
-          break
-        case 'node-stopped':
-          if (e.n === slot.node.n) slot.node.stopResolvedAt = e.t
-          break
-        case 'term-failed':
-          counts.errors[`term ${e.code}`] = (counts.errors[`term ${e.code}`] || 0) + 1
-          break
-        case 'error':
-          if (e.scope === 'remove' || e.scope === 'node-stop') {
-            violation(e.scope, e.name, `${host.label}: ${e.scope === 'remove' ? 'remove()' : 'node.stop()'} rejected: ${e.code}: ${e.message}`)
-          } else {
-            const k = `${e.scope} ${e.code}`
-            counts.errors[k] = (counts.errors[k] || 0) + 1
-          }
-          break
-        case 'command-error': {
-          // Removing a registration that never came to be is the test following its own plan after
-          // a register failure (already reported); anything else is a test or library fault.
-          const r = e.reg !== undefined ? regs.get(e.reg) : null
-          if (!(e.code === 'NOT_REGISTERED' && r && r.state === 'failed')) {
-            violation('command', e.name || null, `${host.label}: command ${e.cmd} failed: ${e.code}: ${e.message}`)
-          }
-          break
-        }
-      }
-    }
+// One run: the model (what the test asked for, and what the hosts reported), and its parts.
+class OperationsRun {
+  constructor (t, seed) {
+    this.t = t
+    this.seed = seed
+    this.rndOps = seededRandom(seed)
+    // Faults draw from their own stream: how many operations a round had cannot shift them.
+    this.rndFaults = seededRandom((Math.imul(seed, 0x9e3779b1) ^ 0x5bd1e995) >>> 0)
+    this.started = Date.now()
+    this.regs = new Map() // reg -> { reg, slot, name, gen, state, sentAt, removeSentAt, removeHow, resolvedAt }
+    this.nextReg = 1
+    this.opLog = [] // { t, slot, name, text }
+    this.faults = [] // { kind, slot, begin, end, duration, detail }
+    this.violations = [] // { round, check, name, message, evidence }
+    this.roundNo = 0
+    this.counts = { ops: {}, faults: {}, errors: {} }
+    this.opsOfRounds = 0
+    this.slots = [] // one per host: its proxy, its lockers (gens), what it was asked to hold
+    this.allHosts = []
+    this.byLabel = new Map()
+    this.termQueries = 0
+    this.queryCount = 0
+    this.reportedOverlaps = new Set()
+  }
 
-    // ---- hosts, each behind its own proxy ----------------------------------------------------
-    function newReg (slot, name, gen, how) {
-      const r = { reg: nextReg++, slot: slot.index, name, gen, state: 'sent', sentAt: now(), removeSentAt: null, removeHow: null, resolvedAt: null, how }
-      regs.set(r.reg, r)
-      return r
-    }
+  // The hosts, each behind its own proxy to etcd's single member, with their first names.
+  async start (cluster) {
+    this.etcd = cluster
+    this.member = cluster.members[0]
+    this.prefix = uniquePrefix('ops')
+    this.v2Path = `/${this.prefix}-v2`
+    this.t0 = now()
+    this.roundStart = this.t0
     for (let i = 0; i < HOSTS; i++) {
-      const proxy = await startProxy(member.endpoint)
-      proxies.push(proxy)
+      const proxy = await startProxy(this.member.endpoint)
       const label = `H${i}`
       const slot = { index: i, label, proxy, host: null, gen: 1, gens: new Map(), intent: new Map(), observing: new Set(), node: { intent: false, actual: false, ever: false, starts: 0, stopSentAt: null, stopResolvedAt: null, n: 0 } }
-      slots.push(slot)
-      byLabel.set(label, slot)
-      const initial = NAMES.filter(() => rndOps.chance(0.45)).map((name) => {
-        const r = newReg(slot, name, 1, 'initial')
+      this.slots.push(slot)
+      this.byLabel.set(label, slot)
+      const initial = NAMES.filter(() => this.rndOps.chance(0.45)).map((name) => {
+        const r = this.newReg(slot, name, 1, 'initial')
         slot.intent.set(name, r)
         return { name, reg: r.reg }
       })
-      slot.host = spawnHost({ endpoints: [proxy.endpoint], ttl: TTL, prefix, v2Path, nodeId: `${label}-node`, names: initial }, label, { script: SCRIPT, onEvent })
-      allHosts.push(slot.host)
+      const config = { endpoints: [proxy.endpoint], ttl: TTL, prefix: this.prefix, v2Path: this.v2Path, nodeId: `${label}-node`, names: initial }
+      slot.host = spawnHost(config, label, { script: SCRIPT, onEvent: (e, host) => this.onEvent(e, host) })
+      this.allHosts.push(slot.host)
     }
-    await Promise.all(slots.map((s) => s.host.ready))
+    await Promise.all(this.slots.map((s) => s.host.ready))
+  }
 
-    const currentGen = (slot) => slot.gens.get(slot.gen)
-    const ownerOf = (id) => {
-      for (const slot of slots) for (const g of slot.gens.values()) if (g.id === id) return { slot, gen: g }
-      return null
+  // One round: its faults come and go while the operations run, then everything settles and the
+  // quiet period is checked.
+  async round (i) {
+    this.roundNo = i
+    this.roundStart = now()
+    const running = drawFaults(this.rndFaults).map((spec) => this.runFault(spec))
+    for (let k = 0; k < OPS_PER_ROUND; k++) {
+      await this.runOp()
+      // Now and then several operations back to back, so that they cross in the library.
+      if (!this.rndOps.chance(0.3)) await sleep(this.rndOps.int(30, 350))
     }
+    await Promise.all(running)
+    const broken = this.faults.filter((f) => f.error)
+    if (broken.length) throw new Error(`faults not injected or healed: ${broken.map((f) => `${f.kind} ${f.detail}: ${f.error}`).join('; ')}`)
+    const quietFrom = now()
+    await this.settle()
+    await this.quietChecks(quietFrom)
+    this.t.diagnostic(`round ${i}: ${this.faults.filter((f) => f.begin >= this.roundStart).map((f) => `${f.kind} ${f.detail} ${f.duration} ms`).join(', ')}; violations so far ${this.violations.length}`)
+  }
 
-    // ---- operations ----------------------------------------------------------------------------
-    const OPS = [
-      { kind: 'register', weight: 5, ok: (s) => s.intent.size < NAMES.length },
-      { kind: 'remove-awaited', weight: 2, ok: (s) => s.intent.size > 0 },
-      { kind: 'remove', weight: 2, ok: (s) => s.intent.size > 0 },
-      { kind: 'reregister-at-once', weight: 2, ok: (s) => s.intent.size > 0 },
-      { kind: 'register-then-remove', weight: 1.5, ok: (s) => s.intent.size < NAMES.length },
-      { kind: 'close-then-reopen', weight: 0.5, ok: () => true },
-      { kind: 'reopen-at-once', weight: 0.5, ok: () => true },
-      { kind: 'node-start', weight: 1, ok: (s) => !s.node.intent },
-      { kind: 'node-stop', weight: 1, ok: (s) => s.node.intent },
-      { kind: 'term', weight: 1, ok: () => true },
-      { kind: 'observe', weight: 1, ok: (s) => s.observing.size < NAMES.length },
-      { kind: 'unobserve', weight: 0.5, ok: (s) => s.observing.size > 0 }
-    ]
-    let termQueries = 0
+  endRounds () {
+    this.roundNo = 'end'
+    this.opsOfRounds = this.opLog.length
+  }
 
-    function reopenNames (slot) {
-      const names = []
-      for (const name of [...slot.intent.keys()].sort()) {
-        const r = newReg(slot, name, slot.gen, 'after reopen')
-        slot.intent.set(name, r)
-        names.push({ name, reg: r.reg })
-      }
-      return names
-    }
-
-    function markClosing (slot) {
-      const g = currentGen(slot)
-      const at = now()
-      if (g) g.closeSentAt = at
-      for (const r of regs.values()) {
-        if (r.slot === slot.index && r.gen === slot.gen && r.removeSentAt === null) { r.removeSentAt = at; r.removeHow = 'close' }
-      }
-      slot.observing.clear()
-    }
-
-    async function runOp () {
-      const slot = rndOps.pick(slots)
-      const eligible = OPS.filter((o) => o.ok(slot))
-      let x = rndOps() * eligible.reduce((s, o) => s + o.weight, 0)
-      let op = eligible[eligible.length - 1]
-      for (const o of eligible) { x -= o.weight; if (x < 0) { op = o; break } }
-      counts.ops[op.kind] = (counts.ops[op.kind] || 0) + 1
-      const h = slot.host
-      const registered = [...slot.intent.keys()].sort()
-      switch (op.kind) {
-        case 'register': {
-          const name = rndOps.pick(NAMES.filter((n) => !slot.intent.has(n)))
-          const r = newReg(slot, name, slot.gen, 'register')
-          slot.intent.set(name, r)
-          log(slot.index, name, `register (reg ${r.reg})`)
-          h.send({ cmd: 'register', name, reg: r.reg })
-          await h.waitFor((e) => (e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg, 5000, `${slot.label} registration ${r.reg}`)
-          break
-        }
-        case 'remove-awaited':
-        case 'remove': {
-          const name = rndOps.pick(registered)
-          const r = slot.intent.get(name)
-          slot.intent.delete(name)
-          r.removeSentAt = now()
-          r.removeHow = op.kind
-          log(slot.index, name, `${op.kind === 'remove' ? 'remove, not awaited' : 'remove, awaited'} (reg ${r.reg})`)
-          h.send({ cmd: 'remove', name, reg: r.reg })
-          if (op.kind === 'remove-awaited' && r.state !== 'failed') {
-            const done = await waitUntil(() => r.resolvedAt !== null, OP_TIMEOUT_MS)
-            if (!done) violation('remove', name, `${slot.label}: remove() of registration ${r.reg} not resolved within ${OP_TIMEOUT_MS} ms`, r.removeSentAt - NS(S(TTL)))
-          }
-          break
-        }
-        case 'register-then-remove': {
-          // remove() while the first campaign is still on its way to etcd.
-          const name = rndOps.pick(NAMES.filter((n) => !slot.intent.has(n)))
-          const awaited = rndOps.chance(0.5)
-          const r = newReg(slot, name, slot.gen, 'register')
-          r.removeSentAt = now()
-          r.removeHow = `remove right after register${awaited ? ', awaited' : ''}`
-          log(slot.index, name, `register (reg ${r.reg}) and remove() at once${awaited ? ', awaited' : ''}`)
-          h.send({ cmd: 'register', name, reg: r.reg })
-          h.send({ cmd: 'remove', name, reg: r.reg })
-          if (awaited) {
-            const done = await waitUntil(() => r.resolvedAt !== null, OP_TIMEOUT_MS)
-            if (!done) violation('remove', name, `${slot.label}: remove() of registration ${r.reg} not resolved within ${OP_TIMEOUT_MS} ms`, r.removeSentAt - NS(S(TTL)))
-          }
-          break
-        }
-        case 'reregister-at-once': {
-          const name = rndOps.pick(registered)
-          const old = slot.intent.get(name)
-          const r = newReg(slot, name, slot.gen, `re-registered in the tick of remove() of reg ${old.reg}`)
-          slot.intent.set(name, r)
-          old.removeSentAt = now()
-          old.removeHow = 'reregister-at-once'
-          log(slot.index, name, `remove() and locker(name) in one tick (reg ${old.reg} -> ${r.reg})`)
-          h.send({ cmd: 'reregister', name, reg: old.reg, newReg: r.reg })
-          await h.waitFor((e) => ((e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg) || (e.ev === 'command-error' && e.reg === old.reg), 5000, `${slot.label} re-registration ${r.reg}`)
-          break
-        }
-        case 'close-then-reopen':
-        case 'reopen-at-once': {
-          const closing = slot.gen
-          markClosing(slot)
-          if (op.kind === 'reopen-at-once') {
-            slot.gen++
-            const names = reopenNames(slot)
-            log(slot.index, '*', `close() locker ${closing} and open locker ${slot.gen} at once with ${names.length} names`)
-            h.send({ cmd: 'reopen', names })
-            await h.waitFor((e) => e.ev === 'opened' && e.gen === slot.gen, 5000, `${slot.label} locker ${slot.gen}`)
-          } else {
-            log(slot.index, '*', `close() locker ${closing}, awaited`)
-            h.send({ cmd: 'close' })
-            const done = await waitUntil(() => currentGen(slot).closedAt !== null, OP_TIMEOUT_MS)
-            if (!done) violation('close', null, `${slot.label}: close() of locker ${closing} not settled within ${OP_TIMEOUT_MS} ms`)
-            slot.gen++
-            const names = reopenNames(slot)
-            log(slot.index, '*', `open locker ${slot.gen} with ${names.length} names`)
-            h.send({ cmd: 'open', names })
-            await h.waitFor((e) => e.ev === 'opened' && e.gen === slot.gen, 5000, `${slot.label} locker ${slot.gen}`)
-          }
-          break
-        }
-        case 'node-start':
-          slot.node.intent = true
-          slot.node.ever = true
-          log(slot.index, V2, 'node.start()')
-          h.send({ cmd: 'node-start', value: `v${slot.index}`, n: ++slot.node.starts })
-          break
-        case 'node-stop': {
-          const awaited = rndOps.chance(0.5)
-          slot.node.intent = false
-          slot.node.actual = false
-          slot.node.n++
-          slot.node.stopSentAt = now()
-          slot.node.stopResolvedAt = null
-          const n = slot.node.n
-          log(slot.index, V2, `node.stop()${awaited ? ', awaited' : ''}`)
-          h.send({ cmd: 'node-stop', n })
-          if (awaited) {
-            const done = await waitUntil(() => slot.node.stopResolvedAt !== null, OP_TIMEOUT_MS)
-            if (!done) violation('node-stop', V2, `${slot.label}: node.stop() not resolved within ${OP_TIMEOUT_MS} ms`)
-          }
-          break
-        }
-        case 'term': {
-          const name = rndOps.pick(NAMES)
-          log(slot.index, name, 'term()')
-          h.send({ cmd: 'term', name, q: `op${++termQueries}` })
-          break
-        }
-        case 'observe': {
-          const name = rndOps.pick(NAMES.filter((n) => !slot.observing.has(n)))
-          slot.observing.add(name)
-          log(slot.index, name, 'observe()')
-          h.send({ cmd: 'observe', name })
-          break
-        }
-        case 'unobserve': {
-          const name = rndOps.pick([...slot.observing].sort())
-          slot.observing.delete(name)
-          log(slot.index, name, 'observer.close()')
-          h.send({ cmd: 'unobserve', name })
-          break
-        }
-      }
-    }
-
-    // ---- faults ----------------------------------------------------------------------------------
-    // A round's faults are drawn up front: offsets, kinds and durations come from the seed alone.
-    function drawFaults () {
-      const list = []
-      const n = rndFaults.int(2, 4)
-      for (let k = 0; k < n; k++) {
-        const offset = rndFaults.int(0, FAULT_WINDOW_MS)
-        const kindPick = rndFaults()
-        const slotPick = rndFaults.int(0, HOSTS - 1)
-        const long = rndFaults.chance(0.3)
-        const frac = rndFaults()
-        let spec
-        if (kindPick < 0.3) spec = { kind: 'cut', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.5 * frac)) }
-        // etcd carries out the host's requests but the answers are lost: a campaign or a resign
-        // that etcd applied while its sender believes it failed.
-        else if (kindPick < 0.45) spec = { kind: 'lost-answers', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 1.2 * frac)) }
-        else if (kindPick < 0.65) spec = { kind: 'reset', slot: slotPick, duration: Math.round(S(TTL) * (0.3 + 0.9 * frac)) }
-        // etcd frozen: mostly shorter than the TTL (nobody should notice), sometimes longer.
-        else spec = { kind: 'etcd-pause', slot: null, duration: Math.round(S(TTL) * (long ? 1.2 + 0.4 * frac : 0.3 + 0.5 * frac)) }
-        spec.offset = offset
-        // One fault at a time per proxy, and one etcd freeze at a time.
-        const clash = list.some((f) => f.slot === spec.slot && f.offset < offset + spec.duration && offset < f.offset + f.duration)
-        if (!clash) list.push(spec)
-      }
-      return list
-    }
-
-    async function runFault (spec) {
-      await sleep(spec.offset)
-      const f = { kind: spec.kind, slot: spec.slot, begin: now(), end: null, duration: spec.duration, detail: spec.slot === null ? 'etcd' : slots[spec.slot].label }
-      faults.push(f)
-      counts.faults[f.kind] = (counts.faults[f.kind] || 0) + 1
-      // (A test that already failed may have closed etcd under a fault still running.)
-      try {
-        if (spec.kind === 'etcd-pause') {
-          member.pause()
-          await sleep(spec.duration)
-          member.resume()
-        } else {
-          const p = slots[spec.slot].proxy
-          if (spec.kind === 'cut') p.mode('blackhole')
-          else if (spec.kind === 'lost-answers') p.mode('blackhole', 'down')
-          else p.mode('reset')
-          await sleep(spec.duration)
-          p.mode('pass')
-        }
-      } catch (err) {
-        f.error = err.message
-      }
-      f.end = now()
-    }
-
-    // ---- checks after a quiet period -------------------------------------------------------------
-    const reportedOverlaps = new Set()
-    const leaderAt = (name, at) => leadershipTerms(allHosts, name).filter((x) => x.start <= at && (x.end === null || x.end > at))
-    // Registrations the test still means to be campaigning, as the hosts confirmed them.
-    const campaigning = (name) => [...regs.values()].filter((r) => r.name === name && r.state === 'registered' && r.removeSentAt === null)
-    const nodesOn = () => slots.filter((s) => s.node.actual)
-    let queryCount = 0
-
-    function checkOverlaps (until) {
-      for (const name of [...NAMES, V2]) {
-        for (const term of leadershipTerms(allHosts, name)) {
-          if (term.doubleStart) {
-            const key = `double ${name} ${term.host.label} ${term.start}`
-            if (!reportedOverlaps.has(key)) {
-              reportedOverlaps.add(key)
-              violation('a', name, `${term.host.label} started ${name} twice without a stop at ${rel(term.start)}`, term.start - NS(S(2 * TTL)))
-            }
-          }
-        }
-        for (const o of leadershipOverlaps(allHosts, name, { until })) {
-          const key = `${name} ${o.first.host.label} ${o.first.start} ${o.second.host.label} ${o.second.start}`
-          if (reportedOverlaps.has(key)) continue
-          reportedOverlaps.add(key)
-          violation('a', name, `two leaders: ${o.second.host.label} started at ${rel(o.from)} while ${o.first.host.label} led since ${rel(o.first.start)} ` +
-            `(until ${o.first.end === null ? 'now' : rel(o.first.end) + ' ' + (o.first.reason || o.first.endBy)}), overlap ${o.ms.toFixed(1)} ms`, o.from - NS(S(2 * TTL)))
-        }
-      }
-    }
-
-    // Every candidate key and term record under base, read in one range.
-    function parseKeys (kvs, base) {
-      const candidates = new Map() // name -> [kv] in create order
-      const records = new Map() // name -> kv
-      for (const kv of kvs) {
-        const rest = kv.key.slice(base.length + 1)
-        const slash = rest.indexOf('/')
-        if (slash < 0) { records.set(rest, kv); continue }
-        const name = rest.slice(0, slash)
-        kv.pathLease = rest.slice(slash + 1)
-        if (!candidates.has(name)) candidates.set(name, [])
-        candidates.get(name).push(kv)
-      }
-      return { candidates, records }
-    }
-
-    // (c) for the term records under one base: each belongs to a key that exists, is bound to that
-    // key's lease, and names the lowest key; each leader has one.
-    function checkRecords ({ candidates, records }, label, leaders) {
-      for (const [rname, rec] of records) {
-        const name = label(rname)
-        const token = Number(String(rec.value).split(' ')[0])
-        const list = candidates.get(rname) || []
-        const own = list.find((kv) => kv.createRevision === token)
-        if (!own) violation('c', name, `term record ${rec.key} = "${rec.value}" outlives its leader's key (keys: ${JSON.stringify(list.map((kv) => [kv.key, kv.createRevision]))})`)
-        else if (own.lease !== rec.lease) violation('c', name, `term record ${rec.key} is bound to lease ${rec.leaseHex}, its leader's key ${own.key} to ${own.leaseHex}`)
-        else if (own !== list[0]) violation('c', name, `term record ${rec.key} names token ${token}, but the lowest key is ${list[0].key} (${list[0].createRevision})`)
-      }
-      for (const [rname, term] of leaders) {
-        const rec = records.get(rname)
-        if (term && !rec) violation('c', label(rname), `the leader ${term.host.label} (token ${term.token === undefined ? '-' : term.token}) has no term record`)
-      }
-    }
-
-    async function quietChecks (quietFrom) {
-      const checkAt = quietFrom + NS(S(TTL + 2))
-      await sleep(Math.max(0, ms(checkAt - now())) + 300)
-      checkOverlaps(now())
-
-      // (b) who leads at checkAt, against what the test asked for.
-      const leaders = new Map() // name -> term
-      for (const name of NAMES) {
-        const cands = campaigning(name)
-        const leading = leaderAt(name, checkAt)
-        const ok = cands.length === 0 ? leading.length === 0 : leading.length === 1
-        if (!ok) {
-          violation('b', name, `${leading.length} leaders (${leading.map((x) => x.host.label).join(', ') || 'none'}) ${TTL + 2} s into the quiet, with ${cands.length} registered candidates (${cands.map((r) => `${slots[r.slot].label} reg ${r.reg}`).join(', ') || 'none'})`)
-          continue
-        }
-        if (leading.length === 1) {
-          const term = leading[0]
-          const slot = byLabel.get(term.host.label)
-          const startEv = term.host.events.find((e) => e.ev === 'start' && e.name === name && e.t === term.start)
-          const reg = startEv && regs.get(startEv.reg)
-          if (!reg || !cands.includes(reg)) {
-            violation('b', name, `the leader ${term.host.label} leads with registration ${startEv && startEv.reg}, which is not a registered candidate (${cands.map((r) => `${slots[r.slot].label} reg ${r.reg}`).join(', ')})`)
-            continue
-          }
-          leaders.set(name, { ...term, reg, slot, id: slot.gens.get(reg.gen).id })
-        } else {
-          leaders.set(name, null)
-        }
-      }
-      const nodes = nodesOn()
-      const v2Leading = leaderAt(V2, checkAt)
-      let v2Leader = null
-      if ((nodes.length === 0 ? v2Leading.length !== 0 : v2Leading.length !== 1) || (v2Leading.length === 1 && !nodes.some((s) => s.host === v2Leading[0].host))) {
-        violation('b', V2, `${v2Leading.length} 2.x nodes selected (${v2Leading.map((x) => x.host.label).join(', ') || 'none'}) ${TTL + 2} s into the quiet, with ${nodes.length} started (${nodes.map((s) => s.label).join(', ') || 'none'})`)
-      } else if (v2Leading.length === 1) {
-        v2Leader = byLabel.get(v2Leading[0].host.label)
-      }
-
-      // (b), (c) against etcd: read after every resolution the model holds now.
-      const readAt = now()
-      const kvs = await etcd.keys(`${prefix}/`)
-      const v2kvs = await etcd.keys(`${v2Path}/`)
-      const main = parseKeys(kvs, prefix)
-      const v2 = parseKeys(v2kvs, v2Path)
-      for (const [name, list] of main.candidates) {
-        for (const kv of list) {
-          if (kv.pathLease !== kv.leaseHex) violation('c', name, `key ${kv.key} is bound to lease ${kv.leaseHex}, not the one in its name`)
-          const owner = ownerOf(kv.value)
-          if (!owner) { violation('c', name, `key ${kv.key} belongs to no locker the hosts opened (value ${kv.value})`); continue }
-          const mine = [...regs.values()].filter((r) => r.slot === owner.slot.index && r.gen === owner.gen.gen && r.name === name)
-          const live = mine.filter((r) => r.state !== 'failed' && (r.resolvedAt === null || r.resolvedAt > readAt))
-          if (live.length === 0) {
-            // The last registration that came to be (a failed locker(name) never had a key).
-            const last = mine.filter((r) => r.state !== 'failed').pop()
-            const failed = mine.filter((r) => r.state === 'failed' && (!last || r.reg > last.reg)).map((r) => r.reg)
-            violation('c', name, `key ${kv.key} (rev ${kv.createRevision}) of ${owner.slot.label} locker ${owner.gen.gen} is in etcd, but ` +
-              (last ? `registration ${last.reg} went (${last.removeHow || last.state}) and its ${last.removeHow === 'close' ? 'close()' : 'remove()'} resolved at ${rel(last.resolvedAt)}` : 'that locker never registered this name') +
-              (failed.length ? `; locker(name) threw for registration ${failed.join(', ')} after it` : ''))
-          }
-        }
-      }
-      for (const name of NAMES) {
-        const list = main.candidates.get(name) || []
-        for (const r of campaigning(name)) {
-          const id = slots[r.slot].gens.get(r.gen).id
-          if (!list.some((kv) => kv.value === id)) violation('b', name, `${slots[r.slot].label} registration ${r.reg} is registered but has no key in etcd`)
-        }
-        const term = leaders.get(name)
-        if (term) {
-          if (!list.length || list[0].value !== term.id) violation('b', name, `the leader ${term.host.label} does not hold the lowest key (${list.length ? list[0].key + ' = ' + list[0].value : 'no key'})`)
-          else if (list[0].createRevision !== term.token) violation('b', name, `the leader ${term.host.label} has token ${term.token}, its key's create revision is ${list[0].createRevision}`)
-        }
-      }
-      checkRecords(main, (n) => n, leaders)
-      // The 2.x nodes' keys: `<path>/candidates/<lease>` = `<node id>:::<value>`.
-      const v2list = v2.candidates.get('candidates') || []
-      for (const kv of v2list) {
-        const nodeId = String(kv.value).split(':::')[0]
-        const slot = slots.find((s) => `${s.label}-node` === nodeId)
-        if (!slot) violation('c', V2, `key ${kv.key} belongs to no node (value ${kv.value})`)
-        else if (!slot.node.actual && slot.node.stopResolvedAt !== null && slot.node.stopResolvedAt < readAt) violation('c', V2, `key ${kv.key} of ${slot.label}'s node is in etcd, but its stop() resolved at ${rel(slot.node.stopResolvedAt)}`)
-      }
-      for (const s of nodes) if (!v2list.some((kv) => kv.value === `${s.label}-node:::v${s.index}`)) violation('b', V2, `${s.label}'s node is started but has no key`)
-      if (v2Leader && (!v2list.length || v2list[0].value !== `${v2Leader.label}-node:::v${v2Leader.index}`)) violation('b', V2, `the selected node ${v2Leader.label} does not hold the lowest key (${v2list.length ? v2list[0].value : 'none'})`)
-      checkRecords(v2, () => V2, new Map([['candidates', v2Leader ? { host: v2Leader.host } : null]]))
-
-      // (c) what the API reports: term() from one host for every name; every host's leader(),
-      // observers and node.
-      const asker = slots[round % HOSTS]
-      const answers = await Promise.all(NAMES.map((name) => {
-        const q = `quiet${++queryCount}`
-        return asker.host.request({ cmd: 'term', name, q }, (e) => (e.ev === 'term' || e.ev === 'term-failed') && e.q === q, 10000, `term(${name}) on ${asker.label}`)
-      }))
-      for (const a of answers) {
-        const term = leaders.get(a.name)
-        const want = term ? { leader: term.id, token: term.token } : null
-        const got = a.ev === 'term-failed' ? `rejected ${a.code}: ${a.message}` : a.result && { leader: a.result.leader, token: a.result.token }
-        if (JSON.stringify(got) !== JSON.stringify(want)) violation('c', a.name, `term(${a.name}) on ${asker.label} answered ${JSON.stringify(got)}, the leader is ${JSON.stringify(want)} (${term ? term.host.label : 'none'})`)
-      }
-      for (const slot of slots) {
-        const q = `state${++queryCount}`
-        const st = await slot.host.request({ cmd: 'state', q }, { ev: 'state', q }, 10000, `state of ${slot.label}`)
-        for (const [name, leader] of Object.entries(st.leaders)) {
-          const term = leaders.get(name)
-          const want = term ? term.id : null
-          if (leader !== want) violation('c', name, `${slot.label}: singleton.leader() is ${leader}, the leader is ${want} (${term ? term.host.label : 'none'})`)
-        }
-        for (const [name, o] of Object.entries(st.observed)) {
-          const term = leaders.get(name)
-          const want = term ? { leader: term.id, token: term.token } : { leader: null, token: null }
-          if (o.leader !== want.leader || o.token !== want.token) violation('c', name, `${slot.label}: observer says ${JSON.stringify(o)}, the leader is ${JSON.stringify(want)} (${term ? term.host.label : 'none'})`)
-        }
-        if (slot.node.actual && st.node) {
-          const want = v2Leader ? { id: `${v2Leader.label}-node`, value: `v${v2Leader.index}`, selected: v2Leader === slot } : null
-          const got = { id: st.node.id, value: st.node.value, selected: st.node.selected }
-          if (want && JSON.stringify(got) !== JSON.stringify(want)) violation('c', V2, `${slot.label}: node says ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`)
-        }
-      }
-
-      // Leadership holds still in the quiet.
-      await sleep(Math.max(0, S(1) - ms(now() - checkAt)))
-      const churn = allHosts.flatMap((h) => h.events.filter((e) => (e.ev === 'start' || e.ev === 'stop') && e.t > checkAt))
-      for (const e of churn) violation('b', e.name, `${e.host} ${e.ev} ${e.name}${e.reason ? ' (' + e.reason + ')' : ''} at ${rel(e.t)}, after leadership should have settled`)
-      checkOverlaps(now())
-    }
-
-    // ---- the rounds --------------------------------------------------------------------------------
+  // Runs fn; an error it throws says the seed and the round, and lists the violations found before.
+  async explainingFailure (fn) {
     try {
-      for (round = 1; round <= ROUNDS; round++) {
-        roundStart = now()
-        const specs = drawFaults()
-        const running = specs.map((spec) => runFault(spec))
-        for (let k = 0; k < OPS_PER_ROUND; k++) {
-          await runOp()
-          // Now and then several operations back to back, so that they cross in the library.
-          if (!rndOps.chance(0.3)) await sleep(rndOps.int(30, 350))
-        }
-        await Promise.all(running)
-        const broken = faults.filter((f) => f.error)
-        if (broken.length) throw new Error(`faults not injected or healed: ${broken.map((f) => `${f.kind} ${f.detail}: ${f.error}`).join('; ')}`)
-        const quietFrom = now()
-        // Everything asked for before the quiet settles (a remove() or close() sent during an outage
-        // may only now reach etcd).
-        const pendingOps = () => [
-          ...[...regs.values()].filter((r) => r.removeSentAt !== null && r.resolvedAt === null && r.state !== 'failed').map((r) => ({ name: r.name, text: `${slots[r.slot].label}: ${r.removeHow === 'close' ? 'close()' : 'remove()'} of registration ${r.reg} (${r.removeHow})` })),
-          ...slots.filter((s) => s.node.stopSentAt !== null && s.node.stopResolvedAt === null).map((s) => ({ name: V2, text: `${s.label}: node.stop()` })),
-          ...[...regs.values()].filter((r) => r.state === 'sent').map((r) => ({ name: r.name, text: `${slots[r.slot].label}: locker(name) of registration ${r.reg}` }))
-        ]
-        if (!await waitUntil(() => pendingOps().length === 0, OP_TIMEOUT_MS)) {
-          for (const p of pendingOps()) violation('pending', p.name, `${p.text} still unsettled ${OP_TIMEOUT_MS} ms into the quiet`)
-        }
-        await quietChecks(quietFrom)
-        t.diagnostic(`round ${round}: ${faults.filter((f) => f.begin >= roundStart).map((f) => `${f.kind} ${f.detail} ${f.duration} ms`).join(', ')}; violations so far ${violations.length}`)
-      }
-      round = 'end'
-      // What follows depends on how the rounds went (which names are still registered).
-      opsOfRounds = opLog.length
-
-      // ---- (e) one idle host: about one keepalive per lease per TTL/3 ----------------------------
-      // Measured at etcd itself: the gRPC messages it received (grpc_server_msg_received_total, every
-      // keepalive on the lease stream counts as one), over a window in which the only client left
-      // is the idle host (the others closed and exited, and this test sends nothing to etcd but
-      // the plain-HTTP /metrics reads).
-      const idle = [...slots].reverse().find((s) => !s.node.ever) || slots[HOSTS - 1]
-      for (const slot of slots) {
-        if (slot === idle) continue
-        if (slot.node.intent) {
-          slot.node.intent = false
-          slot.node.actual = false
-          slot.node.stopSentAt = now()
-          slot.node.stopResolvedAt = null
-          slot.host.send({ cmd: 'node-stop', n: ++slot.node.n })
-          if (!await waitUntil(() => slot.node.stopResolvedAt !== null, OP_TIMEOUT_MS)) violation('d', V2, `${slot.label}: node.stop() not resolved`)
-        }
-        markClosing(slot)
-        log(slot.index, '*', 'close(), then exit')
-        slot.host.send({ cmd: 'close' })
-        if (!await waitUntil(() => currentGen(slot).closedAt !== null, OP_TIMEOUT_MS)) violation('d', null, `${slot.label}: close() not settled`)
-        else if (currentGen(slot).closeError) violation('d', null, `${slot.label}: close() rejected: ${currentGen(slot).closeError}`)
-        slot.host.send({ cmd: 'exit' })
-        await slot.host.exited
-      }
-      // The idle host leads something, so the window covers a leader's cost.
-      const idleRegs = () => [...regs.values()].filter((r) => r.slot === idle.index && r.state === 'registered' && r.removeSentAt === null)
-      if (idleRegs().length === 0) {
-        const name = NAMES.find((n) => !idle.intent.has(n)) || NAMES[0]
-        if (idle.intent.has(name)) {
-          const old = idle.intent.get(name)
-          old.removeSentAt = now()
-          old.removeHow = 'remove-awaited'
-          idle.host.send({ cmd: 'remove', name, reg: old.reg })
-          await waitUntil(() => old.resolvedAt !== null, OP_TIMEOUT_MS)
-        }
-        const r = newReg(idle, name, idle.gen, 'register')
-        idle.intent.set(name, r)
-        log(idle.index, name, `register (reg ${r.reg})`)
-        idle.host.send({ cmd: 'register', name, reg: r.reg })
-        await idle.host.waitFor((e) => (e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg, 5000, `${idle.label} registration ${r.reg}`)
-      }
-      const leadsNow = (h, name) => {
-        for (let i = h.events.length - 1; i >= 0; i--) {
-          const e = h.events[i]
-          if (e.name === name && (e.ev === 'start' || e.ev === 'stop')) return e.ev === 'start'
-        }
-        return false
-      }
-      const idleNames = idleRegs().map((r) => r.name).sort()
-      for (const name of idleNames) {
-        if (!await waitUntil(() => leadsNow(idle.host, name), S(TTL + 5))) violation('b', name, `${idle.label} does not lead ${name} ${TTL + 5} s after it became the only candidate`)
-      }
-      // Every lease left is the idle host's: its locker's (the one its keys are bound to) and, if it
-      // ever started a 2.x node, that node's own locker's (held while started; once stopped, kept
-      // unless etcd expired it meanwhile).
-      // (etcdctl prints lease ids zero-padded, the key listing does not.)
-      const leases = (await etcd.leases()).map((l) => BigInt(`0x${l}`).toString(16))
-      const idleId = currentGen(idle).id
-      const mainLeases = new Set((await etcd.keys(`${prefix}/`)).filter((kv) => kv.value === idleId).map((kv) => kv.leaseHex))
-      const nodeLeases = new Set((await etcd.keys(`${v2Path}/`)).filter((kv) => kv.value.startsWith(`${idle.label}-node:::`)).map((kv) => kv.leaseHex))
-      const others = leases.filter((l) => !mainLeases.has(l) && !nodeLeases.has(l))
-      const spare = idle.node.ever && nodeLeases.size === 0 ? 1 : 0
-      if (mainLeases.size !== 1 || others.length > spare) {
-        violation('d', null, `with one host left, etcd holds leases ${leases.join(', ')}: its locker's keys are bound to ${[...mainLeases].join(', ') || 'none'}, its node's to ${[...nodeLeases].join(', ') || 'none'}${idle.node.ever ? '' : ' (it never started a node)'}`)
-      }
-      // Past the idle host's own elections and the test's last gRPC requests.
-      await sleep(1500)
-      const before = await grpcReceived(member)
-      const w0 = now()
-      await sleep(IDLE_WINDOW_MS)
-      const afterIdle = await grpcReceived(member)
-      const windowMs = ms(now() - w0)
-      const delta = {}
-      for (const k of Object.keys(afterIdle)) {
-        const d = afterIdle[k] - (before[k] || 0)
-        if (d) delta[k] = d
-      }
-      const total = Object.values(delta).reduce((s, x) => s + x, 0)
-      const expected = leases.length * windowMs / (S(TTL) / 3)
-      t.diagnostic(`idle ${idle.label} (${idleNames.length} names, ${leases.length} leases): ${total} gRPC messages to etcd in ${(windowMs / 1000).toFixed(1)} s ${JSON.stringify(delta)}, expected ~${expected.toFixed(1)}`)
-      if (total > expected * 1.5 + 1 || (delta.LeaseKeepAlive || 0) < expected * 0.5) {
-        violation('e', null, `idle ${idle.label}: ${total} gRPC messages in ${(windowMs / 1000).toFixed(1)} s (${JSON.stringify(delta)}), expected about ${expected.toFixed(1)} keepalives (${leases.length} lease(s), one per ${TTL / 3} s)`, w0)
-      }
-
-      // ---- (d) after all closes, nothing of ours is left ----------------------------------------
-      if (idle.node.intent) {
-        idle.node.intent = false
-        idle.node.actual = false
-        idle.node.stopSentAt = now()
-        idle.node.stopResolvedAt = null
-        idle.host.send({ cmd: 'node-stop', n: ++idle.node.n })
-        if (!await waitUntil(() => idle.node.stopResolvedAt !== null, OP_TIMEOUT_MS)) violation('d', V2, `${idle.label}: node.stop() not resolved`)
-      }
-      markClosing(idle)
-      log(idle.index, '*', 'close()')
-      idle.host.send({ cmd: 'close' })
-      if (!await waitUntil(() => currentGen(idle).closedAt !== null, OP_TIMEOUT_MS)) violation('d', null, `${idle.label}: close() not settled`)
-      else if (currentGen(idle).closeError) violation('d', null, `${idle.label}: close() rejected: ${currentGen(idle).closeError}`)
-      const keysLeft = [...await etcd.keys(`${prefix}/`), ...await etcd.keys(`${v2Path}/`)]
-      if (keysLeft.length) violation('d', null, `keys left after every close(): ${keysLeft.map((kv) => `${kv.key} = ${kv.value}`).join(', ')}`)
-      // A 2.x node has no close(): its own locker lets go of its lease when the process exits.
-      idle.host.send({ cmd: 'exit' })
-      await idle.host.exited
-      const leasesLeft = await etcd.leases()
-      if (leasesLeft.length) violation('d', null, `leases left after every close() and exit: ${leasesLeft.join(', ')}`)
-
-      // fn runs once per term, inside it (between its start and its stop).
-      for (const h of allHosts) {
-        for (const name of NAMES) {
-          let inTerm = false
-          let fns = 0
-          for (const e of h.events) {
-            if (e.name !== name) continue
-            if (e.ev === 'start') { inTerm = true; fns = 0 } else if (e.ev === 'stop') inTerm = false
-            else if (e.ev === 'fn' && (!inTerm || ++fns > 1)) violation('a', name, `${h.label} ran fn of ${name} (reg ${e.reg}) ${inTerm ? 'twice in one term' : 'outside a term'} at ${rel(e.t)}`, e.t - NS(S(2 * TTL)))
-          }
-        }
-      }
-      for (const h of allHosts) {
-        const clean = h.exitInfo && h.exitInfo.code === 0 && h.find({ ev: 'exiting' }).length === 1
-        if (!clean) violation('host', null, `${h.label} ended unexpectedly: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
-      }
+      await fn()
     } catch (err) {
-      const found = violations.map((v) => `  [round ${v.round}] (${v.check}) ${v.name || ''}: ${v.message}`).join('\n')
-      err.message = `seed ${SEED}, round ${round}: ${err.message}${found ? `\nviolations found before:\n${found}` : ''}`
+      const found = this.violations.map((v) => `  [round ${v.round}] (${v.check}) ${v.name || ''}: ${v.message}`).join('\n')
+      err.message = `seed ${this.seed}, round ${this.roundNo}: ${err.message}${found ? `\nviolations found before:\n${found}` : ''}`
       throw err
     }
+  }
 
-    const seconds = (Date.now() - started) / 1000
+  // ---- the model ---------------------------------------------------------------------------------
+  rel (x) { return `+${(ms(x - this.t0) / 1000).toFixed(3)}s` }
+
+  log (slot, name, text) {
+    this.opLog.push({ t: now(), slot, name, text })
+  }
+
+  newReg (slot, name, gen, how) {
+    const r = { reg: this.nextReg++, slot: slot.index, name, gen, state: 'sent', sentAt: now(), removeSentAt: null, removeHow: null, resolvedAt: null, how }
+    this.regs.set(r.reg, r)
+    return r
+  }
+
+  currentGen (slot) { return slot.gens.get(slot.gen) }
+
+  ownerOf (id) {
+    for (const slot of this.slots) for (const g of slot.gens.values()) if (g.id === id) return { slot, gen: g }
+    return null
+  }
+
+  // Registrations the test still means to be campaigning, as the hosts confirmed them.
+  campaigning (name) {
+    return [...this.regs.values()].filter((r) => r.name === name && r.state === 'registered' && r.removeSentAt === null)
+  }
+
+  leaderAt (name, at) {
+    return leadershipTerms(this.allHosts, name).filter((x) => x.start <= at && (x.end === null || x.end > at))
+  }
+
+  // The story of one name (or of everything when name is null) between two instants: the
+  // operations the test sent, the faults, and the hosts' events, in hrtime order.
+  story (name, from, to = now(), limit = 60) {
+    const lines = []
+    for (const o of this.opLog) {
+      if (o.t >= from && o.t <= to && (name === null || o.name === name || o.name === '*')) lines.push({ t: o.t, text: `test -> ${this.slots[o.slot].label}: ${o.text}` })
+    }
+    for (const f of this.faults) {
+      if (f.begin <= to && (f.end === null || f.end >= from)) {
+        if (f.begin >= from) lines.push({ t: f.begin, text: `FAULT ${f.kind} ${f.detail} begins (${f.duration} ms)` })
+        if (f.end !== null && f.end <= to) lines.push({ t: f.end, text: `FAULT ${f.kind} ${f.detail} ends` })
+      }
+    }
+    const quiet = new Set(['leader', 'observed', 'fn', 'v2-change', 'state', 'term', 'pong'])
+    for (const h of this.allHosts) {
+      for (const e of h.events) {
+        if (e.t < from || e.t > to || quiet.has(e.ev)) continue
+        const general = ['opened', 'closed', 'close-failed', 'exiting', 'ready'].includes(e.ev)
+        if (name !== null && e.name !== name && !general) continue
+        const { t: _t, ev, host, i: _i, name: n, ...rest } = e
+        lines.push({ t: e.t, text: `${host} ${ev}${n ? ' ' + n : ''} ${JSON.stringify(rest)}` })
+      }
+    }
+    lines.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0))
+    const shown = lines.length > limit ? lines.slice(-limit) : lines
+    return (lines.length > limit ? `  (${lines.length - limit} earlier lines left out)\n` : '') + shown.map((l) => `  ${this.rel(l.t)} ${l.text}`).join('\n')
+  }
+
+  violation (check, name, message, evidenceFrom) {
+    const v = { round: this.roundNo, check, name, message }
+    v.evidence = this.story(name, evidenceFrom !== undefined ? evidenceFrom : this.roundStart - NS(S(2 * TTL)))
+    this.violations.push(v)
+    process.stderr.write(`chaos operations (seed ${this.seed}) round ${this.roundNo}: VIOLATION (${check}) ${name || ''}: ${message}\n`)
+  }
+
+  // What a host reports, into the model.
+  onEvent (e, host) {
+    const slot = this.byLabel.get(host.label)
+    if (!slot) return
+    const r = e.reg !== undefined ? this.regs.get(e.reg) : undefined
+    switch (e.ev) {
+      case 'ready':
+      case 'opened':
+        slot.gens.set(e.gen, { gen: e.gen, id: e.id, openedAt: e.t, closeSentAt: null, closedAt: null, closeError: null })
+        break
+      case 'registered':
+        if (r && r.state === 'sent') r.state = 'registered'
+        break
+      case 'register-failed':
+        if (r) { r.state = 'failed'; r.resolvedAt = e.t }
+        this.violation('register', e.name, `${host.label}: locker(${JSON.stringify(e.name)}) threw ${e.code}: ${e.message} (registration ${e.reg}${r && r.how ? ', ' + r.how : ''})`)
+        break
+      case 'removed':
+        if (r && r.resolvedAt === null) { r.state = 'removed'; r.resolvedAt = e.t }
+        break
+      case 'closed':
+      case 'close-failed':
+        this.onClosed(e, host, slot)
+        break
+      case 'node-started':
+        // Only the latest start, and only if no stop was sent after it (the event comes back later
+        // than a stop sent in the same burst).
+        if (e.n === slot.node.starts && slot.node.intent) slot.node.actual = true
+        break
+      case 'node-start-failed':
+        this.violation('register', V2, `${host.label}: node.start() threw ${e.code}: ${e.message}`)
+        break
+      case 'node-stopped':
+        if (e.n === slot.node.n) slot.node.stopResolvedAt = e.t
+        break
+      case 'term-failed':
+        bump(this.counts.errors, `term ${e.code}`)
+        break
+      case 'error':
+        if (e.scope === 'remove' || e.scope === 'node-stop') {
+          this.violation(e.scope, e.name, `${host.label}: ${e.scope === 'remove' ? 'remove()' : 'node.stop()'} rejected: ${e.code}: ${e.message}`)
+        } else {
+          bump(this.counts.errors, `${e.scope} ${e.code}`)
+        }
+        break
+      case 'command-error':
+        // Removing a registration that never came to be is the test following its own plan after
+        // a register failure (already reported); anything else is a test or library fault.
+        if (!(e.code === 'NOT_REGISTERED' && r && r.state === 'failed')) {
+          this.violation('command', e.name || null, `${host.label}: command ${e.cmd} failed: ${e.code}: ${e.message}`)
+        }
+        break
+    }
+  }
+
+  // A locker's close() settled: every remove() of its singletons resolved with it.
+  onClosed (e, host, slot) {
+    const g = slot.gens.get(e.gen)
+    if (g) { g.closedAt = e.t; g.closeError = e.ev === 'close-failed' ? `${e.code}: ${e.message}` : null }
+    for (const r of this.regs.values()) {
+      if (r.slot === slot.index && r.gen === e.gen && r.resolvedAt === null) {
+        if (r.state !== 'failed') r.state = 'removed'
+        r.resolvedAt = e.t
+      }
+    }
+    if (e.ev === 'close-failed') {
+      // close() may report that it could not revoke the lease while the host is cut off from
+      // etcd; with etcd reachable all along it must not fail.
+      const sent = g ? g.closeSentAt : e.t
+      const cut = this.faults.some((f) => (f.slot === slot.index || f.slot === null) && f.begin <= e.t && (f.end === null || f.end >= sent))
+      if (!cut) this.violation('close', null, `${host.label}: close() of locker ${e.gen} rejected with etcd reachable: ${e.code}: ${e.message}`)
+      else bump(this.counts.errors, `close ${e.code}`)
+    }
+  }
+
+  // ---- operations ---------------------------------------------------------------------------------
+  // One operation, drawn from the seed: a host, then one of the operations that make sense there.
+  async runOp () {
+    const slot = this.rndOps.pick(this.slots)
+    const eligible = OPS.filter((o) => o.ok(slot))
+    let x = this.rndOps() * eligible.reduce((s, o) => s + o.weight, 0)
+    let op = eligible[eligible.length - 1]
+    for (const o of eligible) { x -= o.weight; if (x < 0) { op = o; break } }
+    bump(this.counts.ops, op.kind)
+    await op.run(this, slot)
+  }
+
+  registered (slot) { return [...slot.intent.keys()].sort() }
+
+  async register (slot) {
+    const name = this.rndOps.pick(NAMES.filter((n) => !slot.intent.has(n)))
+    const r = this.newReg(slot, name, slot.gen, 'register')
+    slot.intent.set(name, r)
+    this.log(slot.index, name, `register (reg ${r.reg})`)
+    slot.host.send({ cmd: 'register', name, reg: r.reg })
+    await slot.host.waitFor((e) => (e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg, 5000, `${slot.label} registration ${r.reg}`)
+  }
+
+  // kind: 'remove-awaited' or 'remove' (not awaited).
+  async remove (slot, kind) {
+    const name = this.rndOps.pick(this.registered(slot))
+    const r = slot.intent.get(name)
+    slot.intent.delete(name)
+    r.removeSentAt = now()
+    r.removeHow = kind
+    this.log(slot.index, name, `${kind === 'remove' ? 'remove, not awaited' : 'remove, awaited'} (reg ${r.reg})`)
+    slot.host.send({ cmd: 'remove', name, reg: r.reg })
+    if (kind === 'remove-awaited' && r.state !== 'failed') await this.awaitRemove(slot, r)
+  }
+
+  // remove() while the first campaign is still on its way to etcd.
+  async registerThenRemove (slot) {
+    const name = this.rndOps.pick(NAMES.filter((n) => !slot.intent.has(n)))
+    const awaited = this.rndOps.chance(0.5)
+    const r = this.newReg(slot, name, slot.gen, 'register')
+    r.removeSentAt = now()
+    r.removeHow = `remove right after register${awaited ? ', awaited' : ''}`
+    this.log(slot.index, name, `register (reg ${r.reg}) and remove() at once${awaited ? ', awaited' : ''}`)
+    slot.host.send({ cmd: 'register', name, reg: r.reg })
+    slot.host.send({ cmd: 'remove', name, reg: r.reg })
+    if (awaited) await this.awaitRemove(slot, r)
+  }
+
+  async awaitRemove (slot, r) {
+    const done = await waitUntil(() => r.resolvedAt !== null, OP_TIMEOUT_MS)
+    if (!done) this.violation('remove', r.name, `${slot.label}: remove() of registration ${r.reg} not resolved within ${OP_TIMEOUT_MS} ms`, r.removeSentAt - NS(S(TTL)))
+  }
+
+  async reregisterAtOnce (slot) {
+    const name = this.rndOps.pick(this.registered(slot))
+    const old = slot.intent.get(name)
+    const r = this.newReg(slot, name, slot.gen, `re-registered in the tick of remove() of reg ${old.reg}`)
+    slot.intent.set(name, r)
+    old.removeSentAt = now()
+    old.removeHow = 'reregister-at-once'
+    this.log(slot.index, name, `remove() and locker(name) in one tick (reg ${old.reg} -> ${r.reg})`)
+    slot.host.send({ cmd: 'reregister', name, reg: old.reg, newReg: r.reg })
+    await slot.host.waitFor((e) => ((e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg) || (e.ev === 'command-error' && e.reg === old.reg), 5000, `${slot.label} re-registration ${r.reg}`)
+  }
+
+  // close() of the host's locker and a new locker with the same names: in one command (atOnce),
+  // or once the close() settled.
+  async reopen (slot, atOnce) {
+    const closing = slot.gen
+    this.markClosing(slot)
+    if (!atOnce) {
+      this.log(slot.index, '*', `close() locker ${closing}, awaited`)
+      slot.host.send({ cmd: 'close' })
+      const done = await waitUntil(() => this.currentGen(slot).closedAt !== null, OP_TIMEOUT_MS)
+      if (!done) this.violation('close', null, `${slot.label}: close() of locker ${closing} not settled within ${OP_TIMEOUT_MS} ms`)
+    }
+    slot.gen++
+    const names = []
+    for (const name of this.registered(slot)) {
+      const r = this.newReg(slot, name, slot.gen, 'after reopen')
+      slot.intent.set(name, r)
+      names.push({ name, reg: r.reg })
+    }
+    this.log(slot.index, '*', atOnce ? `close() locker ${closing} and open locker ${slot.gen} at once with ${names.length} names` : `open locker ${slot.gen} with ${names.length} names`)
+    slot.host.send({ cmd: atOnce ? 'reopen' : 'open', names })
+    await slot.host.waitFor((e) => e.ev === 'opened' && e.gen === slot.gen, 5000, `${slot.label} locker ${slot.gen}`)
+  }
+
+  markClosing (slot) {
+    const g = this.currentGen(slot)
+    const at = now()
+    if (g) g.closeSentAt = at
+    for (const r of this.regs.values()) {
+      if (r.slot === slot.index && r.gen === slot.gen && r.removeSentAt === null) { r.removeSentAt = at; r.removeHow = 'close' }
+    }
+    slot.observing.clear()
+  }
+
+  nodeStart (slot) {
+    slot.node.intent = true
+    slot.node.ever = true
+    this.log(slot.index, V2, 'node.start()')
+    slot.host.send({ cmd: 'node-start', value: `v${slot.index}`, n: ++slot.node.starts })
+  }
+
+  async nodeStop (slot) {
+    const awaited = this.rndOps.chance(0.5)
+    this.log(slot.index, V2, `node.stop()${awaited ? ', awaited' : ''}`)
+    this.sendNodeStop(slot)
+    if (awaited && !await this.nodeStopped(slot)) this.violation('node-stop', V2, `${slot.label}: node.stop() not resolved within ${OP_TIMEOUT_MS} ms`)
+  }
+
+  sendNodeStop (slot) {
+    slot.node.intent = false
+    slot.node.actual = false
+    slot.node.stopSentAt = now()
+    slot.node.stopResolvedAt = null
+    slot.host.send({ cmd: 'node-stop', n: ++slot.node.n })
+  }
+
+  nodeStopped (slot) { return waitUntil(() => slot.node.stopResolvedAt !== null, OP_TIMEOUT_MS) }
+
+  term (slot) {
+    const name = this.rndOps.pick(NAMES)
+    this.log(slot.index, name, 'term()')
+    slot.host.send({ cmd: 'term', name, q: `op${++this.termQueries}` })
+  }
+
+  observe (slot) {
+    const name = this.rndOps.pick(NAMES.filter((n) => !slot.observing.has(n)))
+    slot.observing.add(name)
+    this.log(slot.index, name, 'observe()')
+    slot.host.send({ cmd: 'observe', name })
+  }
+
+  unobserve (slot) {
+    const name = this.rndOps.pick([...slot.observing].sort())
+    slot.observing.delete(name)
+    this.log(slot.index, name, 'observer.close()')
+    slot.host.send({ cmd: 'unobserve', name })
+  }
+
+  // ---- faults -------------------------------------------------------------------------------------
+  async runFault (spec) {
+    await sleep(spec.offset)
+    const f = { kind: spec.kind, slot: spec.slot, begin: now(), end: null, duration: spec.duration, detail: spec.slot === null ? 'etcd' : this.slots[spec.slot].label }
+    this.faults.push(f)
+    bump(this.counts.faults, f.kind)
+    // (A test that already failed may have closed etcd under a fault still running.)
+    try {
+      if (spec.kind === 'etcd-pause') {
+        this.member.pause()
+        await sleep(spec.duration)
+        this.member.resume()
+      } else {
+        const p = this.slots[spec.slot].proxy
+        if (spec.kind === 'cut') p.mode('blackhole')
+        else if (spec.kind === 'lost-answers') p.mode('blackhole', 'down')
+        else p.mode('reset')
+        await sleep(spec.duration)
+        p.mode('pass')
+      }
+    } catch (err) {
+      f.error = err.message
+    }
+    f.end = now()
+  }
+
+  // ---- checks after a quiet period ----------------------------------------------------------------
+  // What the test asked for and is not settled yet.
+  pendingOps () {
+    return [
+      ...[...this.regs.values()].filter((r) => r.removeSentAt !== null && r.resolvedAt === null && r.state !== 'failed').map((r) => ({ name: r.name, text: `${this.slots[r.slot].label}: ${r.removeHow === 'close' ? 'close()' : 'remove()'} of registration ${r.reg} (${r.removeHow})` })),
+      ...this.slots.filter((s) => s.node.stopSentAt !== null && s.node.stopResolvedAt === null).map((s) => ({ name: V2, text: `${s.label}: node.stop()` })),
+      ...[...this.regs.values()].filter((r) => r.state === 'sent').map((r) => ({ name: r.name, text: `${this.slots[r.slot].label}: locker(name) of registration ${r.reg}` }))
+    ]
+  }
+
+  // Everything asked for before the quiet settles (a remove() or close() sent during an outage may
+  // only now reach etcd).
+  async settle () {
+    if (!await waitUntil(() => this.pendingOps().length === 0, OP_TIMEOUT_MS)) {
+      for (const p of this.pendingOps()) this.violation('pending', p.name, `${p.text} still unsettled ${OP_TIMEOUT_MS} ms into the quiet`)
+    }
+  }
+
+  async quietChecks (quietFrom) {
+    const checkAt = quietFrom + NS(S(TTL + 2))
+    await sleep(Math.max(0, ms(checkAt - now())) + 300)
+    this.checkOverlaps(now())
+    const leaders = this.leadersAt(checkAt)
+    const nodes = this.slots.filter((s) => s.node.actual)
+    const v2Leader = this.v2LeaderAt(checkAt, nodes)
+    await this.checkKeys(leaders, v2Leader, nodes)
+    await this.checkApi(leaders, v2Leader)
+    // Leadership holds still in the quiet.
+    await sleep(Math.max(0, S(1) - ms(now() - checkAt)))
+    const churn = this.allHosts.flatMap((h) => h.events.filter((e) => (e.ev === 'start' || e.ev === 'stop') && e.t > checkAt))
+    for (const e of churn) this.violation('b', e.name, `${e.host} ${e.ev} ${e.name}${e.reason ? ' (' + e.reason + ')' : ''} at ${this.rel(e.t)}, after leadership should have settled`)
+    this.checkOverlaps(now())
+  }
+
+  // (a) no two leaders of a name at one instant, and no start twice without a stop; each found once.
+  checkOverlaps (until) {
+    const once = (key) => !this.reportedOverlaps.has(key) && this.reportedOverlaps.add(key)
+    for (const name of [...NAMES, V2]) {
+      for (const term of leadershipTerms(this.allHosts, name)) {
+        if (term.doubleStart && once(`double ${name} ${term.host.label} ${term.start}`)) {
+          this.violation('a', name, `${term.host.label} started ${name} twice without a stop at ${this.rel(term.start)}`, term.start - NS(S(2 * TTL)))
+        }
+      }
+      for (const o of leadershipOverlaps(this.allHosts, name, { until })) {
+        if (!once(`${name} ${o.first.host.label} ${o.first.start} ${o.second.host.label} ${o.second.start}`)) continue
+        this.violation('a', name, `two leaders: ${o.second.host.label} started at ${this.rel(o.from)} while ${o.first.host.label} led since ${this.rel(o.first.start)} ` +
+          `(until ${o.first.end === null ? 'now' : this.rel(o.first.end) + ' ' + (o.first.reason || o.first.endBy)}), overlap ${o.ms.toFixed(1)} ms`, o.from - NS(S(2 * TTL)))
+      }
+    }
+  }
+
+  // (b) who leads each name at checkAt, against what the test asked for: name -> term (null: none).
+  leadersAt (checkAt) {
+    const leaders = new Map()
+    for (const name of NAMES) {
+      const cands = this.campaigning(name)
+      const leading = this.leaderAt(name, checkAt)
+      const ok = cands.length === 0 ? leading.length === 0 : leading.length === 1
+      if (!ok) {
+        this.violation('b', name, `${leading.length} leaders (${leading.map((x) => x.host.label).join(', ') || 'none'}) ${TTL + 2} s into the quiet, with ${cands.length} registered candidates (${cands.map((r) => `${this.slots[r.slot].label} reg ${r.reg}`).join(', ') || 'none'})`)
+        continue
+      }
+      if (leading.length === 0) { leaders.set(name, null); continue }
+      const term = leading[0]
+      const slot = this.byLabel.get(term.host.label)
+      const startEv = term.host.events.find((e) => e.ev === 'start' && e.name === name && e.t === term.start)
+      const reg = startEv && this.regs.get(startEv.reg)
+      if (!reg || !cands.includes(reg)) {
+        this.violation('b', name, `the leader ${term.host.label} leads with registration ${startEv && startEv.reg}, which is not a registered candidate (${cands.map((r) => `${this.slots[r.slot].label} reg ${r.reg}`).join(', ')})`)
+        continue
+      }
+      leaders.set(name, { ...term, reg, slot, id: slot.gens.get(reg.gen).id })
+    }
+    return leaders
+  }
+
+  // (b) the selected 2.x node at checkAt: one of the started ones (nodes), if any is; its slot or null.
+  v2LeaderAt (checkAt, nodes) {
+    const v2Leading = this.leaderAt(V2, checkAt)
+    if ((nodes.length === 0 ? v2Leading.length !== 0 : v2Leading.length !== 1) || (v2Leading.length === 1 && !nodes.some((s) => s.host === v2Leading[0].host))) {
+      this.violation('b', V2, `${v2Leading.length} 2.x nodes selected (${v2Leading.map((x) => x.host.label).join(', ') || 'none'}) ${TTL + 2} s into the quiet, with ${nodes.length} started (${nodes.map((s) => s.label).join(', ') || 'none'})`)
+      return null
+    }
+    return v2Leading.length === 1 ? this.byLabel.get(v2Leading[0].host.label) : null
+  }
+
+  // (b), (c) against etcd: read after every resolution the model holds now.
+  async checkKeys (leaders, v2Leader, nodes) {
+    const readAt = now()
+    const main = parseKeys(await this.etcd.keys(`${this.prefix}/`), this.prefix)
+    const v2 = parseKeys(await this.etcd.keys(`${this.v2Path}/`), this.v2Path)
+    this.checkKeysBelong(main, readAt)
+    this.checkCandidateKeys(main, leaders)
+    this.checkRecords(main, (n) => n, leaders)
+    this.checkNodeKeys(v2, v2Leader, nodes, readAt)
+  }
+
+  // (c) every key is its lease's, of a locker the hosts opened, for a registration not yet gone.
+  checkKeysBelong (main, readAt) {
+    for (const [name, list] of main.candidates) {
+      for (const kv of list) {
+        if (kv.pathLease !== kv.leaseHex) this.violation('c', name, `key ${kv.key} is bound to lease ${kv.leaseHex}, not the one in its name`)
+        const owner = this.ownerOf(kv.value)
+        if (!owner) { this.violation('c', name, `key ${kv.key} belongs to no locker the hosts opened (value ${kv.value})`); continue }
+        const mine = [...this.regs.values()].filter((r) => r.slot === owner.slot.index && r.gen === owner.gen.gen && r.name === name)
+        const live = mine.filter((r) => r.state !== 'failed' && (r.resolvedAt === null || r.resolvedAt > readAt))
+        if (live.length === 0) {
+          // The last registration that came to be (a failed locker(name) never had a key).
+          const last = mine.filter((r) => r.state !== 'failed').pop()
+          const failed = mine.filter((r) => r.state === 'failed' && (!last || r.reg > last.reg)).map((r) => r.reg)
+          this.violation('c', name, `key ${kv.key} (rev ${kv.createRevision}) of ${owner.slot.label} locker ${owner.gen.gen} is in etcd, but ` +
+            (last ? `registration ${last.reg} went (${last.removeHow || last.state}) and its ${last.removeHow === 'close' ? 'close()' : 'remove()'} resolved at ${this.rel(last.resolvedAt)}` : 'that locker never registered this name') +
+            (failed.length ? `; locker(name) threw for registration ${failed.join(', ')} after it` : ''))
+        }
+      }
+    }
+  }
+
+  // (b) every campaigning registration has its key; each leader holds the lowest, its token its revision.
+  checkCandidateKeys (main, leaders) {
+    for (const name of NAMES) {
+      const list = main.candidates.get(name) || []
+      for (const r of this.campaigning(name)) {
+        const id = this.slots[r.slot].gens.get(r.gen).id
+        if (!list.some((kv) => kv.value === id)) this.violation('b', name, `${this.slots[r.slot].label} registration ${r.reg} is registered but has no key in etcd`)
+      }
+      const term = leaders.get(name)
+      if (term) {
+        if (!list.length || list[0].value !== term.id) this.violation('b', name, `the leader ${term.host.label} does not hold the lowest key (${list.length ? list[0].key + ' = ' + list[0].value : 'no key'})`)
+        else if (list[0].createRevision !== term.token) this.violation('b', name, `the leader ${term.host.label} has token ${term.token}, its key's create revision is ${list[0].createRevision}`)
+      }
+    }
+  }
+
+  // (b), (c) the 2.x nodes' keys: `<path>/candidates/<lease>` = `<node id>:::<value>`.
+  checkNodeKeys (v2, v2Leader, nodes, readAt) {
+    const v2list = v2.candidates.get('candidates') || []
+    for (const kv of v2list) {
+      const nodeId = String(kv.value).split(':::')[0]
+      const slot = this.slots.find((s) => `${s.label}-node` === nodeId)
+      if (!slot) this.violation('c', V2, `key ${kv.key} belongs to no node (value ${kv.value})`)
+      else if (!slot.node.actual && slot.node.stopResolvedAt !== null && slot.node.stopResolvedAt < readAt) this.violation('c', V2, `key ${kv.key} of ${slot.label}'s node is in etcd, but its stop() resolved at ${this.rel(slot.node.stopResolvedAt)}`)
+    }
+    for (const s of nodes) if (!v2list.some((kv) => kv.value === `${s.label}-node:::v${s.index}`)) this.violation('b', V2, `${s.label}'s node is started but has no key`)
+    if (v2Leader && (!v2list.length || v2list[0].value !== `${v2Leader.label}-node:::v${v2Leader.index}`)) this.violation('b', V2, `the selected node ${v2Leader.label} does not hold the lowest key (${v2list.length ? v2list[0].value : 'none'})`)
+    this.checkRecords(v2, () => V2, new Map([['candidates', v2Leader ? { host: v2Leader.host } : null]]))
+  }
+
+  // (c) for the term records under one base: each belongs to a key that exists, is bound to that
+  // key's lease, and names the lowest key; each leader has one.
+  checkRecords ({ candidates, records }, label, leaders) {
+    for (const [rname, rec] of records) {
+      const name = label(rname)
+      const token = Number(String(rec.value).split(' ')[0])
+      const list = candidates.get(rname) || []
+      const own = list.find((kv) => kv.createRevision === token)
+      if (!own) this.violation('c', name, `term record ${rec.key} = "${rec.value}" outlives its leader's key (keys: ${JSON.stringify(list.map((kv) => [kv.key, kv.createRevision]))})`)
+      else if (own.lease !== rec.lease) this.violation('c', name, `term record ${rec.key} is bound to lease ${rec.leaseHex}, its leader's key ${own.key} to ${own.leaseHex}`)
+      else if (own !== list[0]) this.violation('c', name, `term record ${rec.key} names token ${token}, but the lowest key is ${list[0].key} (${list[0].createRevision})`)
+    }
+    for (const [rname, term] of leaders) {
+      const rec = records.get(rname)
+      if (term && !rec) this.violation('c', label(rname), `the leader ${term.host.label} (token ${term.token === undefined ? '-' : term.token}) has no term record`)
+    }
+  }
+
+  // (c) what the API reports: term() from one host for every name; every host's leader(),
+  // observers and node.
+  async checkApi (leaders, v2Leader) {
+    const asker = this.slots[this.roundNo % HOSTS]
+    const answers = await Promise.all(NAMES.map((name) => {
+      const q = `quiet${++this.queryCount}`
+      return asker.host.request({ cmd: 'term', name, q }, (e) => (e.ev === 'term' || e.ev === 'term-failed') && e.q === q, 10000, `term(${name}) on ${asker.label}`)
+    }))
+    for (const a of answers) {
+      const term = leaders.get(a.name)
+      const want = term ? { leader: term.id, token: term.token } : null
+      const got = a.ev === 'term-failed' ? `rejected ${a.code}: ${a.message}` : a.result && { leader: a.result.leader, token: a.result.token }
+      if (JSON.stringify(got) !== JSON.stringify(want)) this.violation('c', a.name, `term(${a.name}) on ${asker.label} answered ${JSON.stringify(got)}, the leader is ${JSON.stringify(want)} (${term ? term.host.label : 'none'})`)
+    }
+    for (const slot of this.slots) {
+      const q = `state${++this.queryCount}`
+      const st = await slot.host.request({ cmd: 'state', q }, { ev: 'state', q }, 10000, `state of ${slot.label}`)
+      for (const [name, leader] of Object.entries(st.leaders)) {
+        const term = leaders.get(name)
+        const want = term ? term.id : null
+        if (leader !== want) this.violation('c', name, `${slot.label}: singleton.leader() is ${leader}, the leader is ${want} (${term ? term.host.label : 'none'})`)
+      }
+      for (const [name, o] of Object.entries(st.observed)) {
+        const term = leaders.get(name)
+        const want = term ? { leader: term.id, token: term.token } : { leader: null, token: null }
+        if (o.leader !== want.leader || o.token !== want.token) this.violation('c', name, `${slot.label}: observer says ${JSON.stringify(o)}, the leader is ${JSON.stringify(want)} (${term ? term.host.label : 'none'})`)
+      }
+      if (slot.node.actual && st.node) {
+        const want = v2Leader ? { id: `${v2Leader.label}-node`, value: `v${v2Leader.index}`, selected: v2Leader === slot } : null
+        const got = { id: st.node.id, value: st.node.value, selected: st.node.selected }
+        if (want && JSON.stringify(got) !== JSON.stringify(want)) this.violation('c', V2, `${slot.label}: node says ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`)
+      }
+    }
+  }
+
+  // ---- the end --------------------------------------------------------------------------------------
+  // The host's 2.x node stopped (if it runs) and its locker closed, checked (d).
+  async closeHost (slot, text) {
+    if (slot.node.intent) {
+      this.sendNodeStop(slot)
+      if (!await this.nodeStopped(slot)) this.violation('d', V2, `${slot.label}: node.stop() not resolved`)
+    }
+    this.markClosing(slot)
+    this.log(slot.index, '*', text)
+    slot.host.send({ cmd: 'close' })
+    if (!await waitUntil(() => this.currentGen(slot).closedAt !== null, OP_TIMEOUT_MS)) this.violation('d', null, `${slot.label}: close() not settled`)
+    else if (this.currentGen(slot).closeError) this.violation('d', null, `${slot.label}: close() rejected: ${this.currentGen(slot).closeError}`)
+  }
+
+  // Every host but one closes and exits; the one left (idle: no 2.x node if possible) leads
+  // something, so that its cost (e) covers a leader's.
+  async leaveOneHost () {
+    const idle = [...this.slots].reverse().find((s) => !s.node.ever) || this.slots[HOSTS - 1]
+    for (const slot of this.slots) {
+      if (slot === idle) continue
+      await this.closeHost(slot, 'close(), then exit')
+      slot.host.send({ cmd: 'exit' })
+      await slot.host.exited
+    }
+    if (this.idleRegs(idle).length === 0) {
+      const name = NAMES.find((n) => !idle.intent.has(n)) || NAMES[0]
+      if (idle.intent.has(name)) {
+        const old = idle.intent.get(name)
+        old.removeSentAt = now()
+        old.removeHow = 'remove-awaited'
+        idle.host.send({ cmd: 'remove', name, reg: old.reg })
+        await waitUntil(() => old.resolvedAt !== null, OP_TIMEOUT_MS)
+      }
+      const r = this.newReg(idle, name, idle.gen, 'register')
+      idle.intent.set(name, r)
+      this.log(idle.index, name, `register (reg ${r.reg})`)
+      idle.host.send({ cmd: 'register', name, reg: r.reg })
+      await idle.host.waitFor((e) => (e.ev === 'registered' || e.ev === 'register-failed') && e.reg === r.reg, 5000, `${idle.label} registration ${r.reg}`)
+    }
+    for (const name of this.idleNames(idle)) {
+      if (!await waitUntil(() => leadsNow(idle.host, name), S(TTL + 5))) this.violation('b', name, `${idle.label} does not lead ${name} ${TTL + 5} s after it became the only candidate`)
+    }
+    return idle
+  }
+
+  idleRegs (idle) { return [...this.regs.values()].filter((r) => r.slot === idle.index && r.state === 'registered' && r.removeSentAt === null) }
+  idleNames (idle) { return this.idleRegs(idle).map((r) => r.name).sort() }
+
+  // (e) one idle host: about one keepalive per lease per TTL/3.
+  // Measured at etcd itself: the gRPC messages it received (grpc_server_msg_received_total, every
+  // keepalive on the lease stream counts as one), over a window in which the only client left
+  // is the idle host (the others closed and exited, and this test sends nothing to etcd but
+  // the plain-HTTP /metrics reads).
+  async checkIdleCost (idle) {
+    const idleNames = this.idleNames(idle)
+    const leases = await this.checkIdleLeases(idle)
+    // Past the idle host's own elections and the test's last gRPC requests.
+    await sleep(1500)
+    const before = await grpcReceived(this.member)
+    const w0 = now()
+    await sleep(IDLE_WINDOW_MS)
+    const afterIdle = await grpcReceived(this.member)
+    const windowMs = ms(now() - w0)
+    const delta = {}
+    for (const k of Object.keys(afterIdle)) {
+      const d = afterIdle[k] - (before[k] || 0)
+      if (d) delta[k] = d
+    }
+    const total = Object.values(delta).reduce((s, x) => s + x, 0)
+    const expected = leases.length * windowMs / (S(TTL) / 3)
+    this.t.diagnostic(`idle ${idle.label} (${idleNames.length} names, ${leases.length} leases): ${total} gRPC messages to etcd in ${(windowMs / 1000).toFixed(1)} s ${JSON.stringify(delta)}, expected ~${expected.toFixed(1)}`)
+    if (total > expected * 1.5 + 1 || (delta.LeaseKeepAlive || 0) < expected * 0.5) {
+      this.violation('e', null, `idle ${idle.label}: ${total} gRPC messages in ${(windowMs / 1000).toFixed(1)} s (${JSON.stringify(delta)}), expected about ${expected.toFixed(1)} keepalives (${leases.length} lease(s), one per ${TTL / 3} s)`, w0)
+    }
+  }
+
+  // Every lease left is the idle host's: its locker's (the one its keys are bound to) and, if it
+  // ever started a 2.x node, that node's own locker's (held while started; once stopped, kept
+  // unless etcd expired it meanwhile). Resolves the leases.
+  async checkIdleLeases (idle) {
+    // (etcdctl prints lease ids zero-padded, the key listing does not.)
+    const leases = (await this.etcd.leases()).map((l) => BigInt(`0x${l}`).toString(16))
+    const idleId = this.currentGen(idle).id
+    const mainLeases = new Set((await this.etcd.keys(`${this.prefix}/`)).filter((kv) => kv.value === idleId).map((kv) => kv.leaseHex))
+    const nodeLeases = new Set((await this.etcd.keys(`${this.v2Path}/`)).filter((kv) => kv.value.startsWith(`${idle.label}-node:::`)).map((kv) => kv.leaseHex))
+    const others = leases.filter((l) => !mainLeases.has(l) && !nodeLeases.has(l))
+    const spare = idle.node.ever && nodeLeases.size === 0 ? 1 : 0
+    if (mainLeases.size !== 1 || others.length > spare) {
+      this.violation('d', null, `with one host left, etcd holds leases ${leases.join(', ')}: its locker's keys are bound to ${[...mainLeases].join(', ') || 'none'}, its node's to ${[...nodeLeases].join(', ') || 'none'}${idle.node.ever ? '' : ' (it never started a node)'}`)
+    }
+    return leases
+  }
+
+  // (d) after all closes, nothing of ours is left.
+  async closeLastHost (idle) {
+    await this.closeHost(idle, 'close()')
+    const keysLeft = [...await this.etcd.keys(`${this.prefix}/`), ...await this.etcd.keys(`${this.v2Path}/`)]
+    if (keysLeft.length) this.violation('d', null, `keys left after every close(): ${keysLeft.map((kv) => `${kv.key} = ${kv.value}`).join(', ')}`)
+    // A 2.x node has no close(): its own locker lets go of its lease when the process exits.
+    idle.host.send({ cmd: 'exit' })
+    await idle.host.exited
+    const leasesLeft = await this.etcd.leases()
+    if (leasesLeft.length) this.violation('d', null, `leases left after every close() and exit: ${leasesLeft.join(', ')}`)
+  }
+
+  // (a) fn runs once per term, inside it (between its start and its stop).
+  checkFnOncePerTerm () {
+    for (const h of this.allHosts) {
+      for (const name of NAMES) {
+        for (const { e, inTerm } of strayFns(h, name)) {
+          this.violation('a', name, `${h.label} ran fn of ${name} (reg ${e.reg}) ${inTerm ? 'twice in one term' : 'outside a term'} at ${this.rel(e.t)}`, e.t - NS(S(2 * TTL)))
+        }
+      }
+    }
+  }
+
+  checkHostsExited () {
+    for (const h of this.allHosts) {
+      const clean = h.exitInfo && h.exitInfo.code === 0 && h.find({ ev: 'exiting' }).length === 1
+      if (!clean) this.violation('host', null, `${h.label} ended unexpectedly: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
+    }
+  }
+
+  // ---- the report -----------------------------------------------------------------------------------
+  // The figures, then every violation: one per check kind with its evidence, the rest as one-liners.
+  report () {
+    const seconds = (Date.now() - this.started) / 1000
     // The same seed must give the same digest: the check that a replay replays.
-    const digest = crypto.createHash('sha256').update(opLog.slice(0, opsOfRounds).map((o) => `${o.slot} ${o.text} ${o.name}`).join('\n')).digest('hex').slice(0, 16)
-    t.diagnostic(`operation sequence digest ${digest} (${opsOfRounds} operations in the rounds)`)
-    t.diagnostic(`operations: ${JSON.stringify(counts.ops)}; faults: ${JSON.stringify(counts.faults)}; errors reported by the library: ${JSON.stringify(counts.errors)}`)
+    const digest = crypto.createHash('sha256').update(this.opLog.slice(0, this.opsOfRounds).map((o) => `${o.slot} ${o.text} ${o.name}`).join('\n')).digest('hex').slice(0, 16)
+    this.t.diagnostic(`operation sequence digest ${digest} (${this.opsOfRounds} operations in the rounds)`)
+    this.t.diagnostic(`operations: ${JSON.stringify(this.counts.ops)}; faults: ${JSON.stringify(this.counts.faults)}; errors reported by the library: ${JSON.stringify(this.counts.errors)}`)
     const byCheck = {}
-    for (const v of violations) byCheck[v.check] = (byCheck[v.check] || 0) + 1
-    metric(t, 'issue12-operations', {
-      seed: SEED,
+    for (const v of this.violations) bump(byCheck, v.check)
+    metric(this.t, 'random-operations', {
+      seed: this.seed,
       rounds: ROUNDS,
       seconds,
-      ops: Object.values(counts.ops).reduce((s, x) => s + x, 0),
-      faults: faults.length,
-      violations: violations.length,
+      ops: Object.values(this.counts.ops).reduce((s, x) => s + x, 0),
+      faults: this.faults.length,
+      violations: this.violations.length,
       ...Object.fromEntries(Object.entries(byCheck).map(([k, n]) => [`violations_${k}`, n]))
     })
-    // One failure per check kind with its evidence, the rest as one-liners.
     const shown = new Set()
-    const details = violations.map((v) => {
+    const details = this.violations.map((v) => {
       const head = `[round ${v.round}] (${v.check}) ${v.name || ''}: ${v.message}`
       if (shown.has(v.check)) return head
       shown.add(v.check)
       return `${head}\n${v.evidence}`
     })
-    if (violations.length) assert.fail(`seed ${SEED}: ${violations.length} violations (replay: CHAOS_SEED=${SEED}, operation sequence digest ${digest})\n${details.join('\n')}`)
-  })
-})
+    if (this.violations.length) assert.fail(`seed ${this.seed}: ${this.violations.length} violations (replay: CHAOS_SEED=${this.seed}, operation sequence digest ${digest})\n${details.join('\n')}`)
+  }
+}
