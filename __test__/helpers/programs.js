@@ -20,12 +20,21 @@ const ROOT = path.join(__dirname, '..', '..')
 const live = new Set()
 let modulesDir = null
 
-process.on('exit', () => {
+function killEverythingSync () {
   for (const p of live) {
     try { p.proc.kill('SIGKILL') } catch {}
   }
   if (modulesDir) fs.rmSync(path.dirname(modulesDir), { recursive: true, force: true })
-})
+  modulesDir = null
+}
+process.on('exit', killEverythingSync)
+// A test run stopped by a signal skips 'exit': clean up first, then let the signal take its course.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.prependOnceListener(sig, () => {
+    killEverythingSync()
+    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+  })
+}
 
 // A node_modules folder whose only entry is `locked`, a symlink to this repository.
 function lockedModules () {

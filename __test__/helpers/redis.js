@@ -18,9 +18,17 @@ const { until } = require('./util')
 const REDIS = process.env.REDIS_SERVER_BIN || 'redis-server'
 const live = new Set()
 
-process.on('exit', () => {
+function killEverythingSync () {
   for (const r of live) r.killSync()
-})
+}
+process.on('exit', killEverythingSync)
+// A test run stopped by a signal skips 'exit': clean up first, then let the signal take its course.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.prependOnceListener(sig, () => {
+    killEverythingSync()
+    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+  })
+}
 
 // Whether a redis server on this port answers PING.
 function ping (port) {
