@@ -182,6 +182,51 @@ async function handoff (ctx, lib) {
   return { handoff: values, doubleStarts, requestsPerHandoff: requests, errors }
 }
 
+/**
+ * Graceful handoff of one name on lockers that also hold `load` other names: A leads them all,
+ * B is queued on all of them, and 'job' moves back and forth. Only locked: etcd3 needs a lease,
+ * a keepalive stream and a watch per name, and at 10 000 names does not finish queueing.
+ */
+async function handoffUnderLoad (ctx, load) {
+  const rounds = ctx.quick ? 1 : 30
+  const prefix = unique(`bench-handoff-load-${load}-`)
+  const name = 'job'
+  const keys = keyPrefix('locked', prefix, name)
+  const names = Array.from({ length: load }, (_, i) => `load${i}`)
+  const cap = ctx.capMs('locked', load)
+  const hosts = [0, 1].map(() => spawnHost(ctx, 'locked', { prefix, quiet: true }))
+  const values = []
+  let errors = 0
+  try {
+    await Promise.all(hosts.map((h) => h.ready()))
+    await hosts[0].request('register', { names, expectAll: true }, cap)
+    await hosts[0].waitEvent('allStarted', undefined, cap)
+    await hosts[1].request('register', { names }, cap)
+    // Two candidates per name and one term record (`<prefix>/<name>`) per led name.
+    await waitKeys(ctx.admin, `${prefix}/`, 3 * load, cap)
+    await Promise.all(hosts.map((h) => h.request('setQuiet', { value: false })))
+    await hosts[0].request('register', { names: [name] })
+    await hosts[0].waitEvent('start', name, 15000)
+    await hosts[1].request('register', { names: [name] })
+    await waitKeys(ctx.admin, keys, 2, 10000)
+    let [leader, next] = hosts
+    for (let i = 0; i < rounds; i++) {
+      await delay(50)
+      const mark = next.mark()
+      const reply = await leader.request('remove', { name })
+      const ev = await next.waitEventAfter(mark, 'start', name, 10000)
+      values.push(ms(reply.t0, ev.t))
+      await leader.request('register', { names: [name] })
+      await waitKeys(ctx.admin, keys, 2, 10000)
+      ;[leader, next] = [next, leader]
+    }
+  } finally {
+    errors = hosts.reduce((n, h) => n + h.errors.length, 0)
+    await stopAll(hosts)
+  }
+  return { load, handoff: values, errors }
+}
+
 // ---- 3. crash failover -----------------------------------------------------------------------
 
 const FAILOVER_TTL = 2
@@ -534,4 +579,4 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
   }
 }
 
-module.exports = { floor, firstElection, handoff, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }
+module.exports = { floor, firstElection, handoff, handoffUnderLoad, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }
