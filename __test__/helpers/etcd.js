@@ -59,10 +59,11 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 // The exit hook above cannot run when this process is SIGKILLed (a test runner's timeout, an
 // impatient Ctrl-C twice): a small shell then outlives it, kills etcd and removes its files. It
-// polls once a second and ends by itself when either process is gone.
+// polls once a second; when etcd exits first (a test stopped or killed a member, and may start it
+// again on the same data, beside the other members' files), it ends without touching anything.
 function watchOver (pid, dir) {
   const watchdog = spawn('/bin/sh', ['-c',
-    'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null; rm -rf "$3"',
+    'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill -0 "$1" 2>/dev/null || { kill -9 "$2" 2>/dev/null; rm -rf "$3"; }',
     'etcd-watchdog', String(process.pid), String(pid), dir], { stdio: 'ignore', detached: true })
   watchdog.unref()
 }
