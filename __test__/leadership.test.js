@@ -732,6 +732,36 @@ describe('handleSignals', { timeout: 120000 }, () => {
     assert.strictEqual(err.code, 'LOCKER_CLOSED')
   })
 
+  // In a container the application is often PID 1, and the kernel delivers no signal to PID 1
+  // that it has no handler for: re-raising SIGTERM after the close would change nothing, and the
+  // process would hang until the orchestrator's SIGKILL. It must exit with 128 + the signal.
+  it('SIGTERM to a leader that is PID 1 (as in a container): it closes and exits with 143', async (t) => {
+    if (process.getuid() !== 0) return t.skip('needs root for a PID namespace (unshare --pid)')
+    const prefix = uniquePrefix('sig-pid1')
+    const other = lockers.open(etcd.endpoints, { ttl, prefix, id: 'other' })
+    const script = `
+      const locked = require(${JSON.stringify(require.resolve('..'))})
+      const locker = locked(${JSON.stringify(etcd.endpoints)}, { ttl: ${ttl}, prefix: ${JSON.stringify(prefix)}, id: 'pid1', handleSignals: true })
+      locker('job').on('start', () => console.log('started as pid ' + process.pid))
+      setInterval(() => {}, 1000) // the application's own work (a server, say) keeps the loop alive`
+    const { spawn } = require('node:child_process')
+    const child = spawn('unshare', ['--pid', '--fork', '--kill-child', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+    const out = await within(new Promise((resolve) => child.stdout.on('data', (d) => resolve(String(d)))), 10000, 'the PID 1 host is elected')
+    assert.match(out, /started as pid 1\b/)
+    // unshare --fork waits for its child: node, PID 1 of the new namespace.
+    const [nodePid] = require('node:fs').readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ').map(Number)
+    const candidate = other('job')
+    const start = nextEvent(candidate, 'start', 5000, 'the other host takes over')
+    const sent = now()
+    process.kill(nodePid, 'SIGTERM')
+    await start
+    const exit = await within(exited, 5000, 'the PID 1 host exits after SIGTERM')
+    t.diagnostic(`PID 1 exited with ${exit.code ?? exit.signal} ${ms(now() - sent).toFixed(0)} ms after SIGTERM`)
+    assert.strictEqual(exit.code, 143)
+  })
+
   it('without handleSignals, SIGTERM kills the leader without revoking: the handover waits for the lease', async (t) => {
     const short = 3
     const prefix = uniquePrefix('sig-off')

@@ -2,6 +2,8 @@
 
 // What ties lockers to the process they run in: its exit and its termination signals.
 
+const os = require('node:os')
+
 // Lockers still open when the process exits: `process.exit()` skips native cleanup hooks, so
 // revoke their leases here and let other hosts take over at once instead of after a TTL.
 const openLockers = new Set()
@@ -17,7 +19,12 @@ function onSignal (signal) {
   Promise.all(closing).then(() => {
     process.removeListener('SIGTERM', onSignal)
     process.removeListener('SIGINT', onSignal)
-    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    if (process.listenerCount(signal) > 0) return
+    // The kernel delivers no signal to PID 1 (a container's first process) that it has no
+    // handler for, so re-raising it there would leave the process running: exit as the signal
+    // would have, with 128 + its number.
+    if (process.pid === 1) process.exit(128 + os.constants.signals[signal])
+    process.kill(process.pid, signal)
   })
 }
 function watchSignals (locker) {
