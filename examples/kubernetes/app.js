@@ -41,11 +41,10 @@ const server = http.createServer((req, res) => {
 })
 server.listen(Number(process.env.PORT) || 8080, () => log(`probes on :${server.address().port}/healthz`))
 
-// handleSignals closes the locker on SIGTERM and then re-raises the signal to end the process.
-// But in a container node is PID 1, and the kernel drops signals that PID 1 has no handler for:
-// the pod would linger until the grace period ran out. So we listen as well (locked then leaves
-// the exit to us) and exit once the locker is closed. process.on, not once: while a listener is
-// attached, locked does not re-raise the signal.
+// handleSignals closes the locker on SIGTERM and then ends the process as the signal would (as
+// PID 1, where the kernel ignores a re-raised signal, it exits with 143). We listen as well, to
+// close the probe server and exit 0 once the handover is done: while a listener is attached,
+// locked leaves the exit to us. process.on, not once.
 process.on('SIGTERM', async () => {
   if (shuttingDown) return
   shuttingDown = true
