@@ -163,16 +163,16 @@ async function quorumLoss (t, { scenario, lose, restore }) {
 
 describe('chaos: 3-member etcd cluster (scenario 4)', { timeout: 150000 }, () => {
   it('the member a leader talks to (a follower) is killed: no stop, no error; registrations, removes and handovers work', async (t) => {
-    await oneMemberDown(t, { scenario: '4-follower-killed', victimOf: (raftLeader) => etcd.members.find((m) => m !== raftLeader) })
+    await oneMemberDown(t, { scenario: 'cluster-follower-killed', victimOf: (raftLeader) => etcd.members.find((m) => m !== raftLeader) })
   })
 
   it('the raft leader, which a leader talks to, is killed: no stop, no error; registrations, removes and handovers work', async (t) => {
-    await oneMemberDown(t, { scenario: '4-raft-leader-killed', victimOf: (raftLeader) => raftLeader })
+    await oneMemberDown(t, { scenario: 'cluster-raft-leader-killed', victimOf: (raftLeader) => raftLeader })
   })
 
   it('quorum lost (two members killed): leaders stop by their deadline; quorum back: exactly one leader per name', async (t) => {
     await quorumLoss(t, {
-      scenario: '4-quorum-killed',
+      scenario: 'cluster-quorum-killed',
       lose: (m) => m.kill(),
       restore: async (victims) => {
         // Both at once: neither can become healthy alone.
@@ -184,7 +184,7 @@ describe('chaos: 3-member etcd cluster (scenario 4)', { timeout: 150000 }, () =>
 
   it('quorum lost (two members frozen): leaders stop by their deadline; quorum back: exactly one leader per name', async (t) => {
     await quorumLoss(t, {
-      scenario: '4-quorum-frozen',
+      scenario: 'cluster-quorum-frozen',
       lose: async (m) => m.pause(),
       restore: async (victims) => {
         for (const m of victims) m.resume()

@@ -73,7 +73,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
       a.send({ cmd: 'remove', name: 'n0' })
       const { event: next } = await waitForAny(hosts.slice(1), { ev: 'start', name: 'n0' }, 10000, 'n0 handed over after the outage', { since: sinceHandover.slice(1) })
       for (const name of names) assertOneLeaderAtATime(hosts, name)
-      leadershipMetric(t, `3-short-${how}`, hosts, names, {
+      leadershipMetric(t, `etcd-${how}-short`, hosts, names, {
         outageMs,
         // The leaders were never interrupted: a leader at every instant of the outage.
         faultEndToLeaderMs: 0,
@@ -134,7 +134,7 @@ describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
       assertOneLeaderAtATime(hosts, name)
       assert.ok(keyOf(kvs, leader.id))
     }
-    leadershipMetric(t, '3-long-killed', hosts, names, {
+    leadershipMetric(t, 'etcd-killed-long', hosts, names, {
       outageMs: ms(up - down),
       maxStopAfterFaultMs: Math.max(...Object.values(stopMs)),
       etcdHealthyAfterMs: ms(healthy - up),

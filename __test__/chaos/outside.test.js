@@ -73,7 +73,7 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     assert.ok(report.maxOverlapMs < AT_ONCE_MS, `overlap ${report.maxOverlapMs.toFixed(1)} ms\n${formatTimeline([a, b])}`)
     assertOneLeaderAtATime([a, b], 'n0', { allowOverlapMs: AT_ONCE_MS })
     assertOneLeaderAtATime([a, b], 'solo')
-    metric(t, '5-leader-lease-revoked', {
+    metric(t, 'outside-leader-lease-revoked', {
       overlapMs: report.maxOverlapMs,
       stopAfterRevokeMs: ms(stops.n0.t - t0),
       successorStartAfterRevokeMs: ms(bStart.t - t0),
@@ -146,7 +146,7 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     assert.ok(report.maxOverlapMs < AT_ONCE_MS, `overlap ${report.maxOverlapMs.toFixed(1)} ms\n${formatTimeline([a, b])}`)
     assertOneLeaderAtATime([a, b], 'n0', { allowOverlapMs: AT_ONCE_MS })
     assertOneLeaderAtATime([a, b], 'solo')
-    metric(t, '5-leader-key-deleted', {
+    metric(t, 'outside-leader-key-deleted', {
       overlapMs: report.maxOverlapMs,
       stopAfterDeleteMs: ms(n0Stop.t - t0),
       successorStartAfterDeleteMs: ms(bStart.t - t0),
@@ -179,7 +179,7 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
     const report = leadershipReport(hosts, 'n0')
     assert.strictEqual(report.maxOverlapMs, 0)
     assertOneLeaderAtATime(hosts, 'n0')
-    metric(t, '5-revoked-waiter-leader-crashed', {
+    metric(t, 'outside-revoked-waiter-leader-crashed', {
       overlapMs: report.maxOverlapMs,
       minGapMs: report.minGapMs,
       faultEndToLeaderMs: ms(cStart.t - crashed)
@@ -219,6 +219,6 @@ describe('chaos: lease revoked or key deleted from outside (scenario 5)', { time
       await killAll()
     }
     t.diagnostic(`B started ${fromRemove.map((x) => x.toFixed(0)).join(', ')} ms after A's remove, ${delays.join(', ')} ms after the revoke (ttl ${ttl} s)`)
-    metric(t, '5-revoked-waiter-race', { overlapMs: maxOverlapMs, rounds, faultEndToLeaderMs: Math.max(...fromRemove) })
+    metric(t, 'outside-revoked-waiter-race', { overlapMs: maxOverlapMs, rounds, faultEndToLeaderMs: Math.max(...fromRemove) })
   })
 })
