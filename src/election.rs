@@ -65,10 +65,6 @@ pub struct Election {
     shared: Arc<Context>,
     serial: u32,
     name: String,
-    /// `<prefix>/<name>/`
-    prefix: String,
-    /// `<prefix>/<name>`: where a leader publishes when it was elected.
-    record: String,
     leading: bool,
     /// Shared with the binding for synchronous checks: the lease of our term, 0 when not leading.
     leading_lease: Arc<AtomicI64>,
@@ -83,22 +79,24 @@ impl Election {
         name: String,
         leading_lease: Arc<AtomicI64>,
     ) -> Election {
-        let record = keys::record(&shared.prefix, &name);
-        let prefix = keys::candidates(&shared.prefix, &name);
         Election {
             shared,
             serial,
             name,
-            prefix,
-            record,
             leading: false,
             leading_lease,
             reported_leader: None,
         }
     }
 
+    /// `<prefix>/<name>/`. Built when needed rather than kept: a locker holds thousands of
+    /// elections, almost all idle.
+    fn candidates(&self) -> String {
+        keys::candidates(&self.shared.prefix, &self.name)
+    }
+
     fn key(&self, lease: i64) -> String {
-        keys::candidate(&self.prefix, lease)
+        keys::candidate(&self.candidates(), lease)
     }
 
     fn emit(&self, event: Event) {
@@ -139,214 +137,219 @@ impl Election {
     }
 
     /// Campaigns until `resign` is set (then resigns) or the locker closes.
-    pub async fn run(mut self, mut resign: watch::Receiver<Control>) {
-        let shared = self.shared.clone();
-        let mut closing = shared.closing.subscribe();
-        let mut lease_state = shared.session.subscribe();
-        let mut wake = shared.watcher.deletions(&self.name);
-        let mut held: Option<Held> = None;
-        let mut backoff = Backoff::rounds();
-        let mut errors = Throttle::new();
-        // For the takeover time reported with `start`.
-        let mut waited_behind_other = false;
-        let mut woken_at: Option<std::time::Instant> = None;
+    // Not an `async fn`: that would keep a second copy of its arguments in every election's
+    // task (its state moves them into locals), and a locker holds thousands of tasks.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self, mut resign: watch::Receiver<Control>) -> impl Future<Output = ()> {
+        async move {
+            let shared = self.shared.clone();
+            let mut closing = shared.closing.subscribe();
+            let mut lease_state = shared.session.subscribe();
+            let mut wake = shared.watcher.deletions(&self.name);
+            let mut held: Option<Held> = None;
+            let mut backoff = Backoff::rounds();
+            let mut errors = Throttle::new();
+            // For the takeover time reported with `start`.
+            let mut waited_behind_other = false;
+            let mut woken_at: Option<std::time::Instant> = None;
 
-        // Campaign only once the watch is in place, so that no deletion can go unnoticed.
-        tokio::select! {
-            _ = shared.watcher.synced() => {}
-            _ = resign.wait_for(|c| c.resigning()) => {}
-            _ = closing.wait_for(|c| *c) => {}
-        }
-
-        loop {
-            if *closing.borrow() {
-                // Closing revokes the lease, which deletes every key at once.
-                self.step_down(StopReason::Closed);
-                break;
+            // Campaign only once the watch is in place, so that no deletion can go unnoticed.
+            tokio::select! {
+                _ = shared.watcher.synced() => {}
+                _ = resign.wait_for(|c| c.resigning()) => {}
+                _ = closing.wait_for(|c| *c) => {}
             }
-            if resign.borrow().resigning() {
-                self.step_down(StopReason::Removed);
-                if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
-                    self.emit(Event::Removed {
-                        serial: self.serial,
-                    });
+
+            loop {
+                if *closing.borrow() {
+                    // Closing revokes the lease, which deletes every key at once.
+                    self.step_down(StopReason::Closed);
+                    break;
                 }
-                break;
-            }
-            let state = *lease_state.borrow_and_update();
-            let Some(lease) = state.lease else {
-                self.step_down(StopReason::LeaseLost);
-                held = None;
-                tokio::select! {
-                    _ = changed(&mut lease_state) => {}
-                    _ = changed(&mut resign) => {}
-                    _ = changed(&mut closing) => {}
-                }
-                continue;
-            };
-            if held.is_some_and(|h| h.lease != lease) {
-                self.step_down(StopReason::LeaseLost);
-                held = None;
-            }
-            if !state.valid {
-                self.step_down(StopReason::Deadline);
-            }
-
-            wake.borrow_and_update();
-            // Boxed: request futures are large, and thousands of idle elections should not each
-            // carry room for one.
-            let campaigning = held.is_none();
-            let mut look = Box::pin(async {
-                match held {
-                    Some(_) => self.check(lease).await,
-                    None => self.campaign(lease).await,
-                }
-            });
-            // A read can be dropped whenever the picture changes: the round starts over. A
-            // campaign cannot: once queued it may still reach etcd, and a resign sent before its
-            // answer could arrive first and leave the key behind (a candidate nobody runs). So a
-            // campaign is always seen through; only closing, whose lease revoke removes every key
-            // of ours, cuts it short.
-            let result = tokio::select! {
-                r = &mut look => r,
-                _ = changed(&mut lease_state), if !campaigning => continue,
-                _ = changed(&mut resign), if !campaigning => continue,
-                _ = changed(&mut closing) => continue,
-            };
-            drop(look);
-            if resign.borrow().resigning() {
-                // Resign next, knowing what the campaign left in etcd.
-                held = match result {
-                    Ok(Standing::Leader { token }) => Some(Held {
-                        lease,
-                        revision: token,
-                    }),
-                    Ok(Standing::Waiting { revision, .. }) => Some(Held { lease, revision }),
-                    Ok(Standing::Gone) => None,
-                    Err(_) => held,
-                };
-                continue;
-            }
-
-            // Gone right after our campaign: our key exists but is bound to another lease (or
-            // none), so the campaign could not create it. Someone wrote it from outside; it is a
-            // failure like any other, retried with backoff, not at once as fast as etcd answers.
-            let result = match result {
-                Ok(Standing::Gone) if campaigning => Err(Failure::Rejected(format!(
-                    "the key {} exists but is not bound to this locker's lease {lease:x} \
-                     (was it written from outside?); campaigning again with backoff",
-                    self.key(lease)
-                ))),
-                other => other,
-            };
-            match result {
-                Ok(Standing::Leader { token }) => {
-                    backoff.reset();
-                    errors.reset();
-                    held = Some(Held {
-                        lease,
-                        revision: token,
-                    });
-                    if !self.leading && shared.session.is_valid(lease) {
-                        self.leading = true;
-                        self.leading_lease.store(lease, Ordering::SeqCst);
-                        shared
-                            .events
-                            .log(|| format!("{}: elected with token {token}", self.name));
-                        self.report_leader(Some(LeaderInfo {
-                            id: shared.id.clone(),
-                            token,
-                        }));
-                        // Waiting behind another host, then woken by a deletion: a takeover.
-                        let takeover = waited_behind_other
-                            .then_some(woken_at)
-                            .flatten()
-                            .map(|at| at.elapsed());
-                        waited_behind_other = false;
-                        let since_ms = term::now_ms();
-                        self.emit(Event::Start {
+                if resign.borrow().resigning() {
+                    self.step_down(StopReason::Removed);
+                    if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
+                        self.emit(Event::Removed {
                             serial: self.serial,
-                            token,
-                            takeover,
-                        });
-                        // After `start`, and beside the election: the record is for readers and
-                        // never delays a takeover.
-                        shared.publisher.publish(term::Publication {
-                            name: self.name.clone(),
-                            own_key: self.key(lease),
-                            token,
-                            lease,
-                            since_ms,
-                            leading: self.leading_lease.clone(),
                         });
                     }
+                    break;
                 }
-                Ok(Standing::Waiting { revision, leader }) => {
-                    backoff.reset();
-                    errors.reset();
-                    waited_behind_other = leader.id != shared.id;
-                    // A lower key can only appear ahead of a leader whose own key was replaced.
-                    self.step_down(StopReason::KeyDeleted);
-                    self.report_leader(Some(leader));
-                    held = Some(Held { lease, revision });
-                }
-                Ok(Standing::Gone) => {
-                    self.step_down(StopReason::KeyDeleted);
-                    held = None;
-                    // Campaign again at once with the same lease; if the lease is gone too, the
-                    // put says so and the session grants a new one.
-                    continue;
-                }
-                Err(Failure::LeaseNotFound) => {
+                let state = *lease_state.borrow_and_update();
+                let Some(lease) = state.lease else {
                     self.step_down(StopReason::LeaseLost);
                     held = None;
-                    shared.session.report_lost(lease);
                     tokio::select! {
-                        _ = lease_state.wait_for(|s| s.lease != Some(lease)) => {}
-                        _ = changed(&mut resign) => {}
-                        _ = changed(&mut closing) => {}
-                    }
-                    continue;
-                }
-                Err(failure) => {
-                    if errors.should_report() {
-                        self.emit(Event::error(Some(self.serial), &failure));
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = changed(&mut lease_state) => {}
                         _ = changed(&mut resign) => {}
                         _ = changed(&mut closing) => {}
                     }
                     continue;
+                };
+                if held.is_some_and(|h| h.lease != lease) {
+                    self.step_down(StopReason::LeaseLost);
+                    held = None;
                 }
-            }
+                if !state.valid {
+                    self.step_down(StopReason::Deadline);
+                }
 
-            // Nothing to do until a key of this name is deleted or the lease changes.
-            loop {
-                tokio::select! {
-                    _ = changed(&mut wake) => {
-                        woken_at = Some(std::time::Instant::now());
-                        break;
+                wake.borrow_and_update();
+                // Boxed: request futures are large, and thousands of idle elections should not each
+                // carry room for one.
+                let campaigning = held.is_none();
+                let mut look = Box::pin(async {
+                    match held {
+                        Some(_) => self.check(lease).await,
+                        None => self.campaign(lease).await,
                     }
-                    _ = changed(&mut lease_state) => {
-                        let now = *lease_state.borrow();
-                        if self.needs_look(lease, now) {
-                            break;
+                });
+                // A read can be dropped whenever the picture changes: the round starts over. A
+                // campaign cannot: once queued it may still reach etcd, and a resign sent before its
+                // answer could arrive first and leave the key behind (a candidate nobody runs). So a
+                // campaign is always seen through; only closing, whose lease revoke removes every key
+                // of ours, cuts it short.
+                let result = tokio::select! {
+                    r = &mut look => r,
+                    _ = changed(&mut lease_state), if !campaigning => continue,
+                    _ = changed(&mut resign), if !campaigning => continue,
+                    _ = changed(&mut closing) => continue,
+                };
+                drop(look);
+                if resign.borrow().resigning() {
+                    // Resign next, knowing what the campaign left in etcd.
+                    held = match result {
+                        Ok(Standing::Leader { token }) => Some(Held {
+                            lease,
+                            revision: token,
+                        }),
+                        Ok(Standing::Waiting { revision, .. }) => Some(Held { lease, revision }),
+                        Ok(Standing::Gone) => None,
+                        Err(_) => held,
+                    };
+                    continue;
+                }
+
+                // Gone right after our campaign: our key exists but is bound to another lease (or
+                // none), so the campaign could not create it. Someone wrote it from outside; it is a
+                // failure like any other, retried with backoff, not at once as fast as etcd answers.
+                let result = match result {
+                    Ok(Standing::Gone) if campaigning => Err(Failure::Rejected(format!(
+                        "the key {} exists but is not bound to this locker's lease {lease:x} \
+                     (was it written from outside?); campaigning again with backoff",
+                        self.key(lease)
+                    ))),
+                    other => other,
+                };
+                match result {
+                    Ok(Standing::Leader { token }) => {
+                        backoff.reset();
+                        errors.reset();
+                        held = Some(Held {
+                            lease,
+                            revision: token,
+                        });
+                        if !self.leading && shared.session.is_valid(lease) {
+                            self.leading = true;
+                            self.leading_lease.store(lease, Ordering::SeqCst);
+                            shared
+                                .events
+                                .log(|| format!("{}: elected with token {token}", self.name));
+                            self.report_leader(Some(LeaderInfo {
+                                id: shared.id.clone(),
+                                token,
+                            }));
+                            // Waiting behind another host, then woken by a deletion: a takeover.
+                            let takeover = waited_behind_other
+                                .then_some(woken_at)
+                                .flatten()
+                                .map(|at| at.elapsed());
+                            waited_behind_other = false;
+                            let since_ms = term::now_ms();
+                            self.emit(Event::Start {
+                                serial: self.serial,
+                                token,
+                                takeover,
+                            });
+                            // After `start`, and beside the election: the record is for readers and
+                            // never delays a takeover.
+                            shared.publisher.publish(term::Publication {
+                                name: self.name.clone(),
+                                own_key: self.key(lease),
+                                token,
+                                lease,
+                                since_ms,
+                                leading: self.leading_lease.clone(),
+                            });
                         }
                     }
-                    // Draining changes nothing in etcd: only a resign is worth a round.
-                    _ = changed(&mut resign) => {
-                        if resign.borrow_and_update().resigning() {
+                    Ok(Standing::Waiting { revision, leader }) => {
+                        backoff.reset();
+                        errors.reset();
+                        waited_behind_other = leader.id != shared.id;
+                        // A lower key can only appear ahead of a leader whose own key was replaced.
+                        self.step_down(StopReason::KeyDeleted);
+                        self.report_leader(Some(leader));
+                        held = Some(Held { lease, revision });
+                    }
+                    Ok(Standing::Gone) => {
+                        self.step_down(StopReason::KeyDeleted);
+                        held = None;
+                        // Campaign again at once with the same lease; if the lease is gone too, the
+                        // put says so and the session grants a new one.
+                        continue;
+                    }
+                    Err(Failure::LeaseNotFound) => {
+                        self.step_down(StopReason::LeaseLost);
+                        held = None;
+                        shared.session.report_lost(lease);
+                        tokio::select! {
+                            _ = lease_state.wait_for(|s| s.lease != Some(lease)) => {}
+                            _ = changed(&mut resign) => {}
+                            _ = changed(&mut closing) => {}
+                        }
+                        continue;
+                    }
+                    Err(failure) => {
+                        if errors.should_report() {
+                            self.emit(Event::error(Some(self.serial), &failure));
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = changed(&mut lease_state) => {}
+                            _ = changed(&mut resign) => {}
+                            _ = changed(&mut closing) => {}
+                        }
+                        continue;
+                    }
+                }
+
+                // Nothing to do until a key of this name is deleted or the lease changes.
+                loop {
+                    tokio::select! {
+                        _ = changed(&mut wake) => {
+                            woken_at = Some(std::time::Instant::now());
                             break;
                         }
+                        _ = changed(&mut lease_state) => {
+                            let now = *lease_state.borrow();
+                            if self.needs_look(lease, now) {
+                                break;
+                            }
+                        }
+                        // Draining changes nothing in etcd: only a resign is worth a round.
+                        _ = changed(&mut resign) => {
+                            if resign.borrow_and_update().resigning() {
+                                break;
+                            }
+                        }
+                        _ = changed(&mut closing) => break,
                     }
-                    _ = changed(&mut closing) => break,
                 }
             }
+            drop(wake);
+            shared.watcher.release(&self.name);
         }
-        drop(wake);
-        shared.watcher.release(&self.name);
     }
 
     /// Whether a lease transition changes anything for us: another lease, a leader whose deadline
@@ -388,7 +391,7 @@ impl Election {
     }
 
     fn lowest_key(&self) -> TxnOp {
-        keys::first_created_op(&self.prefix)
+        keys::first_created_op(&self.candidates())
     }
 
     /// Deletes our key, guarded so that only our own key of this term can go. Keeps trying
@@ -415,7 +418,7 @@ impl Election {
         };
         let txn = Txn::new().when([guard]).and_then([
             TxnOp::delete(key, None),
-            term::withdraw(&self.record, lease),
+            term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
         ]);
         let mut backoff = Backoff::rounds();
         let mut errors = Throttle::new();

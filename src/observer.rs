@@ -51,8 +51,9 @@ impl Observer {
         }
         while !*cancel.borrow() && !*closing.borrow() {
             changes.borrow_and_update();
+            // Boxed: a request future is some 14 KB, and an idle observer should not carry it.
             let read = tokio::select! {
-                r = self.leader() => r,
+                r = Box::pin(self.leader()) => r,
                 _ = changed(&mut cancel) => break,
                 _ = changed(&mut closing) => break,
             };
