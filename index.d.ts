@@ -271,6 +271,12 @@ declare namespace locked {
      * nobody leads. Works for any name, also one this locker does not campaign for.
      */
     term (name: string): Promise<TermInfo | null>
+    /**
+     * Every election under this locker's prefix that has a leader, sorted by name: one
+     * consistent read of etcd (in pages pinned to one revision), also for names this locker
+     * does not campaign for.
+     */
+    terms (): Promise<Array<TermInfo & { name: string }>>
     /** Steps down everywhere and revokes the lease; resolves once etcd confirmed. */
     close (): Promise<void>
 

@@ -545,6 +545,38 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     await assert.rejects(reader.term('job'), { code: 'LOCKER_CLOSED' })
   })
 
+  it('locker.terms(): every election with a leader, by name, in one read; more names than one page of it holds', async () => {
+    const prefix = uniquePrefix('terms')
+    const reader = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
+    assert.deepStrictEqual(await reader.terms(), [], 'no elections yet')
+    const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
+    const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
+    // 1100 names on A: with their term records 2200 keys, more than one page of the read (2000).
+    const many = Array.from({ length: 1100 }, (_, i) => `n${String(i).padStart(4, '0')}`)
+    await Promise.all(many.map((name) => nextEvent(a(name, () => {}), 'start', 15000, `A start ${name}`)))
+    const [termB] = await nextEvent(b('solo', () => {}), 'start', 5000, 'B start solo')
+    b('n0000', () => {}) // waits behind A: changes nothing
+    const gone = a('gone', () => {})
+    await nextEvent(gone, 'start', 5000, 'A start gone')
+    await gone.remove()
+    await etcd.waitKeys(`${prefix}/n0000/`, (kvs) => kvs.length === 2, 5000, 'B queued on n0000')
+    const terms = await until(async () => {
+      const list = await reader.terms()
+      return list.every((t) => t.since !== null) && list
+    }, 5000, 'every leader\'s election time published')
+    assert.deepStrictEqual(terms.map((t) => t.name), [...many, 'solo'], 'every led name once, sorted, none without a leader')
+    assert.ok(terms.filter((t) => t.name !== 'solo').every((t) => t.leader === 'host-a'))
+    const solo = terms.find((t) => t.name === 'solo')
+    assert.deepStrictEqual(solo, { name: 'solo', ...await reader.term('solo') }, 'terms() agrees with term()')
+    assert.strictEqual(solo.token, termB.token)
+    assert.ok(solo.since instanceof Date)
+    await reader.close()
+    await assert.rejects(reader.terms(), { code: 'LOCKER_CLOSED' })
+    const [port] = await freePorts(1)
+    const unreachable = lockers.open([`127.0.0.1:${port}`], { ttl: TTL })
+    await assert.rejects(within(unreachable.terms(), 15000, 'terms() settles'), (err) => err.code === 'ETCD_UNAVAILABLE' && /^terms\(\): /.test(err.message))
+  })
+
   it('locker.term(name) on an unreachable etcd rejects with ETCD_UNAVAILABLE; close() settles a read in flight', async () => {
     const [port] = await freePorts(1)
     const l = lockers.open([`127.0.0.1:${port}`], { ttl: TTL })

@@ -24,6 +24,9 @@ function reportError (emitter, err) {
 // so are worth a warning; the others were asked for.
 const ASKED = new Set(['removed', 'closed'])
 
+// A term as term() and terms() answer it, from the native core's { leader, token, sinceMs }.
+const termInfo = ({ leader, token, sinceMs }) => ({ leader, token, since: sinceMs == null ? null : new Date(sinceMs) })
+
 // How the native locker starts the guardian (guardian.js), when asked for one. Hosts, TLS
 // settings and credentials reach it through its stdin, never its command line or environment.
 function guardianSettings (endpoints, options) {
@@ -134,9 +137,18 @@ class LockerCore {
   // Who leads `name`, with which token, since when: one read from etcd.
   term (name) {
     checkName(name, 'locker.term(name)')
+    return this.#query(`term(${JSON.stringify(name)})`, () => this.#native.term(name))
+  }
+
+  // The same for every election under the prefix that has a leader: one consistent read.
+  terms () {
+    return this.#query('terms()', () => this.#native.terms())
+  }
+
+  #query (call, ask) {
     if (this.#closing) return Promise.reject(lockerClosed())
     return new Promise((resolve, reject) => {
-      this.#queries.set(this.#native.term(name), new Query(name, resolve, reject))
+      this.#queries.set(ask(), new Query(call, resolve, reject))
       this.#updateActive()
     })
   }
@@ -260,6 +272,7 @@ class LockerCore {
       case 'leader': this.#onLeader(ev); break
       case 'removed': this.#onRemoved(ev); break
       case 'term': this.#onTerm(ev); break
+      case 'terms': this.#onTerms(ev); break
       case 'error': this.#onError(ev); break
       case 'renewed': this.#locker.emit('renewed'); break
       case 'log': this.#log.step(ev.message); break
@@ -348,15 +361,19 @@ class LockerCore {
   #onTerm (ev) {
     const query = this.#takeQuery(ev)
     if (!query) return
-    query.resolve(ev.leader == null
-      ? null
-      : { leader: ev.leader, token: ev.token, since: ev.sinceMs == null ? null : new Date(ev.sinceMs) })
+    query.resolve(ev.leader == null ? null : termInfo(ev))
+  }
+
+  #onTerms (ev) {
+    const query = this.#takeQuery(ev)
+    if (!query) return
+    query.resolve(ev.terms.map((t) => ({ name: t.name, ...termInfo(t) })))
   }
 
   #onError (ev) {
     const query = this.#takeQuery(ev)
     if (query) {
-      query.reject(new LockedError(`term(${JSON.stringify(query.name)}): ${ev.message}`, ev.code))
+      query.reject(new LockedError(`${query.call}: ${ev.message}`, ev.code))
       return
     }
     const observation = this.#observationOf(ev)
@@ -384,7 +401,7 @@ class LockerCore {
     this.#registrations.clear()
     for (const observation of this.#observations.values()) observation.closed = true
     this.#observations.clear()
-    for (const query of this.#queries.values()) query.reject(lockerClosed(`term(${JSON.stringify(query.name)})`))
+    for (const query of this.#queries.values()) query.reject(lockerClosed(query.call))
     this.#queries.clear()
     unwatchSignals(this.#locker)
     this.#registered.clear()

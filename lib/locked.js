@@ -43,6 +43,7 @@ function locked (hosts, options) {
     singletons: { value: () => core.singletons() },
     observe: { value: function observe (name) { return core.observe(name) } },
     term: { value: function term (name) { return core.term(name) } },
+    terms: { value: function terms () { return core.terms() } },
     stats: { value: () => core.stats() },
     close: { value: () => core.close() },
     [guardProcess]: { value: (pid) => core.guardProcess(pid) }

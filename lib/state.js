@@ -40,10 +40,10 @@ class Observation {
   }
 }
 
-// One locker.term(name) read, until etcd answered.
+// One locker.term(name) or locker.terms() read, until etcd answered. `call` names it in errors.
 class Query {
-  constructor (name, resolve, reject) {
-    this.name = name
+  constructor (call, resolve, reject) {
+    this.call = call
     this.resolve = resolve
     this.reject = reject
   }

@@ -70,8 +70,8 @@ pub struct AuthSettings {
     pub password: String,
 }
 
-/// One event for JavaScript. `kind` is start | stop | leader | term | removed | renewed | error |
-/// log | closed.
+/// One event for JavaScript. `kind` is start | stop | leader | term | terms | removed | renewed |
+/// error | log | closed.
 #[napi(object)]
 #[derive(Default)]
 pub struct LockerEvent {
@@ -88,6 +88,17 @@ pub struct LockerEvent {
     pub since_ms: Option<f64>,
     pub code: Option<String>,
     pub message: Option<String>,
+    /// For `terms` events: every election under the prefix that has a leader.
+    pub terms: Option<Vec<NamedTerm>>,
+}
+
+/// One election's term in a `terms` event.
+#[napi(object)]
+pub struct NamedTerm {
+    pub name: String,
+    pub leader: String,
+    pub token: f64,
+    pub since_ms: Option<f64>,
 }
 
 impl LockerEvent {
@@ -120,6 +131,20 @@ impl From<Event> for LockerEvent {
                 token: leader.as_ref().map(|l| l.token as f64),
                 leader: leader.map(|l| l.id),
                 ..LockerEvent::of("leader", Some(serial))
+            },
+            Event::Terms { serial, terms } => LockerEvent {
+                terms: Some(
+                    terms
+                        .into_iter()
+                        .map(|(name, term)| NamedTerm {
+                            name,
+                            leader: term.leader.id,
+                            token: term.leader.token as f64,
+                            since_ms: term.since_ms.map(|ms| ms as f64),
+                        })
+                        .collect(),
+                ),
+                ..LockerEvent::of("terms", Some(serial))
             },
             Event::Term { serial, term } => LockerEvent {
                 token: term.as_ref().map(|t| t.leader.token as f64),
@@ -282,6 +307,15 @@ impl NativeLocker {
     pub fn term(&self, name: String) -> Result<u32> {
         self.locker
             .term(&name)
+            .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
+    }
+
+    /// Reads every election under the prefix that has a leader; returns the serial its `terms`
+    /// (or `error`) event carries.
+    #[napi]
+    pub fn terms(&self) -> Result<u32> {
+        self.locker
+            .terms()
             .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
     }
 

@@ -65,6 +65,11 @@ pub enum Event {
         serial: u32,
         term: Option<Term>,
     },
+    /// The answer to a query of every election under the prefix that has a leader, by name.
+    Terms {
+        serial: u32,
+        terms: Vec<(String, Term)>,
+    },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
         serial: u32,

@@ -52,6 +52,24 @@ pub fn election_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
     std::str::from_utf8(&rest[..slash]).ok()
 }
 
+/// The election whose term record `key` is: `<all><name>` with no '/' in the name.
+pub fn record_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(all.as_bytes())?;
+    if rest.is_empty() || rest.contains(&b'/') {
+        return None;
+    }
+    std::str::from_utf8(rest).ok()
+}
+
+/// The end of the range of every key starting with `prefix` (which ends with '/').
+pub fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// Reads the first created key of the range `candidates`: the leader.
 pub fn first_created() -> GetOptions {
     GetOptions::new()
@@ -78,6 +96,18 @@ mod tests {
         assert_eq!(election_of(&all, record("p", "build").as_bytes()), None);
         assert_eq!(election_of(&all, b"q/build/1"), None);
         assert_eq!(election_of(&all, b"p/\xff/1"), None);
+    }
+
+    #[test]
+    fn records_name_their_election() {
+        let all = all("p");
+        assert_eq!(
+            record_of(&all, record("p", "build").as_bytes()),
+            Some("build")
+        );
+        assert_eq!(record_of(&all, b"p/build/1"), None);
+        assert_eq!(record_of(&all, b"p/"), None);
+        assert_eq!(range_end(&all), b"p0");
     }
 
     #[test]

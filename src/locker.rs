@@ -271,6 +271,29 @@ impl Locker {
         Ok(serial)
     }
 
+    /// Reads every election under the prefix that has a leader; the answer comes as
+    /// `Event::Terms` (or `Event::Error`) with the returned serial, unless the locker closes first.
+    pub fn terms(&self) -> Result<u32, RegisterError> {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
+            return Err(RegisterError::Closed);
+        }
+        let serial = self.next_serial();
+        let context = self.context.clone();
+        self.runtime.spawn(async move {
+            let mut closing = context.closing.subscribe();
+            let read = tokio::select! {
+                r = Box::pin(term::list(&context.cluster, &context.prefix)) => r,
+                // The binding answers every query still open when the locker has closed.
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            context.events.emit(match read {
+                Ok(terms) => Event::Terms { serial, terms },
+                Err(failure) => Event::error(Some(serial), &failure),
+            });
+        });
+        Ok(serial)
+    }
+
     pub fn unobserve(&self, serial: u32) {
         if let Some(cancel) = lock(&self.observers).remove(&serial) {
             cancel.send_replace(true);

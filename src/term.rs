@@ -8,16 +8,17 @@
 //! successor's record. A reader trusts a record only when it names the token of the key that
 //! leads; until the new leader's record is written, the time is unknown, never the predecessor's.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batch::Batcher;
-use crate::cluster::Failure;
+use crate::cluster::{Cluster, Failure};
 use crate::events::EventSink;
 use crate::events::Term;
 use crate::keys::{self, LeaderInfo};
@@ -190,6 +191,97 @@ pub async fn read(batcher: &Batcher, prefix: &str, name: &str) -> Result<Option<
     }))
 }
 
+/// Keys read per request by `list`: enough to be quick, small enough for any response limit.
+const LIST_PAGE: i64 = 2000;
+
+/// What a listing found of one election: its first created candidate, and its term record's
+/// token and time.
+#[derive(Default)]
+struct Found {
+    first: Option<LeaderInfo>,
+    record: Option<(i64, i64)>,
+}
+
+/// The election of every key under `all`, in key order, as `list` sorts them out.
+#[derive(Default)]
+struct Listing {
+    names: BTreeMap<String, Found>,
+}
+
+impl Listing {
+    fn add(&mut self, all: &str, key: &[u8], value: &[u8], create_revision: i64) {
+        if let Some(name) = keys::election_of(all, key) {
+            let entry = self.names.entry(name.to_string()).or_default();
+            if entry
+                .first
+                .as_ref()
+                .is_none_or(|l| create_revision < l.token)
+            {
+                entry.first = Some(LeaderInfo {
+                    id: String::from_utf8_lossy(value).into_owned(),
+                    token: create_revision,
+                });
+            }
+        } else if let Some(name) = keys::record_of(all, key) {
+            self.names.entry(name.to_string()).or_default().record = decode(value);
+        }
+    }
+
+    /// The elections that have a leader, by name, each with the time of its record when that
+    /// record is the leader's own.
+    fn terms(self) -> Vec<(String, Term)> {
+        self.names
+            .into_iter()
+            .filter_map(|(name, Found { first, record })| {
+                let leader = first?;
+                let since_ms = record
+                    .filter(|(token, _)| *token == leader.token)
+                    .map(|(_, since)| since);
+                Some((name, Term { leader, since_ms }))
+            })
+            .collect()
+    }
+}
+
+/// Every election under `prefix` that has a leader, by name: one consistent snapshot, read in
+/// pages pinned to the revision of the first.
+pub async fn list(cluster: &Cluster, prefix: &str) -> Result<Vec<(String, Term)>, Failure> {
+    let all = keys::all(prefix);
+    let end = keys::range_end(&all);
+    let mut listing = Listing::default();
+    let mut from = all.clone().into_bytes();
+    let mut revision = 0;
+    loop {
+        let key = from.clone();
+        let end = end.clone();
+        let response = cluster
+            .request(|mut c: Client| {
+                let (key, end) = (key.clone(), end.clone());
+                async move {
+                    let options = GetOptions::new()
+                        .with_range(end)
+                        .with_limit(LIST_PAGE)
+                        .with_revision(revision);
+                    c.get(key, Some(options)).await
+                }
+            })
+            .await?;
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        for kv in response.kvs() {
+            listing.add(&all, kv.key(), kv.value(), kv.create_revision());
+        }
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(listing.terms()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +292,32 @@ mod tests {
             decode(encode(42, 1_764_144_000_123).as_bytes()),
             Some((42, 1_764_144_000_123))
         );
+    }
+
+    #[test]
+    fn a_listing_finds_each_leader_and_trusts_only_its_own_record() {
+        let mut listing = Listing::default();
+        // Key order, as etcd returns them: a record sorts before its candidates.
+        listing.add("p/", b"p/a", b"7 1000", 0);
+        listing.add("p/", b"p/a/1f", b"late", 9);
+        listing.add("p/", b"p/a/2e", b"first", 7);
+        listing.add("p/", b"p/b", b"3 2000", 0);
+        listing.add("p/", b"p/b/4", b"leader", 5);
+        listing.add("p/", b"p/c", b"8 3000", 0); // a record without candidates: nobody leads
+        listing.add("p/", b"p/d/x/y", b"foreign", 4);
+        let terms = listing.terms();
+        let names: Vec<&str> = terms.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d/x"]);
+        assert_eq!(
+            terms[0].1.leader,
+            LeaderInfo {
+                id: "first".into(),
+                token: 7
+            }
+        );
+        assert_eq!(terms[0].1.since_ms, Some(1000));
+        // b's record names token 3, its leader has token 5: the time is unknown.
+        assert_eq!(terms[1].1.since_ms, None);
     }
 
     #[test]

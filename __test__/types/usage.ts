@@ -59,6 +59,13 @@ void locker.term('job').then((info: locked.TermInfo | null) => {
     void who; void token; void since
   }
 })
+void locker.terms().then((all) => {
+  for (const t of all) {
+    const name: string = t.name
+    const info: locked.TermInfo = t
+    void name; void info
+  }
+})
 const node: locked.Node = locker({ id: 'n1', path: '/master', value: 10, ttl: 10 })
 node.on('change', (value, leaderId) => { const v: string = value; const i: string = leaderId; void v; void i })
 node.on('deselect', () => {})
@@ -188,6 +195,11 @@ void locker.term()
 // @ts-expect-error: term() resolves to a TermInfo or null, not a string
 const leaderName: Promise<string> = locker.term('job')
 void leaderName
+// @ts-expect-error: terms() takes no name
+void locker.terms('job')
+// @ts-expect-error: terms() resolves to a list, not one TermInfo
+const one: Promise<locked.TermInfo | null> = locker.terms()
+void one
 // @ts-expect-error: isLeader returns a boolean
 const wrong: string = job.isLeader()
 void wrong
