@@ -340,3 +340,25 @@ describe('interleavings', { timeout: 120000 }, () => {
     assert.ok(afterMs < 3000, `B started ${afterMs.toFixed(0)} ms after A exited (a lease left to expire takes ${ttl} s)`)
   })
 })
+
+describe('revisions larger than one gRPC message', { timeout: 120000 }, () => {
+  // A locker that closes revokes its lease, and etcd deletes every key of it in one revision; a
+  // watch gets that revision as one message unless it asks etcd to split it. Past the client's
+  // 4 MB message limit the successor's watch failed on it again and again, and no name it waited
+  // for was ever led again. Long keys make that revision large with few names.
+  it('a locker with 2000 names of 1.5 KB keys closes: the other locker leads every one of them', async () => {
+    const prefix = `${uniquePrefix('big')}-${'p'.repeat(1500)}`
+    const names = Array.from({ length: 2000 }, (_, i) => `n${i}`)
+    const a = locker({ prefix, ttl: 10, id: 'A' })
+    const b = locker({ prefix, ttl: 10, id: 'B' })
+    await allStart(names.map((name) => a(name)), 30000, 'A leads every name')
+    const waiting = names.map((name) => b(name))
+    await until(async () => {
+      const out = await etcd.etcdctl(['get', `${prefix}/`, '--prefix', '--keys-only', '--limit', '1', '-w', 'json'])
+      return Number(JSON.parse(out).count) === 3 * names.length
+    }, 30000, 'B queued on every name')
+    const bStarts = allStart(waiting, 20000, 'B leads every name after A closed')
+    await a.close()
+    await bStarts
+  })
+})

@@ -157,7 +157,10 @@ impl Watcher {
                     continue;
                 }
             };
-            let mut options = WatchOptions::new().with_prefix();
+            // Fragmented: a locker that closes deletes all its keys in one revision, and as one
+            // message that revision can exceed what the client accepts (4 MB): the watch would
+            // fail on it at every retry, and nobody would ever take over those names.
+            let mut options = WatchOptions::new().with_prefix().with_fragment();
             if next_revision > 0 {
                 options = options.with_start_revision(next_revision);
             }
