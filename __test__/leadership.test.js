@@ -545,13 +545,13 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     await assert.rejects(reader.term('job'), { code: 'LOCKER_CLOSED' })
   })
 
-  it('locker.terms(): every election with a leader, by name, in one read; more names than one page of it holds', async () => {
+  it('locker.terms(): every election with a leader, by name, in one read; more names than one page of it holds (1000 keys)', async () => {
     const prefix = uniquePrefix('terms')
     const reader = lockers.open(etcd.endpoints, { ttl: TTL, prefix })
     assert.deepStrictEqual(await reader.terms(), [], 'no elections yet')
     const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
     const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
-    // 1100 names on A: with their term records 2200 keys, more than one page of the read (2000).
+    // 1100 names on A: with their term records 2200 keys, three pages of the read.
     const many = Array.from({ length: 1100 }, (_, i) => `n${String(i).padStart(4, '0')}`)
     await Promise.all(many.map((name) => nextEvent(a(name, () => {}), 'start', 15000, `A start ${name}`)))
     const [termB] = await nextEvent(b('solo', () => {}), 'start', 5000, 'B start solo')

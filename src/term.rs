@@ -191,8 +191,9 @@ pub async fn read(batcher: &Batcher, prefix: &str, name: &str) -> Result<Option<
     }))
 }
 
-/// Keys read per request by `list`: enough to be quick, small enough for any response limit.
-const LIST_PAGE: i64 = 2000;
+/// Keys read per request by `list`: enough to be quick, and well inside the client's 4 MB
+/// message limit even with long prefixes.
+const LIST_PAGE: i64 = 1000;
 
 /// What a listing found of one election: its first created candidate, and its term record's
 /// token and time.
