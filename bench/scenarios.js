@@ -511,7 +511,10 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
     out.rssGrowth = s1.rss - s0.rss
     out.heapGrowth = s1.heapUsed - s0.heapUsed
 
-    // Idle window: nothing happens but what the library does on its own.
+    // Idle window: nothing happens but what the library does on its own. locked's leaders write
+    // their term records after their start; at 100 000 names that takes seconds, and is start-up
+    // work, not idle cost: wait for every record first.
+    await waitKeys(ctx.admin, `${prefix}/`, lib === 'locked' ? 2 * n : n, cap)
     await delay(ctx.quick ? 500 : 2000)
     const e0 = await etcdSnapshot(ctx)
     const h0 = await host.request('stats', {}, 60000)
