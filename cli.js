@@ -6,15 +6,24 @@
 const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
+const path = require('node:path')
 const { performance } = require('node:perf_hooks')
+const { setTimeout: delay } = require('node:timers/promises')
 const util = require('node:util')
 const locked = require('./index.js')
 const { DEFAULTS, TTL, ttlFault } = require('./lib/rules.js')
 const { guardProcess } = require('./lib/locked.js')
 
+// How often `status --watch` without --name lists the elections again: an observer follows the
+// name it was given, and nothing announces a new name. The only time locked polls etcd.
+const RELIST_MS = 5000
+// After a change, how long `status --watch` waits for the new leader to publish its election time.
+const SINCE_TRIES = 10
+const SINCE_RETRY_MS = 200
+
 const USAGE = `Usage:
   locked run --hosts HOSTS --name NAME [options] -- COMMAND [ARGS...]
-  locked status --hosts HOSTS --name NAME [--prefix PREFIX] [--json]
+  locked status --hosts HOSTS [--name NAME] [--prefix PREFIX] [--json] [--watch]
 
 run: campaign for NAME; while this host leads, run COMMAND (stdio inherited, with LOCKED_TOKEN set to
 the fencing token and LOCKED_NAME to NAME). SIGTERM/SIGINT stop the command (SIGTERM, then SIGKILL
@@ -22,19 +31,25 @@ after --grace), resign and exit. When leadership is lost (etcd unreachable, leas
 command gets SIGTERM, and SIGKILL after --grace but never after the leadership deadline, past which
 another host may be elected: a stop at or after the deadline means SIGKILL at once. This host then
 campaigns again and, when re-elected, starts the command anew only once the old one is gone, never
-two at once. If this process is itself killed with SIGKILL, the command is
-killed with it (Linux, via setpriv's parent-death signal); another host then takes over after the
-TTL, or at once with --guardian. When the command exits by itself, resign and exit with its code,
-or with --restart keep campaigning and run it again when elected. Exits 1 if etcd refuses it
-before it was ever elected (a wrong password, no permission on the prefix).
+two at once. If this process is itself killed with SIGKILL, the command is killed with it: by the
+kernel (Linux, setpriv's parent-death signal) when setpriv is on the PATH, else by a small Node.js
+process between the two (lib/wrapper.js) that kills it when its pipe to this process closes.
+Another host then takes over after the TTL, or at once with --guardian. When the command exits by
+itself, resign and exit with its code, or with --restart keep campaigning and run it again when
+elected. Exits 1 if etcd refuses it before it was ever elected (a wrong password, no permission on
+the prefix).
 
 status: print the current leader of NAME, since when it leads (by its own clock), and its fencing
-token. Exits 0 (also when nobody leads), or 1 when etcd does not answer or refuses.
+token; without --name, the same for every election under the prefix, a line each. Exits 0 (also
+when nobody leads), or 1 when etcd does not answer or refuses. With --watch: print that, then a
+line per change (a new leader, a new token, nobody leads) until SIGINT or SIGTERM (exit 0); etcd
+trouble is one line on stderr per kind of error, and the watch goes on. Without --name, --watch
+lists the elections again every ${RELIST_MS / 1000} s to follow new ones (the only time locked polls etcd).
 
 Options:
   --hosts HOSTS     etcd hosts, 'host:port[,host:port...]' (required, unless LOCKED_HOSTS or
                     ETCDCTL_ENDPOINTS is set); 'https://host:port' hosts mean TLS
-  --name NAME       the singleton's name (required)
+  --name NAME       the singleton's name (required for run)
   --ttl SECONDS     lease TTL in seconds, at least ${TTL.min} (default ${DEFAULTS.ttl})
   --grace DURATION  time between SIGTERM and SIGKILL, e.g. 10s or 500ms (default 10s); when
                     leadership is lost, at most the time left until the leadership deadline
@@ -44,7 +59,9 @@ Options:
   --guardian        if this process dies (SIGKILL, OOM killer), a guardian process revokes its
                     lease once the command is gone too, so another host starts at once instead
                     of after the TTL (a lost machine or network still takes the TTL)
-  --json            status: print one JSON object {name, leader, token, since} (null when unknown)
+  --json            status: print one JSON object {name, leader, token, since} (null when unknown),
+                    without --name an array of them; with --watch one object a line
+  --watch           status: follow the changes
   -h, --help        show this help
 
 A secured etcd (run and status, as etcdctl's flags):
@@ -71,7 +88,23 @@ Example:
 
 class UsageError extends Error {}
 
-const PDEATHSIG = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p))
+// setpriv (util-linux) on the PATH gives the command a parent-death signal; BusyBox's setpriv (a
+// link to busybox) has no --pdeathsig. Where there is none (Alpine, distroless images, macOS), the
+// command runs under lib/wrapper.js instead.
+const SETPRIV = process.platform === 'linux' ? findSetpriv() : null
+const WRAPPER = path.join(__dirname, 'lib', 'wrapper.js')
+
+function findSetpriv () {
+  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
+    if (!path.isAbsolute(dir)) continue
+    const file = path.join(dir, 'setpriv')
+    try {
+      fs.accessSync(file, fs.constants.X_OK)
+      if (path.basename(fs.realpathSync(file)) === 'setpriv') return file
+    } catch {}
+  }
+  return null
+}
 
 const PASSWORD_VARIABLES = ['LOCKED_PASSWORD', 'ETCDCTL_PASSWORD']
 
@@ -95,7 +128,7 @@ const OPTIONS = {
     restart: { type: 'boolean' },
     guardian: { type: 'boolean' }
   },
-  status: { ...SHARED_OPTIONS, json: { type: 'boolean' } }
+  status: { ...SHARED_OPTIONS, json: { type: 'boolean' }, watch: { type: 'boolean' } }
 }
 
 function parseDuration (text) {
@@ -167,6 +200,7 @@ function parseArgs (argv) {
     restart: values.restart ?? false,
     guardian: values.guardian ?? false,
     json: values.json ?? false,
+    watch: values.watch ?? false,
     cacert: values.cacert,
     cert: values.cert,
     key: values.key,
@@ -175,7 +209,8 @@ function parseArgs (argv) {
     argv: argvAfter
   }
   if (!opts.hosts) throw new UsageError('--hosts is required (or set LOCKED_HOSTS)')
-  if (!opts.name) throw new UsageError('--name is required')
+  if (command === 'run' && !opts.name) throw new UsageError('--name is required')
+  if (opts.name === '') throw new UsageError('--name must not be empty')
   if (command === 'run' && opts.argv.length === 0) throw new UsageError('no command given: put it after --')
   return opts
 }
@@ -237,26 +272,98 @@ function log (message) {
   process.stderr.write(`locked: ${message}\n`)
 }
 
-// The command of one term: { proc, exited: Promise<{ code, signal }>, stopping, killAt, killTimer }.
-function spawnCommand (opts, term) {
-  const [file, ...args] = opts.argv
-  // If this process is killed outright (SIGKILL), nothing is left to stop the command, and
-  // another host takes over after the TTL: the kernel kills the command with us (Linux
-  // parent-death signal, set by setpriv), so two hosts never run it at once.
-  const [program, argv] = PDEATHSIG ? [PDEATHSIG, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
-  const proc = spawn(program, argv, {
-    stdio: 'inherit',
-    env: { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
-  })
-  const current = { proc, stopping: false, killAt: Infinity, killTimer: null }
-  current.exited = new Promise((resolve) => {
+// The command of one term: { proc, pid, signal(name), exited: Promise<{ code, signal }>, stopping,
+// killAt, killTimer }. `pid` is the command's own; onPid(pid) is called once it is known.
+function spawnCommand (opts, term, onPid) {
+  const env = { ...process.env, LOCKED_TOKEN: String(term.token), LOCKED_NAME: opts.name }
+  const current = { proc: null, pid: undefined, stopping: false, killAt: Infinity, killTimer: null }
+  if (SETPRIV) {
+    // If this process is killed outright (SIGKILL), nothing is left to stop the command, and
+    // another host takes over after the TTL: the kernel kills the command with us (Linux
+    // parent-death signal, set by setpriv), so two hosts never run it at once.
+    const [file, ...args] = opts.argv
+    const proc = spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', '--', file, ...args], { stdio: 'inherit', env })
+    Object.assign(current, { proc, pid: proc.pid, signal: (signal) => proc.kill(signal), exited: exitOf(proc, file) })
+    if (proc.pid !== undefined) process.nextTick(onPid, proc.pid)
+  } else {
+    spawnWrapped(current, opts.argv, env, onPid)
+  }
+  return current
+}
+
+function exitOf (proc, file) {
+  return new Promise((resolve) => {
     proc.on('error', (err) => {
       log(`cannot run ${file}: ${err.message}`)
       resolve({ code: 127, signal: null })
     })
     proc.on('exit', (code, signal) => resolve({ code, signal }))
   })
-  return current
+}
+
+// Without setpriv, the command runs under lib/wrapper.js, which kills it when its pipe to this
+// process reaches end-of-file (this process died), reports on that pipe the command's pid and how
+// it ended, and passes SIGTERM on; SIGKILL is asked for on the pipe (a SIGKILL to the wrapper
+// would leave the command running). Should the wrapper die alone (the OOM killer may pick it), the
+// command is killed here, and counts as ended only once it is gone.
+function spawnWrapped (current, argv, env, onPid) {
+  const proc = spawn(process.execPath, [WRAPPER, '--', ...argv], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], env: {} })
+  const channel = proc.stdio[3]
+  let ended = null // { code, signal } as the wrapper reported it
+  channel.on('error', () => {})
+  channel.write(JSON.stringify({ env }) + '\n')
+  readLines(channel, (message) => {
+    if (message.pid !== undefined) {
+      current.pid = message.pid
+      onPid(message.pid)
+    }
+    if (message.code !== undefined) ended = { code: message.code, signal: message.signal }
+  })
+  current.proc = proc
+  current.signal = (signal) => signal === 'SIGKILL' ? channel.write('{"kill":true}\n') : proc.kill(signal)
+  current.exited = new Promise((resolve) => {
+    proc.on('error', (err) => {
+      log(`cannot run ${process.execPath}: ${err.message}`)
+      resolve({ code: 127, signal: null })
+    })
+    proc.on('close', async (code, signal) => {
+      if (ended === null && current.pid !== undefined && processAlive(current.pid)) {
+        log(`the wrapper of ${argv[0]} died (${signal || code}); killing ${argv[0]} (pid ${current.pid})`)
+        try { process.kill(current.pid, 'SIGKILL') } catch {}
+        while (processAlive(current.pid)) await delay(10)
+      }
+      resolve(ended ?? { code, signal })
+    })
+  })
+}
+
+function readLines (stream, onMessage) {
+  let buffer = ''
+  stream.setEncoding('utf8')
+  stream.on('data', (chunk) => {
+    buffer += chunk
+    let newline
+    while ((newline = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, newline)
+      buffer = buffer.slice(newline + 1)
+      try { onMessage(JSON.parse(line)) } catch {}
+    }
+  })
+}
+
+// Whether `pid` can still run: a zombie (killed, not yet reaped by its new parent) cannot.
+function processAlive (pid) {
+  try {
+    process.kill(pid, 0)
+  } catch (err) {
+    return err.code === 'EPERM'
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z'
+  } catch {
+    return true // no /proc here: trust the signal check
+  }
 }
 
 // SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the
@@ -267,10 +374,10 @@ function stopCommand (current, graceMs) {
   current.killAt = killAt
   clearTimeout(current.killTimer)
   if (graceMs <= 0) {
-    current.proc.kill('SIGKILL')
+    current.signal('SIGKILL')
   } else {
-    if (!current.stopping) current.proc.kill('SIGTERM')
-    current.killTimer = setTimeout(() => current.proc.kill('SIGKILL'), graceMs)
+    if (!current.stopping) current.signal('SIGTERM')
+    current.killTimer = setTimeout(() => current.signal('SIGKILL'), graceMs)
   }
   current.stopping = true
   return current.exited
@@ -309,10 +416,11 @@ async function run (opts) {
   }
 
   function startCommand (term) {
-    const current = spawnCommand(opts, term)
     // Should this process die, the guardian revokes the lease only once the command is gone too:
     // two commands never overlap.
-    if (opts.guardian && current.proc.pid !== undefined) locker[guardProcess](current.proc.pid)
+    const current = spawnCommand(opts, term, (pid) => {
+      if (opts.guardian && child === current) locker[guardProcess](pid)
+    })
     child = current
     current.exited.then(async ({ code, signal }) => {
       clearTimeout(current.killTimer)
@@ -340,7 +448,7 @@ async function run (opts) {
       everElected = true
       // Re-elected while the command of an earlier term is still being stopped: never two at once.
       while (child) {
-        log(`elected for ${opts.name} (token ${term.token}); waiting for the previous ${opts.argv[0]} (pid ${child.proc.pid}) to end`)
+        log(`elected for ${opts.name} (token ${term.token}); waiting for the previous ${opts.argv[0]} (pid ${child.pid ?? child.proc.pid}) to end`)
         await child.exited
       }
       if (term.signal.aborted || shuttingDown) return
@@ -375,9 +483,31 @@ function formatAge (ms) {
   return first === -1 ? '0s' : parts.slice(first, first + 2).map(([n, unit]) => `${n}${unit}`).join(' ')
 }
 
+// A term as status prints it: { name, leader, token, since } (since as ISO text; null when unknown).
+function termRecord (name, term) {
+  return { name, leader: term?.leader ?? null, token: term?.token ?? null, since: term?.since?.toISOString() ?? null }
+}
+
+function termLine (record) {
+  if (record.leader === null) return `${record.name}: no leader`
+  const since = record.since === null
+    ? 'since an unknown time (the election time is not published yet)'
+    : `since ${record.since} (${formatAge(Date.now() - Date.parse(record.since))} ago)`
+  return `${record.name}: led by ${record.leader} ${since}, token ${record.token}`
+}
+
+function printTerm (opts, record) {
+  process.stdout.write(`${opts.json ? JSON.stringify(record) : termLine(record)}\n`)
+}
+
+function noElections (opts) {
+  return `no elections under the prefix ${JSON.stringify(opts.prefix)}`
+}
+
 async function status (opts) {
   const { hosts, tls, auth } = opts.connection
   const locker = locked(hosts, { prefix: opts.prefix, tls, auth })
+  if (opts.watch) return new StatusWatch(opts, locker).start()
   const timer = setTimeout(async () => {
     log('no answer from etcd')
     await locker.close().catch(() => {})
@@ -385,29 +515,139 @@ async function status (opts) {
   }, 10000)
   let code = 0
   try {
-    const term = await locker.term(opts.name)
-    if (opts.json) {
-      process.stdout.write(JSON.stringify({
-        name: opts.name,
-        leader: term?.leader ?? null,
-        token: term?.token ?? null,
-        since: term?.since?.toISOString() ?? null
-      }) + '\n')
-    } else if (term === null) {
-      process.stdout.write(`${opts.name}: no leader\n`)
+    if (opts.name !== undefined) {
+      printTerm(opts, termRecord(opts.name, await locker.term(opts.name)))
     } else {
-      const since = term.since === null
-        ? 'since an unknown time (the election time is not published yet)'
-        : `since ${term.since.toISOString()} (${formatAge(Date.now() - term.since.getTime())} ago)`
-      process.stdout.write(`${opts.name}: led by ${term.leader} ${since}, token ${term.token}\n`)
+      const records = (await locker.terms()).map((term) => termRecord(term.name, term))
+      if (opts.json) process.stdout.write(`${JSON.stringify(records)}\n`)
+      else if (records.length === 0) process.stdout.write(`${noElections(opts)}\n`)
+      else for (const record of records) printTerm(opts, record)
     }
   } catch (err) {
+    if (err instanceof TypeError || err instanceof RangeError) throw err // a bad name: a usage error
     log(err.code === 'ETCD_REJECTED' ? err.message : `no answer from etcd: ${err.message}`)
     code = 1
   }
   clearTimeout(timer)
   await locker.close().catch(() => {})
   process.exit(code)
+}
+
+// `status --watch`: the current state, then a line per change (a new leader, a new token, nobody
+// leads) until SIGINT or SIGTERM. An observer per name reports its changes; without --name, the
+// elections are listed again every RELIST_MS to follow new names too. etcd trouble: one line on
+// stderr per kind of error, again only after etcd answered in between.
+class StatusWatch {
+  #opts
+  #locker
+  #follows = new Map() // name -> { name, observer, shown, dirty, reading }
+  #reported = new Set() // the codes of the errors reported since etcd last answered
+  #answered = false // whether etcd ever answered
+  #listed = false // whether the elections were listed once
+  #closing = false
+  #timer = null
+  #keepAlive = null
+
+  constructor (opts, locker) {
+    this.#opts = opts
+    this.#locker = locker
+  }
+
+  start () {
+    // Observers alone do not keep a process alive.
+    this.#keepAlive = setInterval(() => {}, 2 ** 30)
+    for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => this.#stop(0))
+    this.#locker.on('error', (err) => this.#failed(err))
+    if (this.#opts.name !== undefined) this.#follow(this.#opts.name)
+    else this.#relist()
+  }
+
+  async #stop (code) {
+    if (this.#closing) return
+    this.#closing = true
+    clearTimeout(this.#timer)
+    clearInterval(this.#keepAlive)
+    await this.#locker.close().catch(() => {})
+    process.exit(code)
+  }
+
+  async #relist () {
+    try {
+      const terms = await this.#locker.terms()
+      this.#ok()
+      if (!this.#listed && terms.length === 0 && !this.#opts.json) process.stdout.write(`${noElections(this.#opts)}\n`)
+      this.#listed = true
+      for (const term of terms) {
+        if (!this.#follows.has(term.name) && !this.#closing) this.#show(this.#follow(term.name), termRecord(term.name, term))
+      }
+    } catch (err) {
+      this.#failed(err)
+    }
+    if (!this.#closing) this.#timer = setTimeout(() => this.#relist(), RELIST_MS)
+  }
+
+  #follow (name) {
+    const follow = { name, observer: this.#locker.observe(name), shown: null, dirty: false, reading: false }
+    follow.observer.on('leader', () => this.#changed(follow))
+    follow.observer.on('error', (err) => this.#failed(err))
+    this.#follows.set(name, follow)
+    return follow
+  }
+
+  // One read at a time per name; a change during a read makes one more read after it.
+  async #changed (follow) {
+    follow.dirty = true
+    if (follow.reading) return
+    follow.reading = true
+    while (follow.dirty && !this.#closing) {
+      follow.dirty = false
+      this.#show(follow, await this.#read(follow))
+    }
+    follow.reading = false
+  }
+
+  // The name's term, as read after a change: a new leader publishes its election time right after
+  // its election, so wait a little for it. If etcd does not answer, what the observer saw.
+  async #read (follow) {
+    for (let attempt = 1; ; attempt++) {
+      let term
+      try {
+        term = await this.#locker.term(follow.name)
+        this.#ok()
+      } catch (err) {
+        this.#failed(err)
+        return { name: follow.name, leader: follow.observer.leader(), token: follow.observer.token(), since: null }
+      }
+      if (term === null || term.since !== null || attempt >= SINCE_TRIES || follow.dirty || this.#closing) return termRecord(follow.name, term)
+      await delay(SINCE_RETRY_MS)
+    }
+  }
+
+  // Prints a name's term when its leader or token differs from the last one printed.
+  #show (follow, record) {
+    const shown = `${record.leader} ${record.token}`
+    if (shown === follow.shown || this.#closing) return
+    follow.shown = shown
+    printTerm(this.#opts, record)
+  }
+
+  #ok () {
+    this.#answered = true
+    this.#reported.clear()
+  }
+
+  #failed (err) {
+    if (this.#closing) return
+    // Refused before it ever answered: a setting to fix (a wrong password, no permission).
+    if (err.code === 'ETCD_REJECTED' && !this.#answered) {
+      log(err.message)
+      this.#stop(1)
+      return
+    }
+    if (this.#reported.has(err.code)) return
+    this.#reported.add(err.code)
+    log(`${err.code}: ${err.message}`)
+  }
 }
 
 function main () {

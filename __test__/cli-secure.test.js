@@ -22,6 +22,8 @@ const APP_PASSWORD = `app-${crypto.randomBytes(6).toString('hex')}`
 const WRONG_PASSWORD = `wrong-${crypto.randomBytes(6).toString('hex')}`
 // The role 'app' may read and write the keys starting with this, and nothing else.
 const APP_PREFIX = 'clisec-'
+// The role 'reader' (user 'reader', password APP_PASSWORD) may only read the keys starting with this.
+const READER_PREFIX = 'clisecro-'
 // The variables the CLI reads: only what a test sets may count, not the environment of the run.
 const CLI_VARIABLES = ['LOCKED_HOSTS', 'ETCDCTL_ENDPOINTS', 'LOCKED_PASSWORD', 'ETCDCTL_PASSWORD']
 
@@ -250,6 +252,10 @@ describe('locked on etcd with authentication', { timeout: 90000 }, () => {
     await etcd.etcdctl(['role', 'grant-permission', 'app', '--prefix=true', 'readwrite', APP_PREFIX])
     await etcd.etcdctl(['user', 'add', 'app', '--new-user-password', APP_PASSWORD])
     await etcd.etcdctl(['user', 'grant-role', 'app', 'app'])
+    await etcd.etcdctl(['role', 'add', 'reader'])
+    await etcd.etcdctl(['role', 'grant-permission', 'reader', '--prefix=true', 'read', READER_PREFIX])
+    await etcd.etcdctl(['user', 'add', 'reader', '--new-user-password', APP_PASSWORD])
+    await etcd.etcdctl(['user', 'grant-role', 'reader', 'reader'])
     passwordFile = path.join(tmp, 'password')
     fs.writeFileSync(passwordFile, `${APP_PASSWORD}\n`, { mode: 0o600 })
   })
@@ -344,5 +350,20 @@ describe('locked on etcd with authentication', { timeout: 90000 }, () => {
       assertNoPassword(r.stdout + r.stderr, `${label}: output`)
       assert.doesNotMatch(r.stdout, /child-start/)
     }
+  })
+
+  it('a user that may read the prefix but not write it: the election\'s own error (a singleton\'s, not the locker\'s) reaches stderr, and run exits 1', async (t) => {
+    const s = scope(t)
+    const prefix = `${READER_PREFIX}${uniquePrefix('ro')}`
+    // The lease and the watch work for this user; the campaign's write is refused.
+    const r = await s.complete('run as reader', ['run', '--hosts', etcd.endpoints[0], '--name', 'nightly', '--prefix', prefix, '--user', 'reader', ...childCommand],
+      { LOCKED_PASSWORD: APP_PASSWORD })
+    t.diagnostic(`exit ${r.code}: ${r.stderr.trimEnd()}`)
+    assert.strictEqual(r.code, 1, r.stderr)
+    assertOneLine(r, 'run as reader')
+    assert.match(r.stderr, /^locked: ETCD_REJECTED: singleton "nightly": .*permission denied/)
+    assertNoPassword(r.stdout + r.stderr, 'output')
+    assert.doesNotMatch(r.stdout, /child-start/, 'no command started')
+    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no key')
   })
 })

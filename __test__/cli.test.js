@@ -1,7 +1,8 @@
 'use strict'
 // `locked run` and `locked status` as separate processes on a real etcd: exactly one command runs,
 // the old command is gone before the new one starts (SIGTERM handover, SIGKILL of the runner, a
-// leader cut off from etcd, a re-election), and usage errors.
+// leader cut off from etcd, a re-election, also without setpriv, where the command runs under
+// lib/wrapper.js); `status` for one name or every name, once or following the changes; usage errors.
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
@@ -12,7 +13,8 @@ const { spawn, spawnSync, execFile } = require('node:child_process')
 const { promisify } = require('node:util')
 const { startEtcd, freePorts } = require('./helpers/etcd')
 const { startProxy } = require('./helpers/proxy')
-const { uniquePrefix } = require('./helpers/util')
+const { uniquePrefix, until, nextEvent, quietWindow } = require('./helpers/util')
+const locked = require('..')
 
 const CLI = path.join(__dirname, '..', 'cli.js')
 const execFileAsync = promisify(execFile)
@@ -56,17 +58,17 @@ function childStart (hit) {
 }
 
 class Runner {
-  constructor (label, args) {
+  constructor (label, args, env = {}) {
     this.label = label
     this.lines = []
     this.waiters = []
-    this.proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    this.proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     procs.add(this.proc)
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => {
       procs.delete(this.proc)
       resolve({ code, signal })
     }))
-    for (const stream of [this.proc.stdout, this.proc.stderr]) {
+    for (const [stream, from] of [[this.proc.stdout, 'stdout'], [this.proc.stderr, 'stderr']]) {
       let buf = ''
       stream.on('data', (chunk) => {
         buf += chunk
@@ -74,7 +76,7 @@ class Runner {
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl)
           buf = buf.slice(nl + 1)
-          this.lines.push({ line, t: process.hrtime.bigint(), wall: Date.now() })
+          this.lines.push({ line, from, t: process.hrtime.bigint(), wall: Date.now() })
           this.waiters = this.waiters.filter((w) => !w.check())
         }
       })
@@ -121,8 +123,8 @@ function scope (t) {
   })
   return {
     dir,
-    runner (label, args) {
-      const r = new Runner(label, args)
+    runner (label, args, env) {
+      const r = new Runner(label, args, env)
       runners.push(r)
       return r
     }
@@ -310,7 +312,9 @@ describe('locked run', { timeout: 60000 }, () => {
     for (const args of [[], ['bogus'], ['run', '--hosts', '127.0.0.1:2379', '--name', 'x'], ['run', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '1', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--wat', '--', 'true'],
       // Refused by locked() itself: still one line and the usage, never a stack trace.
       ['run', '--hosts', 'localhost', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'a/b', '--', 'true'],
-      ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '5000', '--', 'true'], ['status', '--hosts', 'localhost', '--name', 'x']]) {
+      ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '5000', '--', 'true'], ['status', '--hosts', 'localhost', '--name', 'x'],
+      ['status', '--hosts', 'h:1', '--name', 'a/b'], ['status', '--hosts', 'h:1', '--name', 'a/b', '--watch'], ['status', '--hosts', 'h:1', '--name', ''],
+      ['status', '--hosts', 'h:1', '--watch=yes'], ['status', '--hosts', 'h:1', 'extra']]) {
       const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
       if (args.length === 0) {
         assert.strictEqual(r.status, 0, 'no arguments prints the help')
@@ -322,8 +326,279 @@ describe('locked run', { timeout: 60000 }, () => {
     }
     const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
     assert.strictEqual(help.status, 0)
-    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--guardian', '--json']) {
+    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--guardian', '--json', '--watch']) {
       assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`)
     }
+  })
+})
+
+// `locked status` with any arguments (the prefix given), run to its end: { code, stdout, stderr }.
+async function statusRun (prefix, args) {
+  try {
+    const r = await execFileAsync(process.execPath, [CLI, 'status', '--hosts', etcd.endpoints[0], '--prefix', prefix, ...args], { encoding: 'utf8', timeout: 15000 })
+    return { code: 0, ...r }
+  } catch (err) {
+    if (typeof err.code !== 'number') throw err
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr }
+  }
+}
+
+// A locker of the test process itself, closed when the test ends, and its singletons, each
+// resolved once elected.
+function testLocker (t, prefix, id, hosts = etcd.endpoints) {
+  const locker = locked(hosts, { prefix, id, ttl: 5 })
+  t.after(() => locker.close())
+  return {
+    locker,
+    async lead (name) {
+      const singleton = locker(name, () => {})
+      await nextEvent(singleton, 'start', 10000, `${id} elected for ${name}`)
+      return singleton
+    }
+  }
+}
+
+// What status prints for a term, the election time as a pattern (its age keeps changing).
+function termPattern (name, leader, token) {
+  return new RegExp(`^${name}: led by ${leader} since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(\\d+s ago\\), token ${token}$`)
+}
+
+describe('locked status', { timeout: 60000 }, () => {
+  it('without --name: a line per election, sorted by name (--json: an array); nothing under the prefix: a line that says so ([] in JSON)', async (t) => {
+    const prefix = uniquePrefix('clistall')
+    const empty = await statusRun(prefix, [])
+    assert.deepStrictEqual([empty.code, empty.stdout, empty.stderr], [0, `no elections under the prefix "${prefix}"\n`, ''])
+    assert.deepStrictEqual(JSON.parse((await statusRun(prefix, ['--json'])).stdout), [])
+
+    const { locker, lead } = testLocker(t, prefix, 'host-s')
+    await lead('beta')
+    await lead('alpha')
+    // Each leader publishes its election time right after its election: wait for both (bounded).
+    const terms = await until(async () => {
+      const all = await locker.terms()
+      return all.every((term) => term.since !== null) && all
+    }, 5000, 'both election times')
+    const json = await statusRun(prefix, ['--json'])
+    assert.strictEqual(json.code, 0, json.stderr)
+    assert.deepStrictEqual(JSON.parse(json.stdout), terms.map((term) => ({ name: term.name, leader: 'host-s', token: term.token, since: term.since.toISOString() })))
+    assert.deepStrictEqual(JSON.parse(json.stdout).map((x) => x.name), ['alpha', 'beta'])
+    const text = await statusRun(prefix, [])
+    assert.strictEqual(text.code, 0, text.stderr)
+    const lines = text.stdout.trimEnd().split('\n')
+    assert.strictEqual(lines.length, 2, text.stdout)
+    terms.forEach((term, i) => {
+      assert.match(lines[i], termPattern(term.name, 'host-s', term.token))
+      assert.ok(lines[i].includes(`since ${term.since.toISOString()} (`), lines[i])
+    })
+
+    const [port] = await freePorts(1)
+    const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', `127.0.0.1:${port}`], { encoding: 'utf8', timeout: 15000 })
+    assert.deepStrictEqual([r.status, r.stdout], [1, ''], r.stderr)
+    assert.match(r.stderr, /^locked: no answer from etcd: terms\(\)/)
+  })
+
+  it('--watch --name: the current state, then a line per change (new leader, new token, nobody leads), NDJSON with --json; SIGINT exits 0', async (t) => {
+    const prefix = uniquePrefix('cliwatch1')
+    const { runner } = scope(t)
+    const args = ['status', '--hosts', etcd.endpoints[0], '--prefix', prefix, '--name', 'nightly', '--watch']
+    const text = runner('watch', args)
+    const json = runner('watch --json', [...args, '--json'])
+    const stdout = (r) => r.lines.filter((l) => l.from === 'stdout').map((l) => l.line)
+    await text.waitLine(/^nightly: no leader$/, 10000, 'the current state')
+    await json.waitLine(/^\{/, 10000, 'the current state')
+
+    const a = testLocker(t, prefix, 'host-a')
+    const b = testLocker(t, prefix, 'host-b')
+    const singletonA = await a.lead('nightly')
+    // The term with its election time, which the leader publishes right after its election.
+    const published = (locker, id) => until(async () => {
+      const term = await locker.term('nightly')
+      return term && term.leader === id && term.since !== null && term
+    }, 10000, `${id} leads`)
+    const first = await published(a.locker, 'host-a')
+    await text.waitLine(termPattern('nightly', 'host-a', first.token), 10000, 'A leads')
+    b.locker('nightly', () => {})
+    await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+    await singletonA.remove() // B takes over: a new leader and a new token
+    const second = await published(b.locker, 'host-b')
+    await text.waitLine(termPattern('nightly', 'host-b', second.token), 10000, 'B leads')
+    await b.locker.singletons().nightly.remove()
+    await text.waitLine(/^nightly: no leader$/, 10000, 'nobody leads')
+    await until(() => stdout(text).length === 4 && stdout(json).length === 4, 10000, 'the last change in both')
+
+    assert.deepStrictEqual(stdout(text).map((l) => l.replace(/ since .*,/, ',')), [
+      'nightly: no leader', `nightly: led by host-a, token ${first.token}`, `nightly: led by host-b, token ${second.token}`, 'nightly: no leader'
+    ])
+    const objects = stdout(json).map((l) => JSON.parse(l))
+    assert.deepStrictEqual(objects.map(({ leader, token }) => [leader, token]), [[null, null], ['host-a', first.token], ['host-b', second.token], [null, null]])
+    assert.strictEqual(objects[1].since, first.since.toISOString())
+    assert.strictEqual(objects[2].since, second.since.toISOString())
+    for (const r of [text, json]) {
+      assert.deepStrictEqual(r.lines.filter((l) => l.from === 'stderr'), [], `${r.label}: nothing on stderr`)
+      r.proc.kill('SIGINT')
+      assert.deepStrictEqual(await r.exited, { code: 0, signal: null }, r.label)
+    }
+  })
+
+  it('--watch without --name: every election, then new ones too (listed again every 5 s); SIGTERM exits 0', async (t) => {
+    const prefix = uniquePrefix('cliwatchall')
+    const { runner } = scope(t)
+    const { locker, lead } = testLocker(t, prefix, 'host-w')
+    const alpha = await lead('alpha')
+    const watch = runner('watch', ['status', '--hosts', etcd.endpoints[0], '--prefix', prefix, '--watch'])
+    const alphaTerm = await locker.term('alpha')
+    await watch.waitLine(termPattern('alpha', 'host-w', alphaTerm.token), 10000, 'alpha in the first listing')
+    await lead('beta')
+    const betaTerm = await locker.term('beta')
+    // Found by the next listing: within 5 s, and some margin on a loaded machine.
+    await watch.waitLine(termPattern('beta', 'host-w', betaTerm.token), 9000, 'beta, a new name')
+    await alpha.remove()
+    await watch.waitLine(/^alpha: no leader$/, 10000, 'alpha: nobody leads')
+    const out = watch.lines.filter((l) => l.from === 'stdout').map((l) => l.line)
+    assert.strictEqual(out.length, 3, out.join('\n'))
+    assert.deepStrictEqual(watch.lines.filter((l) => l.from === 'stderr'), [])
+    watch.proc.kill('SIGTERM')
+    assert.deepStrictEqual(await watch.exited, { code: 0, signal: null })
+  })
+
+  it('--watch while etcd does not answer: one line on stderr per kind of error, not one per retry or name; the watch goes on', async (t) => {
+    const prefix = uniquePrefix('cliwatchdown')
+    const proxy = await startProxy(etcd.endpoints[0])
+    t.after(() => proxy.close())
+    const { runner } = scope(t)
+    const { locker, lead } = testLocker(t, prefix, 'host-d')
+    await lead('alpha')
+    await lead('beta')
+    const watch = runner('watch', ['status', '--hosts', proxy.endpoint, '--prefix', prefix, '--watch'])
+    await watch.waitLine(/^beta: led by host-d /, 10000, 'the first listing')
+    proxy.mode('reset')
+    const first = await watch.waitLine(/^locked: /, 15000, 'an error on stderr')
+    // Two observers and the listing every 5 s keep failing meanwhile (each observer reports
+    // every 5 s): without the grouping, this window has more lines than kinds of errors.
+    await quietWindow(7000)
+    const errors = watch.lines.filter((l) => l.from === 'stderr').map((l) => l.line)
+    t.diagnostic(`stderr during the outage: ${JSON.stringify(errors)}`)
+    assert.match(first.line, /^locked: ETCD_UNAVAILABLE: /)
+    const codes = errors.map((l) => /^locked: ([A-Z_]+): /.exec(l)?.[1])
+    assert.ok(codes.every(Boolean), errors.join('\n'))
+    assert.strictEqual(new Set(codes).size, codes.length, `one line per kind of error:\n${errors.join('\n')}`)
+    proxy.mode('pass')
+    const gamma = await lead('gamma')
+    await watch.waitLine(termPattern('gamma', 'host-d', (await locker.term('gamma')).token), 15000, 'a new name after the outage')
+    await gamma.remove()
+    await watch.waitLine(/^gamma: no leader$/, 10000, 'a change after the outage')
+    watch.proc.kill('SIGTERM')
+    assert.deepStrictEqual(await watch.exited, { code: 0, signal: null })
+  })
+})
+
+// A PATH without setpriv, as on Alpine or distroless images: `locked run` runs the command under
+// lib/wrapper.js. Every program the tests start there is named by its full path.
+function noSetprivEnv (t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'locked-nosetpriv-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return { PATH: dir }
+}
+
+// The supervised command of the tests below: records its pid in `dir` (for the cleanup), then
+// appends `start PID MS` and `tick PID MS` lines (wall-clock milliseconds) to `log` every 20 ms.
+const TICKER = `const fs = require('node:fs')
+  const [log, dir, onTerm] = process.argv.slice(1)
+  fs.writeFileSync(dir + '/' + process.pid, '')
+  const write = (what) => fs.appendFileSync(log, what + ' ' + process.pid + ' ' + Date.now() + '\\n')
+  process.on('SIGTERM', () => { console.log('child-term', process.pid); if (onTerm === 'exit') process.exit(0) })
+  write('start')
+  console.log('child-start', process.pid, process.env.LOCKED_TOKEN)
+  setInterval(() => write('tick'), 20)`
+function ticker (log, dir, onTerm = 'exit') {
+  return [process.execPath, '-e', TICKER, log, dir, onTerm]
+}
+
+// The parent of a process, from /proc.
+function parentOf (pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+}
+
+describe('locked run without setpriv', { timeout: 60000 }, () => {
+  for (const guardian of [false, true]) {
+    const ttl = guardian ? 10 : TTL
+    it(`${guardian ? '--guardian, ttl 10' : `ttl ${TTL}`}: SIGKILL of the leading runner kills its command within 1 s; the other runner starts its own ${guardian ? 'at once' : 'after the TTL'}, never while the first runs`, async (t) => {
+      const prefix = uniquePrefix(guardian ? 'cliwrapg' : 'cliwrap')
+      const { dir, runner } = scope(t)
+      const env = noSetprivEnv(t)
+      const log = path.join(dir, '..', `${path.basename(dir)}.log`)
+      t.after(() => fs.rmSync(log, { force: true }))
+      const args = ['run', '--hosts', etcd.endpoints.join(','), '--name', 'nightly', '--prefix', prefix, '--ttl', String(ttl), ...(guardian ? ['--guardian'] : []), '--', ...ticker(log, dir)]
+      const a = runner('A', args, env)
+      const pidA = Number((await a.waitLine(/^child-start/, 10000, 'A child start')).line.split(' ')[1])
+      // The command runs under the wrapper, which runs under the runner.
+      const wrapper = parentOf(pidA)
+      assert.notStrictEqual(wrapper, a.proc.pid, 'a wrapper between the runner and its command')
+      assert.match(fs.readFileSync(`/proc/${wrapper}/cmdline`, 'utf8'), /lib\/wrapper\.js\0--\0/)
+      assert.strictEqual(parentOf(wrapper), a.proc.pid)
+      const b = runner('B', args, env)
+      await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
+      if (guardian) await statusUntil(prefix, (info) => info.leader !== null, 'A leads') // see the --guardian test above
+
+      const killed = Date.now()
+      a.proc.kill('SIGKILL')
+      await until(() => !pidAlive(pidA), 5000, 'A\'s command gone')
+      const goneMs = Date.now() - killed
+      const pidB = Number((await b.waitLine(/^child-start/, ttl * 1000 + 5000, 'B child start')).line.split(' ')[1])
+      const lines = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' ')).map(([what, pid, ms]) => ({ what, pid: Number(pid), ms: Number(ms) }))
+      const lastA = Math.max(...lines.filter((l) => l.pid === pidA).map((l) => l.ms))
+      const startB = lines.find((l) => l.pid === pidB && l.what === 'start').ms
+      t.diagnostic(`after the SIGKILL of A: A's command last wrote at ${lastA - killed} ms and was gone by ${goneMs} ms; B's started at ${startB - killed} ms`)
+      assert.ok(goneMs < 1000, `A's command gone after ${goneMs} ms`)
+      assert.ok(lastA < startB, `A's command wrote at ${lastA}, after B's started at ${startB}`)
+      assert.ok(lines.filter((l) => l.pid !== pidA && l.pid !== pidB).length === 0, 'no third command')
+      if (guardian) assert.ok(startB - killed < 3000, `B started ${startB - killed} ms after the SIGKILL, with the guardian (ttl 10 s)`)
+      else assert.ok(startB - killed > 1000 * ttl / 3, `B started ${startB - killed} ms after the SIGKILL: not before A's lease could expire`)
+      b.proc.kill('SIGTERM')
+      assert.strictEqual((await b.exited).code, 143)
+    })
+  }
+
+  it('SIGTERM reaches the command through the wrapper, then SIGKILL after --grace; exit codes pass through; a missing command exits 127', async (t) => {
+    const prefix = uniquePrefix('cliwrapterm')
+    const { dir, runner } = scope(t)
+    const env = noSetprivEnv(t)
+    const log = path.join(dir, '..', `${path.basename(dir)}.log`)
+    t.after(() => fs.rmSync(log, { force: true }))
+    const base = ['run', '--hosts', etcd.endpoints[0], '--prefix', prefix, '--grace', '500ms']
+    const a = runner('A', [...base, '--name', 'stubborn', '--', ...ticker(log, dir, 'ignore')], env)
+    const pid = Number((await a.waitLine(/^child-start/, 10000, 'the command starts')).line.split(' ')[1])
+    const sent = Date.now()
+    a.proc.kill('SIGTERM')
+    await a.waitLine(new RegExp(`^child-term ${pid}$`), 5000, 'the command gets SIGTERM')
+    assert.strictEqual((await a.exited).code, 143)
+    const waited = Date.now() - sent
+    assert.ok(!pidAlive(pid), 'the command is gone when the runner exits')
+    assert.ok(waited >= 450, `the runner waited --grace before the SIGKILL (${waited} ms)`)
+
+    const seven = runner('exit 7', [...base, '--name', 'seven', '--', process.execPath, '-e', 'process.exit(7)'], env)
+    const killed = runner('SIGKILL', [...base, '--name', 'killed', '--', process.execPath, '-e', 'process.kill(process.pid, "SIGKILL")'], env)
+    const missing = runner('missing', [...base, '--name', 'missing', '--', path.join(dir, 'no-such-command')], env)
+    assert.strictEqual((await seven.exited).code, 7)
+    assert.strictEqual((await killed.exited).code, 137)
+    assert.strictEqual((await missing.exited).code, 127)
+    assert.ok(missing.has(/^locked: cannot run .*no-such-command: .*ENOENT/), missing.lines.map((l) => l.line).join('\n'))
+  })
+
+  it('the wrapper killed on its own (the OOM killer may pick it): the runner kills the command and counts it ended only once it is gone', async (t) => {
+    const prefix = uniquePrefix('cliwrapkill')
+    const { dir, runner } = scope(t)
+    const env = noSetprivEnv(t)
+    const log = path.join(dir, '..', `${path.basename(dir)}.log`)
+    t.after(() => fs.rmSync(log, { force: true }))
+    const a = runner('A', ['run', '--hosts', etcd.endpoints[0], '--prefix', prefix, '--name', 'nightly', '--', ...ticker(log, dir)], env)
+    const pid = Number((await a.waitLine(/^child-start/, 10000, 'the command starts')).line.split(' ')[1])
+    process.kill(parentOf(pid), 'SIGKILL')
+    await a.waitLine(/^locked: the wrapper of .* died \(SIGKILL\); killing /, 5000, 'the runner notices')
+    const { code } = await a.exited
+    assert.ok(!pidAlive(pid), 'the command is gone when the runner exits')
+    assert.strictEqual(code, 137, 'the command ended by SIGKILL')
+    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'resigned')
   })
 })
