@@ -154,6 +154,12 @@ describe('TLS: etcd requires client certificates', { timeout: 120000 }, () => {
         assertNoSecret(err.stack, `${r.label}: error stack`)
       }
       assert.deepStrictEqual(await etcd.keys(`${r.prefix}/`), [], `${r.label}: no key`)
+      // A certificate problem says so (the TLS alert or the verification error), not only
+      // "transport error".
+      if (r.label !== 'no tls option') {
+        assert.ok(r.seen.errors.some((err) => /certificate|UnknownIssuer/i.test(err.message)),
+          `${r.label}: an error names the certificate problem: ${r.seen.errors.map((e) => e.message).join(' | ')}`)
+      }
     }
     await Promise.allSettled(runs.map((r) => r.locker.close()))
   })

@@ -35,6 +35,37 @@ pub enum Failure {
     Rejected(String),
 }
 
+/// An error with the chain of its causes: a transport error alone says only "transport error",
+/// its causes say what failed (a refused connection, a TLS alert such as a missing or unknown
+/// client certificate).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    add_causes(err.to_string(), err.source())
+}
+
+/// What went wrong with a request, with the causes that say why.
+pub fn describe(err: &EtcdError) -> String {
+    match err {
+        EtcdError::GRpcStatus(status) => add_causes(
+            status.message().to_string(),
+            std::error::Error::source(status),
+        ),
+        other => with_causes(other),
+    }
+}
+
+/// `text`, then each cause in turn that adds something to it.
+fn add_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> String {
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) && more != "transport error" {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 impl Failure {
     /// A stable code for JavaScript `Error.code`.
     pub fn code(&self) -> &'static str {
@@ -56,7 +87,11 @@ impl Failure {
     pub fn from_etcd(err: EtcdError) -> Failure {
         match err {
             EtcdError::GRpcStatus(status) => {
-                let msg = status.message().to_string();
+                // A connection that failed arrives as a status saying only "transport error".
+                let msg = add_causes(
+                    status.message().to_string(),
+                    std::error::Error::source(&status),
+                );
                 if msg.contains("lease not found") {
                     return Failure::LeaseNotFound;
                 }
@@ -75,7 +110,7 @@ impl Failure {
                 Failure::LeaseNotFound
             }
             EtcdError::InvalidArgs(m) => Failure::Rejected(m),
-            other => Failure::Unavailable(other.to_string()),
+            other => Failure::Unavailable(with_causes(&other)),
         }
     }
 }

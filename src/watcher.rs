@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 
-use crate::cluster::{Cluster, Failure, REQUEST_TIMEOUT};
+use crate::cluster::{self, Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink};
 use crate::keys;
 use crate::retry::Backoff;
@@ -189,7 +189,10 @@ impl Watcher {
                         Ok(Some(response)) => response,
                         Ok(None) => break Some(Failure::Unavailable("watch stream closed".into())),
                         Err(err) => {
-                            break Some(Failure::Unavailable(format!("watch failed: {err}")));
+                            break Some(Failure::Unavailable(format!(
+                                "watch failed: {}",
+                                cluster::describe(&err)
+                            )));
                         }
                     };
                     if response.compact_revision() > 0 {
@@ -259,7 +262,10 @@ impl Watcher {
                         }
                     }
                 },
-                Ok(Err(err)) => Some(Failure::Unavailable(format!("watch failed: {err}"))),
+                Ok(Err(err)) => Some(Failure::Unavailable(format!(
+                    "watch failed: {}",
+                    cluster::describe(&err)
+                ))),
                 Err(_) => Some(Failure::Unavailable("watch not established in time".into())),
             };
             if let Some(failure) = failure {
