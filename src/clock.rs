@@ -3,7 +3,9 @@
 //! A leader must stop before etcd can expire its lease, and etcd's clock keeps running while this
 //! machine is suspended. Linux's CLOCK_MONOTONIC (what `Instant` reads) stops during suspend, so
 //! a deadline measured on it would still lie ahead after the machine slept through it. The
-//! deadline is measured on CLOCK_BOOTTIME instead, which counts the time suspended.
+//! deadline is measured on CLOCK_BOOTTIME instead, which counts the time suspended. On macOS,
+//! `Instant` reads a clock that stops during sleep too (CLOCK_UPTIME_RAW); its CLOCK_MONOTONIC
+//! keeps counting, and is used there.
 
 use std::ops::{Add, Sub};
 use std::time::Duration;
@@ -13,22 +15,26 @@ use std::time::Duration;
 pub struct Stamp(Duration);
 
 impl Stamp {
-    #[cfg(target_os = "linux")]
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
     pub fn now() -> Stamp {
+        #[cfg(target_os = "linux")]
+        const SUSPEND_COUNTING: libc::clockid_t = libc::CLOCK_BOOTTIME;
+        #[cfg(target_os = "macos")]
+        const SUSPEND_COUNTING: libc::clockid_t = libc::CLOCK_MONOTONIC;
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         // SAFETY: `ts` is a valid timespec for the call to fill in.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let rc = unsafe { libc::clock_gettime(SUSPEND_COUNTING, &mut ts) };
         if rc != 0 {
             return Stamp(fallback());
         }
         Stamp(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 
-    /// Elsewhere the monotonic clock (macOS's and Windows' keep counting during sleep).
-    #[cfg(not(target_os = "linux"))]
+    /// Elsewhere the monotonic clock (Windows' keeps counting during sleep).
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     pub fn now() -> Stamp {
         Stamp(fallback())
     }
