@@ -7,6 +7,7 @@ const { spawnSync } = require('node:child_process')
 const { startEtcd } = require('../__test__/helpers/etcd')
 
 const project = process.argv[2]
+const platform = process.argv[3] || 'linux-x64-gnu'
 
 // Two lockers compete for one name; the leader removes itself and the other takes over.
 const election = (load) => `${load}
@@ -28,7 +29,7 @@ async function main () {
   const etcd = await startEtcd({ members: 1 })
   try {
     const env = { ...process.env, ETCD: etcd.endpoints.join(',') }
-    const resolved = spawnSync(process.execPath, ['-p', "require.resolve('locked') + ' ' + require.resolve('locked-linux-x64-gnu')"], { cwd: project, encoding: 'utf8' })
+    const resolved = spawnSync(process.execPath, ['-p', `require.resolve('locked') + ' ' + require.resolve('locked-${platform}')`], { cwd: project, encoding: 'utf8' })
     assert.strictEqual(resolved.status, 0, resolved.stderr)
     for (const file of resolved.stdout.trim().split(' ')) {
       assert.ok(file.startsWith(path.join(project, 'node_modules')), `${file} comes from the installed packages`)

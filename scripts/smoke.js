@@ -4,6 +4,7 @@
 //   node scripts/smoke.js [--cwd DIR] [--timeout MS] -- <runtime and its arguments>
 // e.g. node scripts/smoke.js -- qemu-aarch64 /path/to/node   (the script's path is appended)
 const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { startEtcd } = require('../__test__/helpers/etcd')
@@ -19,14 +20,17 @@ async function smoke (command, { cwd = process.cwd(), timeoutMs = 60000, env = {
   }
   const etcd = await startEtcd({ members: 1 })
   try {
+    // Output goes to a file, not a pipe: Node.js for Windows under wine cannot write to a pipe.
+    const outFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'locked-smoke-')), 'out')
+    const fd = fs.openSync(outFile, 'w')
     const child = spawn(command[0], [...command.slice(1), script], {
-      cwd, env: { ...process.env, ETCD: etcd.endpoints.join(','), SMOKE_TIMEOUT_MS: String(timeoutMs - 5000), ...env }, stdio: ['ignore', 'pipe', 'pipe']
+      cwd, env: { ...process.env, ETCD: etcd.endpoints.join(','), SMOKE_TIMEOUT_MS: String(timeoutMs - 5000), ...env }, stdio: ['ignore', fd, fd]
     })
-    let out = ''
-    child.stdout.on('data', (d) => { out += d })
-    child.stderr.on('data', (d) => { out += d })
+    fs.closeSync(fd)
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
     const code = await new Promise((resolve) => child.on('close', (c, signal) => resolve(c ?? signal)))
+    const out = fs.readFileSync(outFile, 'utf8')
+    fs.rmSync(path.dirname(outFile), { recursive: true, force: true })
     clearTimeout(timer)
     if (code !== 0 || !/handover ok/.test(out)) throw new Error(`smoke election under ${command.join(' ')}: exit ${code}\n${out}`)
     return out
