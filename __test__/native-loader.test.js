@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
-const { currentPlatform } = require('../lib/native.js')
+const { currentPlatform } = require('../lib/platforms.js')
 
 const ROOT = path.join(__dirname, '..')
 const pkg = require('../package.json')

@@ -7,27 +7,9 @@
 
 const path = require('node:path')
 const { LockedError } = require('./errors.js')
+const { platformOfTarget, currentPlatform } = require('./platforms.js')
 
 const PACKAGE_DIR = path.join(__dirname, '..')
-const ARCH = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }
-const OS = { linux: 'linux', windows: 'win32', darwin: 'darwin' }
-
-/** The platform name napi-rs gives a Rust target triple: `aarch64-unknown-linux-musl` -> `linux-arm64-musl`. */
-function platformOfTarget (triple) {
-  const parts = triple.split('-')
-  const os = OS[parts[2]]
-  const abi = parts[3] ? `-${parts[3]}` : ''
-  return `${os}-${ARCH[parts[0]] ?? parts[0]}${abi}`
-}
-
-/** This process's platform, named as the platform packages are: `linux-x64-gnu`, `win32-x64-msvc`, `darwin-arm64`. */
-function currentPlatform () {
-  const base = `${process.platform}-${process.arch}`
-  if (process.platform === 'win32') return `${base}-msvc`
-  if (process.platform !== 'linux') return base
-  const header = process.report?.getReport?.()?.header
-  return `${base}-${header?.glibcVersionRuntime ? 'gnu' : 'musl'}`
-}
 
 function noBinaryError (cause) {
   const pkg = require('../package.json')
@@ -73,4 +55,4 @@ try {
   throw noBinaryError(err)
 }
 
-module.exports = { NativeLocker: binding.NativeLocker, platformOfTarget, currentPlatform }
+module.exports = { NativeLocker: binding.NativeLocker }

@@ -9,7 +9,7 @@
 //   node scripts/release-check.js --layout   all but the binaries (CI, where only some are built)
 const fs = require('node:fs')
 const path = require('node:path')
-const { platformOfTarget } = require('../lib/native.js')
+const { platformOfTarget } = require('../lib/platforms.js')
 
 const root = path.join(__dirname, '..')
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
