@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict'
 // Benchmarks `locked` against the npm `etcd3` package's Election on one throwaway local etcd
-// (issue 5; the guardian, issue 18). Usage:
+// against the project's performance targets (bench/README.md lists them). Usage:
 //
 //   npm run bench                 # full run (~8 min on 2 cores), writes bench/results.md
 //   npm run bench:quick           # every scenario once, small sizes (CI smoke check, < 2 min)
@@ -505,12 +505,12 @@ function render (results, info, args, seconds, failures) {
   if (args.quick) {
     out.push('## Findings')
     out.push('')
-    out.push('Quick mode: one round each at small sizes, so the targets of issues 5 and 18 are not judged. `npm run bench` judges them.')
+    out.push('Quick mode: one round each at small sizes, so the targets are not judged. `npm run bench` judges them.')
     out.push('')
   } else if (targets.length || results.pause.locked || results.handoff.locked || results.guardian.one) {
     out.push('## Findings')
     out.push('')
-    out.push('Generated from this run; the targets are those of issue 5 and, for the guardian, of issue 18.')
+    out.push('Generated from this run; the targets are listed in bench/README.md.')
     out.push('')
     if (targets.length) {
       const judged = targets.filter((t) => t.ok !== undefined)
@@ -534,7 +534,7 @@ function render (results, info, args, seconds, failures) {
   return out.join('\n')
 }
 
-/** The targets of issues 5 and 18: [{ target, measured, ok (undefined when not measured) }]. */
+/** The targets (bench/README.md): [{ target, measured, ok (undefined when not measured) }]. */
 function judgeTargets (results) {
   const targets = []
   const add = (target, measured, ok) => targets.push({ target, measured, ok })
@@ -587,21 +587,21 @@ function judgeTargets (results) {
         ? `all started in ${fmtNum(h.allStarted)} ms, RSS +${fmtBytes(h.rssGrowth)}, ${fmtNum(h.idle?.requestsPerSecond)} req/s idle, close ${fmtNum(h.close)} ms, close → competitor led all ${h.takeover !== undefined ? `${fmtNum(h.takeover)} ms` : `: ${h.takeoverDidNotFinish || h.competitorDidNotFinish}`}`
         : h.didNotFinish, ok)
   }
-  // Issue 18: with the guardian, a SIGKILLed leader (TTL 10 s) is replaced within 200 ms, for 1
+  // The guardian's target: a SIGKILLed leader (TTL 10 s) is replaced within 200 ms, for 1
   // and for 1000 names on the locker; goal median ≤ 50 ms. For many names the successor's last
   // start counts: until then some of the names have no leader.
   const g = results.guardian
   const without = (l) => med(g.ttl10[l]?.failover)
   const withoutText = ` (TTL ${scenarios.GUARDIAN_TTL} s; without guardian: locked ${fmtNum(without('locked'))} ms, etcd3 ${fmtNum(without('etcd3'))} ms)`
-  const issue18 = (label, values, extra = '') => {
+  const guardianTarget = (label, values, extra = '') => {
     const m = med(values)
     const p = p90(values)
-    add(`Issue 18: SIGKILL of a leader with \`guardian: true\`, ${label}: median ≤ 50 ms and p90 ≤ 200 ms`,
+    add(`SIGKILL of a leader with \`guardian: true\`, ${label}: median ≤ 50 ms and p90 ≤ 200 ms`,
       `median ${fmtNum(m)} ms, p90 ${fmtNum(p)} ms (n=${values?.length ?? 0})${extra}${withoutText}`,
       m !== undefined && p !== undefined ? m <= 50 && p <= 200 : undefined)
   }
-  if (g.one) issue18('1 name → the other host\'s start', g.one.first)
-  if (g.many) issue18(`${fmtNum(g.many.n)} names → the successor's last start`, g.many.last, `; its first start: median ${fmtNum(med(g.many.first))} ms, p90 ${fmtNum(p90(g.many.first))} ms`)
+  if (g.one) guardianTarget('1 name → the other host\'s start', g.one.first)
+  if (g.many) guardianTarget(`${fmtNum(g.many.n)} names → the successor's last start`, g.many.last, `; its first start: median ${fmtNum(med(g.many.first))} ms, p90 ${fmtNum(p90(g.many.first))} ms`)
   const tl = at('locked', 10000)
   if (tl) {
     const works = tl.allStarted !== undefined && tl.takeover !== undefined
@@ -716,7 +716,7 @@ function renderSummary (results, info) {
     '',
     table(['Measure', 'locked', 'etcd3'], rows),
     '',
-    `Targets of issues 5 and 18: ${targets.length - missed.length} of ${targets.length} met` + (missed.length ? ` (missed: ${missed.map((t) => t.target).join('; ')})` : '') + '. ' +
+    `Targets: ${targets.length - missed.length} of ${targets.length} met` + (missed.length ? ` (missed: ${missed.map((t) => t.target).join('; ')})` : '') + '. ' +
       `The handoff median is ${fmtRatio(handoff, floor)} etcd's own delete → watch median` + (perRound ? `; a handoff costs ${fmtRequests(perRound)}.` : '.')
   ].join('\n')
 }

@@ -1,5 +1,5 @@
 'use strict'
-// The scenarios of issue 5, each run for both libraries against the same etcd, with competing
+// The benchmark's scenarios, each run for both libraries against the same etcd, with competing
 // hosts as separate processes (bench/host.js). Every time is a difference of two
 // `process.hrtime.bigint()` readings, possibly taken in different processes: on Linux it is
 // CLOCK_MONOTONIC, one clock for the whole machine.
@@ -306,7 +306,7 @@ async function crashFailover (ctx, lib, { ttl = FAILOVER_TTL, rounds = ctx.quick
   return { failover: values, parts, ttlMs: ttl * 1000, errors, parallel: Math.min(parallel, rounds) }
 }
 
-// ---- 3b. crash failover with the guardian (issue 18) -----------------------------------------
+// ---- 3b. crash failover with the guardian --------------------------------------------------
 
 const GUARDIAN_TTL = 10
 

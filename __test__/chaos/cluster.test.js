@@ -1,5 +1,5 @@
 'use strict'
-// Chaos, scenario 4 of issue 3, on a 3-member etcd cluster:
+// Chaos on a 3-member etcd cluster:
 // - kill the member a leader talks to (a follower), and separately the raft leader: no stop, no
 //   error, and registrations, removes and handovers keep working while it is down;
 // - quorum loss (two members killed, or two frozen): every leader steps down by its deadline and
@@ -161,7 +161,7 @@ async function quorumLoss (t, { scenario, lose, restore }) {
   })
 }
 
-describe('chaos: 3-member etcd cluster (scenario 4)', { timeout: 150000 }, () => {
+describe('chaos: 3-member etcd cluster', { timeout: 150000 }, () => {
   it('the member a leader talks to (a follower) is killed: no stop, no error; registrations, removes and handovers work', async (t) => {
     await oneMemberDown(t, { scenario: 'cluster-follower-killed', victimOf: (raftLeader) => etcd.members.find((m) => m !== raftLeader) })
   })

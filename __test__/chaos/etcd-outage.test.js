@@ -1,5 +1,5 @@
 'use strict'
-// Chaos, scenario 3 of issue 3: etcd (a single member) goes away.
+// Chaos: etcd (a single member) goes away.
 // - Shorter than the TTL (stopped, killed, or frozen): no leader steps down, nobody else starts.
 // - Longer than the TTL, then restarted with the same data: every leader steps down by its
 //   deadline, and afterwards exactly one host leads each name, without user action.
@@ -38,7 +38,7 @@ const OUTAGES = {
   frozen: { down: (m) => m.pause(), up: (m) => m.resume(), downMs: 2000 }
 }
 
-describe('chaos: etcd unavailable (scenario 3)', { timeout: 120000 }, () => {
+describe('chaos: etcd unavailable', { timeout: 120000 }, () => {
   for (const [how, outage] of Object.entries(OUTAGES)) {
     it(`etcd ${how} for less than the TTL: no leader steps down, nobody else starts`, async (t) => {
       const ttl = SHORT_TTL

@@ -67,7 +67,7 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
-describe('chaos: randomized operations (issue 12)', { timeout: ROUNDS * 60000 + 120000 }, () => {
+describe('chaos: randomized operations', { timeout: ROUNDS * 60000 + 120000 }, () => {
   it(`${ROUNDS} rounds of random API operations and faults, checked after each quiet period`, async (t) => {
     t.diagnostic(`seed ${SEED} (replay: CHAOS_SEED=${SEED} node --test __test__/chaos/operations.test.js)`)
     process.stderr.write(`chaos operations: seed ${SEED}\n`)

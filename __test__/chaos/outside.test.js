@@ -1,5 +1,5 @@
 'use strict'
-// Chaos, scenario 5 of issue 3: a second etcd client (an operator's etcdctl) revokes a host's
+// Chaos: a second etcd client (an operator's etcdctl) revokes a host's
 // lease or deletes its key.
 // - A leader whose lease is revoked, or whose key is deleted, stops at once, campaigns again with a
 //   live lease and leads again when its turn comes (at once when it is the only candidate).
@@ -33,7 +33,7 @@ const AT_ONCE_MS = SAME_EVENT_MS
 
 const startsAfter = (h, name, t) => h.find((e) => e.ev === 'start' && e.name === name && e.t > t)
 
-describe('chaos: lease revoked or key deleted from outside (scenario 5)', { timeout: 90000 }, () => {
+describe('chaos: lease revoked or key deleted from outside', { timeout: 90000 }, () => {
   it('a leader\'s lease revoked from outside: stop at once, campaign again with a live lease, lead again', async (t) => {
     const ttl = 5
     const prefix = uniquePrefix('s5revoke')

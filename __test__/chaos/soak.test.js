@@ -60,7 +60,7 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
-describe('chaos: randomized soak (scenario 7)', { timeout: SOAK_MS + 240000 }, () => {
+describe('chaos: randomized soak', { timeout: SOAK_MS + 240000 }, () => {
   it(`random faults for ${Math.round(SOAK_MS / 1000)} s, then quiet: one leader at a time, one leader per name, nothing left behind`, async (t) => {
     t.diagnostic(`seed ${SEED} (replay: CHAOS_SEED=${SEED} npm run test:chaos)`)
     process.stderr.write(`chaos soak: seed ${SEED}\n`)
