@@ -10,6 +10,7 @@ const path = require('node:path')
 const { performance } = require('node:perf_hooks')
 const { setTimeout: delay } = require('node:timers/promises')
 const util = require('node:util')
+const { alive } = require('./lib/pids.js')
 const locked = require('./index.js')
 const { DEFAULTS, TTL, ttlFault } = require('./lib/rules.js')
 const { guardProcess } = require('./lib/locked.js')
@@ -327,10 +328,10 @@ function spawnWrapped (current, argv, env, onPid) {
       resolve({ code: 127, signal: null })
     })
     proc.on('close', async (code, signal) => {
-      if (ended === null && current.pid !== undefined && processAlive(current.pid)) {
+      if (ended === null && current.pid !== undefined && alive(current.pid)) {
         log(`the wrapper of ${argv[0]} died (${signal || code}); killing ${argv[0]} (pid ${current.pid})`)
         try { process.kill(current.pid, 'SIGKILL') } catch {}
-        while (processAlive(current.pid)) await delay(10)
+        while (alive(current.pid)) await delay(10)
       }
       resolve(ended ?? { code, signal })
     })
@@ -349,21 +350,6 @@ function readLines (stream, onMessage) {
       try { onMessage(JSON.parse(line)) } catch {}
     }
   })
-}
-
-// Whether `pid` can still run: a zombie (killed, not yet reaped by its new parent) cannot.
-function processAlive (pid) {
-  try {
-    process.kill(pid, 0)
-  } catch (err) {
-    return err.code === 'EPERM'
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z'
-  } catch {
-    return true // no /proc here: trust the signal check
-  }
 }
 
 // SIGTERM now, SIGKILL after graceMs (at once if it is 0). A later call can only bring the

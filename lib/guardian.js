@@ -19,9 +19,9 @@
 //                                  signal killed it with its runner
 //   { exit: true }                 the locker closed: exit without revoking
 
-const fs = require('node:fs')
 const http = require('node:http')
 const https = require('node:https')
+const { alive } = require('./pids.js')
 
 // Terminal signals go to the whole foreground process group; the guardian answers only to its
 // pipe, so that a Ctrl-C handled gracefully by the application does not end its guardian.
@@ -65,22 +65,6 @@ function onParentGone () {
     await revoke(lease)
   })()
   return gone
-}
-
-// Whether `pid` can still run. A killed process whose parent died stays a zombie until the init
-// process reaps it, which can take a while; a zombie runs nothing, so it counts as gone.
-function alive (pid) {
-  try {
-    process.kill(pid, 0)
-  } catch (err) {
-    return err.code === 'EPERM'
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return true // no /proc here: trust the signal check
-  }
 }
 
 async function processGone (pid, capMs) {
