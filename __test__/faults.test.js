@@ -8,7 +8,7 @@ const assert = require('node:assert')
 const { startEtcd, keyOf } = require('./helpers/etcd')
 const { startProxy, closeProxies } = require('./helpers/proxy')
 const { killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny, leaderAndFollower } = require('./helpers/hosts')
-const { uniquePrefix, quietWindow, assertDeadlineStop, RESUME_PROMPT_MS } = require('./helpers/util')
+const { uniquePrefix, quietWindow, until, assertDeadlineStop, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS } = require('./helpers/util')
 
 let etcd
 
@@ -100,6 +100,46 @@ describe('faults between hosts and etcd', { timeout: 90000 }, () => {
       assertOneLeaderAtATime([a, b], 'job')
     })
   }
+
+  // A leader learns that its key was deleted from outside from the locker's watch. After an outage
+  // that watch must come back as soon as etcd answers again, not when its retry backoff, grown
+  // during the outage, happens to run out: until then a successor that saw the deletion leads
+  // beside it. Here the deletion comes right after etcd answered A's keepalive again, when A's
+  // watch should be back too, so A must stop within a fraction of the soak's OUTSIDE_PROMPT_MS.
+  // Several rounds, because where the backoff stands when etcd returns is chance.
+  it('after connections were reset, a leader sees its key deleted from outside promptly', async (t) => {
+    const ttl = 10
+    const prefix = uniquePrefix('reset-watch')
+    const names = ['r0', 'r1', 'r2', 'r3', 'r4']
+    const promptMs = OUTSIDE_PROMPT_MS / 2
+    const p = await startProxy(etcd.endpoints[0])
+    const [a, b] = await leaderAndFollower(etcd, { prefix, ttl, names, leader: { endpoints: [p.endpoint] }, timeoutMs: SETUP_MS })
+    const lags = []
+    for (const name of names) {
+      p.mode('reset')
+      // Long enough for the retry backoffs of A to grow to their cap; far short of A's deadline.
+      await quietWindow(4000)
+      p.mode('pass')
+      const healed = now()
+      await until(async () => {
+        const s = await a.request({ cmd: 'stats' }, { ev: 'stats' }, 2000)
+        return s.sinceRenewalMs !== null && s.sinceRenewalMs < ms(now() - healed)
+      }, 5000, 'A renews its lease after the outage')
+      const key = keyOf(await etcd.keys(`${prefix}/${name}/`), a.id)
+      assert.ok(key, `A's key of ${name}`)
+      const since = a.mark()
+      const deleted = now()
+      assert.strictEqual(await etcd.del(key.key), 1)
+      const stop = await a.waitFor({ ev: 'stop', name }, ttl * 1000, `A stops ${name}`, { since })
+      await b.waitFor({ ev: 'start', name }, 5000, `B takes over ${name}`)
+      lags.push(Math.round(ms(stop.t - deleted)))
+      assert.strictEqual(stop.reason, 'key-deleted')
+    }
+    t.diagnostic(`deletion -> A's stop, per round: ${lags.join(', ')} ms`)
+    for (const [i, lag] of lags.entries()) {
+      assert.ok(lag < promptMs, `round ${i}: A stopped ${lag} ms after its key was deleted (allowed ${promptMs} ms)\n${formatTimeline([a, b])}`)
+    }
+  })
 
   it('pitfall 10: etcd down for longer than the TTL; when it is back exactly one host starts, without user action', async (t) => {
     const ttl = 2

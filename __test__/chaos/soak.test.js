@@ -27,7 +27,7 @@ const crypto = require('node:crypto')
 const { startEtcd } = require('../helpers/etcd')
 const { startProxy, closeProxies } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, leadershipTerms, leadershipOverlaps, assertStartStopAlternate } = require('../helpers/hosts')
-const { uniquePrefix, quietWindow, seededRandom, metric, marginMs, stopDelayMs, RESUME_PROMPT_MS } = require('../helpers/util')
+const { uniquePrefix, quietWindow, seededRandom, metric, marginMs, stopDelayMs, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS } = require('../helpers/util')
 const { leadsNow, strayFns } = require('./common')
 
 const SOAK_MS = Number(process.env.CHAOS_SOAK_MS || 100000)
@@ -36,11 +36,6 @@ const TTL = 3
 const HOSTS = 4
 const NAMES = ['n0', 'n1', 'n2']
 const MAX_CONCURRENT_FAULTS = 2
-// An operator's removal reaches the old leader through its watch, which in this soak may be on
-// another member than the one etcdctl wrote to, or just reconnecting after an earlier fault of its
-// proxies: so more than the scheduling delay of the same event, but far less than a keepalive
-// period and a deadline, which is how the leader would learn of it otherwise.
-const OUTSIDE_PROMPT_MS = 1000
 // etcd's stale revoke after a frozen raft leader continues: its lessor looks for expired leases
 // every 500 ms and proposes their revocation at once, before it hears of the new raft term.
 const STALE_REVOKE_MS = 1000

@@ -136,9 +136,16 @@ const SAME_EVENT_MS = 250
 // addon's clock says so as soon as the process runs again. Only scheduling delays the stop.
 const RESUME_PROMPT_MS = 250
 
+// A leader whose key an operator deleted learns of it from the same etcd watch as its successor
+// (its watch may be on another member than the one the deletion was written to, or just back
+// after a fault of its connection): it stops within this, more than the scheduling delay of one
+// event on two hosts, far less than a keepalive period or a deadline, which is how it would learn
+// of it otherwise.
+const OUTSIDE_PROMPT_MS = 1000
+
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
 
 module.exports = {
   uniquePrefix, nextEvent, within, quietWindow, until, seededRandom, metric, UUID_V4,
-  marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS
+  marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS
 }
