@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -150,6 +151,10 @@ pub struct Cluster {
     current: Mutex<Current>,
     /// Bumped whenever requests move to another member; long-lived streams follow it.
     generation: watch::Sender<u64>,
+    /// Set by a failure, cleared by the next answer.
+    failing: AtomicBool,
+    /// Bumped by each answer that ends a streak of failures (see `answered`).
+    recovered: watch::Sender<u64>,
     in_flight: Semaphore,
 }
 
@@ -185,6 +190,8 @@ impl Cluster {
                 shut: false,
             }),
             generation: watch::channel(0).0,
+            failing: AtomicBool::new(false),
+            recovered: watch::channel(0).0,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
         })
     }
@@ -294,6 +301,8 @@ impl Cluster {
     /// Concurrent reports about the same member move only once. The member left behind gets a
     /// fresh connection when its turn comes again: its old one may be black-holed.
     pub fn failed(&self, generation: u64) {
+        // Also for a member already left behind: whoever saw it fail waits for the next answer.
+        self.failing.store(true, Ordering::Release);
         let mut current = self.lock();
         if current.generation != generation {
             return;
@@ -305,6 +314,22 @@ impl Cluster {
         let generation = current.generation;
         drop(current);
         self.generation.send_replace(generation);
+    }
+
+    /// Records that etcd answered. An answer after a failure means the outage is over: loops
+    /// waiting out a retry backoff, grown to seconds by then, try again at once (see
+    /// `Backoff::wait`) instead of lagging behind the rest of the locker. A watch still asleep
+    /// when a leader's key is deleted from outside would keep that leader leading beside its
+    /// successor until it wakes.
+    pub fn answered(&self) {
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::AcqRel) {
+            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Moves whenever etcd answers again after a failure.
+    pub fn recoveries(&self) -> watch::Receiver<u64> {
+        self.recovered.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -344,7 +369,10 @@ impl Cluster {
             let outcome = tokio::time::timeout(REQUEST_TIMEOUT, call(member.client)).await;
             drop(permit);
             match outcome {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    self.answered();
+                    return Ok(value);
+                }
                 Ok(Err(err)) => {
                     let failure = Failure::from_etcd(err);
                     if !matches!(failure, Failure::Unavailable(_)) {

@@ -148,6 +148,7 @@ impl Election {
             let mut wake = shared.watcher.deletions(&self.name);
             let mut held: Option<Held> = None;
             let mut backoff = Backoff::rounds();
+            let mut recovered = shared.cluster.recoveries();
             let mut errors = Throttle::new();
             // For the takeover time reported with `start`.
             let mut waited_behind_other = false;
@@ -195,6 +196,7 @@ impl Election {
                 }
 
                 wake.borrow_and_update();
+                recovered.borrow_and_update();
                 // Boxed: request futures are large, and thousands of idle elections should not each
                 // carry room for one.
                 let campaigning = held.is_none();
@@ -315,7 +317,7 @@ impl Election {
                             self.emit(Event::error(Some(self.serial), &failure));
                         }
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = backoff.wait(&mut recovered) => {}
                             _ = changed(&mut lease_state) => {}
                             _ = changed(&mut resign) => {}
                             _ = changed(&mut closing) => {}
@@ -421,8 +423,10 @@ impl Election {
             term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
         ]);
         let mut backoff = Backoff::rounds();
+        let mut recovered = self.shared.cluster.recoveries();
         let mut errors = Throttle::new();
         loop {
+            recovered.borrow_and_update();
             let attempt = self.shared.batcher.txn(&self.name, txn.clone());
             let result = tokio::select! {
                 r = attempt => r,
@@ -442,7 +446,7 @@ impl Election {
                         self.emit(Event::error(Some(self.serial), &failure));
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = backoff.wait(&mut recovered) => {}
                         _ = closing.wait_for(|c| *c) => return false,
                     }
                 }

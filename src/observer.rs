@@ -43,6 +43,7 @@ impl Observer {
         let mut changes = shared.watcher.changes(&self.name);
         let mut reported: Option<Option<LeaderInfo>> = None;
         let mut backoff = Backoff::rounds();
+        let mut recovered = shared.cluster.recoveries();
         let mut errors = Throttle::new();
         tokio::select! {
             _ = shared.watcher.synced() => {}
@@ -51,6 +52,7 @@ impl Observer {
         }
         while !*cancel.borrow() && !*closing.borrow() {
             changes.borrow_and_update();
+            recovered.borrow_and_update();
             // Boxed: a request future is some 14 KB, and an idle observer should not carry it.
             let read = tokio::select! {
                 r = Box::pin(self.leader()) => r,
@@ -81,7 +83,7 @@ impl Observer {
                             .emit(Event::error(Some(self.serial), &failure));
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = backoff.wait(&mut recovered) => {}
                         _ = changed(&mut cancel) => {}
                         _ = changed(&mut closing) => {}
                     }

@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
+use crate::util::changed;
+
 pub struct Backoff {
     base: Duration,
     max: Duration,
@@ -38,6 +42,16 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.current = self.base;
+    }
+
+    /// Waits out the next delay, or less: until `recovered` (the cluster's `recoveries`) moves,
+    /// which says etcd answers again. Callers mark it seen when they start an attempt, so only
+    /// a recovery after the attempt counts.
+    pub async fn wait(&mut self, recovered: &mut watch::Receiver<u64>) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.next_delay()) => {}
+            _ = changed(recovered) => {}
+        }
     }
 
     /// The next delay: between half and all of the current step, which then doubles.

@@ -174,8 +174,10 @@ impl Session {
     /// Grants a lease, keeps it alive, grants a new one when etcd says it is gone; until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::grants();
+        let mut recovered = self.cluster.recoveries();
         let mut errors = Throttle::new();
         while !*stop.borrow() {
+            recovered.borrow_and_update();
             let sent = Instant::now();
             let sent_at = Stamp::now();
             let ttl = self.ttl;
@@ -207,7 +209,7 @@ impl Session {
                         self.events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = backoff.wait(&mut recovered) => {}
                         _ = changed(&mut stop) => return,
                     }
                 }
@@ -295,6 +297,7 @@ impl Session {
             };
             match outcome {
                 Ok(ttl) => {
+                    self.cluster.answered();
                     errors.reset();
                     failures = 0;
                     self.renewed(lease, sent, sent_at, ttl);

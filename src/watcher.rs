@@ -136,12 +136,14 @@ impl Watcher {
         let mut history_lost = false;
         let mut member_changes = cluster.generation();
         let mut backoff = Backoff::rounds();
+        let mut recovered = cluster.recoveries();
         let mut errors = Throttle::new();
         // Failures since the watch last worked: one member failing is not worth reporting while
         // another one can take over.
         let mut failures = 0usize;
         while !*stop.borrow() {
             member_changes.borrow_and_update();
+            recovered.borrow_and_update();
             let member = tokio::select! {
                 m = cluster.member() => m,
                 _ = changed(&mut stop) => return,
@@ -154,7 +156,7 @@ impl Watcher {
                         events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = backoff.wait(&mut recovered) => {}
                         _ = changed(&mut stop) => return,
                     }
                     continue;
@@ -250,6 +252,7 @@ impl Watcher {
                         events.log(|| {
                             format!("watching {} from revision {next_revision}", self.prefix)
                         });
+                        cluster.answered();
                         backoff.reset();
                         errors.reset();
                         failures = 0;
@@ -276,7 +279,7 @@ impl Watcher {
                         events.emit(Event::error(None, &failure));
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = backoff.wait(&mut recovered) => {}
                         _ = changed(&mut stop) => return,
                     }
                 }
