@@ -362,3 +362,49 @@ describe('revisions larger than one gRPC message', { timeout: 120000 }, () => {
     await bStarts
   })
 })
+
+describe('many elections looking at once', { timeout: 120000 }, () => {
+  // When a locker with many names closes, each of their successors looks where it stands at the
+  // same moment, and a locker answers such a flood from one read of those names' keys instead
+  // of one check each (docs/how-it-works.md). That read must tell each election what its own
+  // check would: the first in line leads, the ones behind keep waiting in their place. Names
+  // like "j1" and "j1-a" sort one way and their keys the other ('-' before '/'): the read, cut
+  // into parts by name, must still see every name's keys.
+  it('A with 3000 names closes: B, next in line, leads each; C, behind B, none, and nobody queues again', async () => {
+    const prefix = uniquePrefix('survey')
+    const names = []
+    for (let i = 0; i < 1000; i++) names.push(`j${i}`, `j${i}-a`, `j${i}.b`)
+    const narration = []
+    const logger = { debug: (fields, message) => narration.push(message), info () {}, warn () {}, error () {} }
+    const a = locker({ prefix, ttl: 10, id: 'A' })
+    const b = locker({ prefix, ttl: 10, id: 'B', logger })
+    const c = locker({ prefix, ttl: 10, id: 'C', logger })
+    await allStart(names.map((name) => a(name)), 30000, 'A leads every name')
+    const queue = async (l, count) => {
+      const singletons = names.map((name) => l(name))
+      await until(async () => Number(JSON.parse(await etcd.etcdctl(['get', `${prefix}/`, '--prefix', '--keys-only', '--limit', '1', '-w', 'json'])).count) === count, 30000, `${l.id()} queued on every name`)
+      return singletons
+    }
+    // Each name: A's key, A's term record, then B's key, then C's.
+    const bs = await queue(b, 3 * names.length)
+    const cs = await queue(c, 4 * names.length)
+    const before = await etcd.keys(`${prefix}/`)
+    let cStarts = 0
+    for (const s of cs) s.on('start', () => { cStarts++ })
+    const bStarts = allStart(bs, 30000, 'B leads every name after A closed')
+    await a.close()
+    await bStarts
+    // C learned where it stands from the same flood of deletions; give a wrong answer time to
+    // show as a start, or as a key created again.
+    await until(() => narration.filter((m) => /^survey: \d+ checks answered/.test(m)).length >= 2, 10000, 'B and C answered their checks by surveys')
+    await quietWindow(1000)
+    assert.strictEqual(cStarts, 0, 'C leads no name while B does')
+    const after = await etcd.keys(`${prefix}/`)
+    const created = (kvs, id) => new Map(kvs.filter((kv) => kv.value === id).map((kv) => [kv.key, kv.createRevision]))
+    for (const id of ['B', 'C']) {
+      assert.deepStrictEqual(created(after, id), created(before, id), `${id}'s keys are the ones it queued with`)
+    }
+    assert.strictEqual(after.filter((kv) => kv.value === 'A').length, 0, 'none of A\'s keys is left')
+    for (const s of bs) assert.strictEqual(s.isLeader(), true, `B leads ${s.name}`)
+  })
+})

@@ -10,6 +10,7 @@ use crate::batch::Batcher;
 use crate::cluster::Cluster;
 use crate::events::EventSink;
 use crate::session::Session;
+use crate::survey::Surveyor;
 use crate::term;
 use crate::watcher::Watcher;
 
@@ -19,6 +20,8 @@ pub struct Context {
     pub prefix: String,
     pub cluster: Arc<Cluster>,
     pub batcher: Arc<Batcher>,
+    /// Answers elections' checks, many at once after a mass change (see `survey`).
+    pub surveyor: Surveyor,
     pub session: Arc<Session>,
     pub watcher: Arc<Watcher>,
     pub events: EventSink,

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
 use crate::cluster::Failure;
@@ -22,6 +22,7 @@ use crate::keys::{self, LeaderInfo};
 use crate::retry::Backoff;
 use crate::retry::Throttle;
 use crate::session::LeaseState;
+use crate::survey::{Standing, standing_after};
 use crate::term;
 use crate::util::changed;
 
@@ -41,17 +42,6 @@ impl Control {
     pub fn resigning(self) -> bool {
         matches!(self, Control::Resign | Control::Done)
     }
-}
-
-/// Where a candidate stands, as of one consistent read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Standing {
-    /// Our key is the lowest: `token` is its create revision.
-    Leader { token: i64 },
-    /// Keys with lower create revisions exist; the lowest holds `leader`'s id.
-    Waiting { revision: i64, leader: LeaderInfo },
-    /// Our key is gone, or no longer bound to our lease.
-    Gone,
 }
 
 /// Our key in etcd, as far as we know.
@@ -381,15 +371,15 @@ impl Election {
             ])
             .or_else([TxnOp::get(key.clone(), None), lowest]);
         let response = self.shared.batcher.txn(&self.name, txn).await?;
-        Ok(standing(&key, lease, &response))
+        Ok(standing_after(&key, lease, &response))
     }
 
     /// Reads where we stand without writing.
     async fn check(&self, lease: i64) -> Result<Standing, Failure> {
-        let key = self.key(lease);
-        let txn = Txn::new().and_then([TxnOp::get(key.clone(), None), self.lowest_key()]);
-        let response = self.shared.batcher.txn(&self.name, txn).await?;
-        Ok(standing(&key, lease, &response))
+        self.shared
+            .surveyor
+            .check(&self.name, self.key(lease), lease)
+            .await
     }
 
     fn lowest_key(&self) -> TxnOp {
@@ -452,42 +442,5 @@ impl Election {
                 }
             }
         }
-    }
-}
-
-fn standing(key: &str, lease: i64, response: &TxnResponse) -> Standing {
-    let gets: Vec<_> = response
-        .op_responses()
-        .into_iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get),
-            _ => None,
-        })
-        .collect();
-    let [own, lowest] = gets.as_slice() else {
-        return Standing::Gone;
-    };
-    let Some(own) = own.kvs().first() else {
-        return Standing::Gone;
-    };
-    if own.key() != key.as_bytes() || own.lease() != lease {
-        return Standing::Gone;
-    }
-    match lowest.kvs().first() {
-        Some(first) if first.key() == own.key() => Standing::Leader {
-            token: own.create_revision(),
-        },
-        Some(first) => Standing::Waiting {
-            revision: own.create_revision(),
-            leader: LeaderInfo::of(first),
-        },
-        // Our key exists, so the range cannot be empty; treat it as "not first" to be safe.
-        None => Standing::Waiting {
-            revision: own.create_revision(),
-            leader: LeaderInfo {
-                id: String::new(),
-                token: 0,
-            },
-        },
     }
 }

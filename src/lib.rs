@@ -14,6 +14,7 @@
 //!         session    lease, keepalive, leadership deadline
 //!         watcher    one watch over the prefix, waking elections and observers
 //!         guardian   a child process that revokes the lease when this process dies
+//!         survey     where candidates stand: one check, or all of them in one read
 //!         batch      many elections' transactions in one request
 //!           events   what the core reports (Event, StopReason, Term)
 //!             keys   the key layout, LeaderInfo
@@ -34,6 +35,7 @@ mod locker;
 mod observer;
 mod retry;
 mod session;
+mod survey;
 mod term;
 mod util;
 mod watcher;

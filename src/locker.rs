@@ -19,6 +19,7 @@ use crate::guardian;
 use crate::keys;
 use crate::observer::Observer;
 use crate::session::Session;
+use crate::survey::Surveyor;
 use crate::term;
 use crate::util::lock;
 use crate::watcher::Watcher;
@@ -86,6 +87,19 @@ impl Locker {
         let (publisher, publications) = term::Publisher::new();
         let (batcher, batching) = Batcher::start(cluster.clone(), &runtime, stopped.subscribe());
         let batcher = Arc::new(batcher);
+        let names = {
+            let watcher = watcher.clone();
+            move || watcher.len()
+        };
+        let (surveyor, surveying) = Surveyor::start(
+            options.prefix.clone(),
+            cluster.clone(),
+            batcher.clone(),
+            names,
+            events.clone(),
+            &runtime,
+            stopped.subscribe(),
+        );
         let writer = term::Writer {
             prefix: options.prefix.clone(),
             batcher: batcher.clone(),
@@ -101,6 +115,7 @@ impl Locker {
                 stopped.subscribe(),
             )),
             batching,
+            surveying,
             // Ends as the locker starts closing, dropping the records still queued.
             runtime.spawn(term::run(writer, closing.subscribe(), publications)),
         ];
@@ -120,6 +135,7 @@ impl Locker {
             id: options.id,
             prefix: options.prefix,
             batcher,
+            surveyor,
             cluster,
             session,
             watcher,

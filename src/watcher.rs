@@ -86,6 +86,11 @@ impl Watcher {
             .subscribe()
     }
 
+    /// How many names elections or observers listen to.
+    pub fn len(&self) -> usize {
+        self.names().len()
+    }
+
     /// Forgets `name` once nobody listens to it any more.
     pub fn release(&self, name: &str) {
         let mut names = self.names();
