@@ -119,22 +119,30 @@ async fn run(
 }
 
 /// Takes up to `MAX_BATCH` requests from the front of `queue`, in order, at most one per
-/// election, dropping those whose caller is gone; the rest stay queued in their order.
+/// election, dropping those whose caller is gone; the rest stay queued in their order. Looks
+/// only as far into the queue as it takes to fill the batch: a locker campaigning for 100 000
+/// names queues them all, and going over the whole queue for each batch cost seconds.
 fn take_batch(queue: &mut VecDeque<Request>) -> Vec<Request> {
     let mut batch = Vec::new();
     let mut names: HashSet<Arc<str>> = HashSet::new();
-    let mut rest = VecDeque::with_capacity(queue.len());
-    while let Some(request) = queue.pop_front() {
+    // Requests of elections already in this batch: back to the front afterwards, in order.
+    let mut later = Vec::new();
+    while batch.len() < MAX_BATCH {
+        let Some(request) = queue.pop_front() else {
+            break;
+        };
         if request.reply.is_closed() {
             continue;
         }
-        if batch.len() < MAX_BATCH && names.insert(request.name.clone()) {
+        if names.insert(request.name.clone()) {
             batch.push(request);
         } else {
-            rest.push_back(request);
+            later.push(request);
         }
     }
-    *queue = rest;
+    for request in later.into_iter().rev() {
+        queue.push_front(request);
+    }
     batch
 }
 
@@ -253,5 +261,24 @@ mod tests {
         }
         assert_eq!(take_batch(&mut queue).len(), MAX_BATCH);
         assert_eq!(queue.len(), 10);
+    }
+
+    #[test]
+    fn what_a_full_batch_leaves_keeps_its_order() {
+        let mut queue = VecDeque::new();
+        let mut answers = Vec::new();
+        let mut names = vec!["a".to_string(), "a".to_string()];
+        names.extend((0..MAX_BATCH + 1).map(|i| format!("n{i}")));
+        for name in &names {
+            let (r, answer) = request(name);
+            queue.push_back(r);
+            answers.push(answer);
+        }
+        let batch = take_batch(&mut queue);
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(&*batch[0].name, "a");
+        let rest: Vec<&str> = queue.iter().map(|r| &*r.name).collect();
+        let n = |i: usize| format!("n{i}");
+        assert_eq!(rest, ["a", &n(MAX_BATCH - 1), &n(MAX_BATCH)]);
     }
 }
