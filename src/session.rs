@@ -52,6 +52,8 @@ pub struct Session {
     deadline: Mutex<Option<Stamp>>,
     /// Lease ids that elections learned from etcd to be gone.
     lost: watch::Sender<i64>,
+    /// Set when the locker revokes its lease to close: from then on a lease gone is no news.
+    revoking: watch::Sender<bool>,
     events: EventSink,
 }
 
@@ -80,6 +82,7 @@ impl Session {
             deadline: Mutex::new(None),
             health: Mutex::new((None, 0, None)),
             lost: watch::channel(0).0,
+            revoking: watch::channel(false).0,
             events,
         }
     }
@@ -194,6 +197,9 @@ impl Session {
                     self.renewed(grant.id(), sent, sent_at, grant.ttl());
                     match self.keep_alive(grant.id(), grant.ttl(), &mut stop).await {
                         KeepAliveEnd::Stopped => return,
+                        // A keepalive crossed the revoke of a close: the lease is gone because
+                        // we revoked it.
+                        KeepAliveEnd::LeaseGone if *self.revoking.borrow() => return,
                         KeepAliveEnd::LeaseGone => {
                             self.events.log(|| {
                                 format!("lease {:x} is gone; granting a new one", grant.id())
@@ -227,6 +233,7 @@ impl Session {
         let answer_within = period.clamp(Duration::from_millis(500), REQUEST_TIMEOUT);
         let retry_after = (period / 2).min(Duration::from_millis(500));
         let mut lost = self.lost.subscribe();
+        let mut revoking = self.revoking.subscribe();
         let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream, u64)> = None;
         let mut errors = Throttle::new();
         let mut failures = 0usize;
@@ -241,6 +248,8 @@ impl Session {
                     continue;
                 }
                 _ = changed(stop) => return KeepAliveEnd::Stopped,
+                // No keepalive after the revoke went out: it could only find the lease gone.
+                _ = revoking.wait_for(|r| *r) => return KeepAliveEnd::Stopped,
             }
             let member = match self.cluster.member().await {
                 Ok(member) => member,
@@ -363,6 +372,7 @@ impl Session {
         let Some(lease) = self.lease() else {
             return Ok(());
         };
+        self.revoking.send_replace(true);
         let result = self
             .cluster
             .request(|mut c: Client| async move { c.lease_revoke(lease).await })
