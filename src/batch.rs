@@ -66,13 +66,9 @@ impl Batcher {
                 txn,
                 reply,
             })
-            .map_err(|_| closed())?;
-        answer.await.unwrap_or_else(|_| Err(closed()))
+            .map_err(|_| Failure::closed())?;
+        answer.await.unwrap_or_else(|_| Err(Failure::closed()))
     }
-}
-
-fn closed() -> Failure {
-    Failure::Unavailable("the locker is closed".into())
 }
 
 async fn run(

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Channel, Client, ConnectOptions, Error as EtcdError, Identity, TlsOptions,
+    Certificate, Channel, Client, ConnectOptions, Error as EtcdError, GetOptions, Identity,
+    KeyValue, TlsOptions,
 };
 use tokio::sync::{Semaphore, watch};
 use tonic::Code;
@@ -24,6 +25,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds the number of requests in flight, so that thousands of campaigns started at once do
 /// not queue unbounded work on one HTTP/2 connection.
 const MAX_IN_FLIGHT: usize = 256;
+/// The largest page `read_pages` accepts.
+const MAX_PAGE_MESSAGE: usize = 256 << 20;
 
 /// Why a request to etcd did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,11 @@ fn add_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> St
 }
 
 impl Failure {
+    /// What a request of a locker that closed ends with.
+    pub fn closed() -> Failure {
+        Failure::Unavailable("the locker is closed".into())
+    }
+
     /// A stable code for JavaScript `Error.code`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -253,7 +261,7 @@ impl Cluster {
         let (endpoint, generation) = {
             let current = self.lock();
             if current.shut {
-                return Err(Failure::Unavailable("the locker is closed".into()));
+                return Err(Failure::closed());
             }
             if let Some(client) = &current.clients[current.index] {
                 return Ok(Member {
@@ -330,6 +338,48 @@ impl Cluster {
     /// Moves whenever etcd answers again after a failure.
     pub fn recoveries(&self) -> watch::Receiver<u64> {
         self.recovered.subscribe()
+    }
+
+    /// Reads every key from `from` up to `end`, `page` keys at a time, in pages pinned to the
+    /// revision of the first (one consistent snapshot), handing each key to `each` in key order.
+    /// Pages are read through a client that accepts large messages, so that long keys cannot
+    /// push a page past the default 4 MB limit.
+    pub async fn read_pages(
+        &self,
+        mut from: Vec<u8>,
+        end: Vec<u8>,
+        page: i64,
+        mut each: impl FnMut(&KeyValue),
+    ) -> Result<(), Failure> {
+        let mut revision = 0;
+        loop {
+            let response = self
+                .request(|c: Client| {
+                    let (key, end) = (from.clone(), end.clone());
+                    async move {
+                        let options = GetOptions::new()
+                            .with_range(end)
+                            .with_limit(page)
+                            .with_revision(revision);
+                        let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_MESSAGE);
+                        kv.get(key, Some(options)).await
+                    }
+                })
+                .await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            for kv in response.kvs() {
+                each(kv);
+            }
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use etcd_client::{Client, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -82,8 +82,7 @@ const SURVEY_MIN: usize = 1000;
 /// ... and below this share of the locker's names (the read covers all of them, and the keys of
 /// other lockers' names too).
 const SURVEY_MIN_SHARE: usize = 8;
-/// Keys per page of a survey. Pages are read through a client that accepts large messages, so
-/// long names cannot push a page past the default 4 MB limit.
+/// Keys per page of a survey.
 const SURVEY_PAGE: i64 = 10_000;
 /// Parts of a survey read side by side.
 const SURVEY_PARTS: usize = 4;
@@ -91,7 +90,6 @@ const SURVEY_PARTS: usize = 4;
 const FLOOD_QUIET: std::time::Duration = std::time::Duration::from_millis(5);
 /// Checks in flight on their own: enough to fill most of the batcher's batches.
 const MAX_ALONE: usize = 512;
-const MAX_PAGE_MESSAGE: usize = 256 << 20;
 
 struct Ask {
     name: Arc<str>,
@@ -133,13 +131,9 @@ impl Surveyor {
                 lease,
                 reply,
             })
-            .map_err(|_| closed())?;
-        answer.await.unwrap_or_else(|_| Err(closed()))
+            .map_err(|_| Failure::closed())?;
+        answer.await.unwrap_or_else(|_| Err(Failure::closed()))
     }
-}
-
-fn closed() -> Failure {
-    Failure::Unavailable("the locker is closed".into())
 }
 
 async fn run(
@@ -285,26 +279,27 @@ async fn survey_part(prefix: Arc<str>, cluster: Arc<Cluster>, asks: Vec<Ask>) ->
         .collect();
     let own_keys: HashSet<&[u8]> = asks.iter().map(|a| a.key.as_bytes()).collect();
     let mut read = 0;
-    let outcome = read_pages(&cluster, from, end, |kv| {
-        read += 1;
-        let Some(name) = keys::election_of(&all, kv.key()) else {
-            return;
-        };
-        let Some(entry) = seen.get_mut(name) else {
-            return;
-        };
-        if entry
-            .lowest
-            .as_ref()
-            .is_none_or(|l| kv.create_revision() < l.create_revision())
-        {
-            entry.lowest = Some(kv.clone());
-        }
-        if own_keys.contains(kv.key()) {
-            entry.own = Some(kv.clone());
-        }
-    })
-    .await;
+    let outcome = cluster
+        .read_pages(from, end, SURVEY_PAGE, |kv| {
+            read += 1;
+            let Some(name) = keys::election_of(&all, kv.key()) else {
+                return;
+            };
+            let Some(entry) = seen.get_mut(name) else {
+                return;
+            };
+            if entry
+                .lowest
+                .as_ref()
+                .is_none_or(|l| kv.create_revision() < l.create_revision())
+            {
+                entry.lowest = Some(kv.clone());
+            }
+            if own_keys.contains(kv.key()) {
+                entry.own = Some(kv.clone());
+            }
+        })
+        .await;
     drop(own_keys);
     for ask in asks {
         let answer = match &outcome {
@@ -326,45 +321,6 @@ async fn survey_part(prefix: Arc<str>, cluster: Arc<Cluster>, asks: Vec<Ask>) ->
         let _ = ask.reply.send(answer);
     }
     read
-}
-
-/// Reads every key from `from` up to `end` in pages pinned to the revision of the first,
-/// handing each to `each` in key order.
-async fn read_pages(
-    cluster: &Cluster,
-    mut from: Vec<u8>,
-    end: Vec<u8>,
-    mut each: impl FnMut(&KeyValue),
-) -> Result<(), Failure> {
-    let mut revision = 0;
-    loop {
-        let response = cluster
-            .request(|c: Client| {
-                let (key, end) = (from.clone(), end.clone());
-                async move {
-                    let options = GetOptions::new()
-                        .with_range(end)
-                        .with_limit(SURVEY_PAGE)
-                        .with_revision(revision);
-                    let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_MESSAGE);
-                    kv.get(key, Some(options)).await
-                }
-            })
-            .await?;
-        if revision == 0 {
-            revision = response.header().map_or(0, |h| h.revision());
-        }
-        for kv in response.kvs() {
-            each(kv);
-        }
-        match response.kvs().last() {
-            Some(last) if response.more() => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => return Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]

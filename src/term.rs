@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -250,37 +250,12 @@ pub async fn list(cluster: &Cluster, prefix: &str) -> Result<Vec<(String, Term)>
     let all = keys::all(prefix);
     let end = keys::range_end(&all);
     let mut listing = Listing::default();
-    let mut from = all.clone().into_bytes();
-    let mut revision = 0;
-    loop {
-        let key = from.clone();
-        let end = end.clone();
-        let response = cluster
-            .request(|mut c: Client| {
-                let (key, end) = (key.clone(), end.clone());
-                async move {
-                    let options = GetOptions::new()
-                        .with_range(end)
-                        .with_limit(LIST_PAGE)
-                        .with_revision(revision);
-                    c.get(key, Some(options)).await
-                }
-            })
-            .await?;
-        if revision == 0 {
-            revision = response.header().map_or(0, |h| h.revision());
-        }
-        for kv in response.kvs() {
+    cluster
+        .read_pages(all.clone().into_bytes(), end, LIST_PAGE, |kv| {
             listing.add(&all, kv.key(), kv.value(), kv.create_revision());
-        }
-        match response.kvs().last() {
-            Some(last) if response.more() => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => return Ok(listing.terms()),
-        }
-    }
+        })
+        .await?;
+    Ok(listing.terms())
 }
 
 #[cfg(test)]
