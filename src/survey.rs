@@ -170,8 +170,8 @@ async fn run(
         }
         held.retain(|ask| !ask.reply.is_closed());
         if held.len() >= SURVEY_MIN && held.len() * SURVEY_MIN_SHARE >= names() {
-            // A flood: let it end first, so that one read answers all of it (each read costs
-            // the whole prefix, however few of its names asked).
+            // A flood: let it end first, so that one read answers all of it (each read covers
+            // the keys of every name between the first and the last one asked).
             loop {
                 tokio::select! {
                     next = pending.recv() => match next {
@@ -179,7 +179,11 @@ async fn run(
                         None => break,
                     },
                     _ = tokio::time::sleep(FLOOD_QUIET) => break,
-                    _ = changed(&mut stop) => break,
+                    // The locker is closing: its close waits for this task to end.
+                    _ = changed(&mut stop) => {
+                        alone.abort_all();
+                        return;
+                    }
                 }
                 while let Ok(next) = pending.try_recv() {
                     held.push(next);
