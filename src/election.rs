@@ -22,6 +22,7 @@ use crate::keys::{self, LeaderInfo};
 use crate::retry::Backoff;
 use crate::retry::Throttle;
 use crate::session::LeaseState;
+use crate::signal::Listener;
 use crate::survey::{Standing, standing_after};
 use crate::term;
 use crate::util::changed;
@@ -130,7 +131,7 @@ impl Election {
     // Not an `async fn`: that would keep a second copy of its arguments in every election's
     // task (its state moves them into locals), and a locker holds thousands of tasks.
     #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self, mut resign: watch::Receiver<Control>) -> impl Future<Output = ()> {
+    pub fn run(mut self, mut resign: Listener<Control>) -> impl Future<Output = ()> {
         async move {
             let shared = self.shared.clone();
             let mut closing = shared.closing.subscribe();
@@ -145,11 +146,17 @@ impl Election {
             let mut woken_at: Option<std::time::Instant> = None;
 
             // Campaign only once the watch is in place, so that no deletion can go unnoticed.
-            tokio::select! {
-                _ = shared.watcher.synced() => {}
-                _ = resign.wait_for(|c| c.resigning()) => {}
-                _ = closing.wait_for(|c| *c) => {}
-            }
+            // This wait and the other rare ones below are boxed: an election's task is as large
+            // as its largest wait, and a locker holds thousands of elections that only ever sit
+            // in the idle one.
+            Box::pin(async {
+                tokio::select! {
+                    _ = shared.watcher.synced() => {}
+                    _ = resign.wait_for(Control::resigning) => {}
+                    _ = closing.wait_for(|c| *c) => {}
+                }
+            })
+            .await;
 
             loop {
                 if *closing.borrow() {
@@ -157,7 +164,7 @@ impl Election {
                     self.step_down(StopReason::Closed);
                     break;
                 }
-                if resign.borrow().resigning() {
+                if resign.get().resigning() {
                     self.step_down(StopReason::Removed);
                     if Box::pin(self.resign(held, &mut closing, &mut lease_state)).await {
                         self.emit(Event::Removed {
@@ -170,11 +177,14 @@ impl Election {
                 let Some(lease) = state.lease else {
                     self.step_down(StopReason::LeaseLost);
                     held = None;
-                    tokio::select! {
-                        _ = changed(&mut lease_state) => {}
-                        _ = changed(&mut resign) => {}
-                        _ = changed(&mut closing) => {}
-                    }
+                    Box::pin(async {
+                        tokio::select! {
+                            _ = changed(&mut lease_state) => {}
+                            _ = resign.changed() => {}
+                            _ = changed(&mut closing) => {}
+                        }
+                    })
+                    .await;
                     continue;
                 };
                 if held.is_some_and(|h| h.lease != lease) {
@@ -185,7 +195,7 @@ impl Election {
                     self.step_down(StopReason::Deadline);
                 }
 
-                wake.borrow_and_update();
+                wake.get_and_update();
                 recovered.borrow_and_update();
                 // Boxed: request futures are large, and thousands of idle elections should not each
                 // carry room for one.
@@ -204,11 +214,11 @@ impl Election {
                 let result = tokio::select! {
                     r = &mut look => r,
                     _ = changed(&mut lease_state), if !campaigning => continue,
-                    _ = changed(&mut resign), if !campaigning => continue,
+                    _ = resign.changed(), if !campaigning => continue,
                     _ = changed(&mut closing) => continue,
                 };
                 drop(look);
-                if resign.borrow().resigning() {
+                if resign.get().resigning() {
                     // Resign next, knowing what the campaign left in etcd.
                     held = match result {
                         Ok(Standing::Leader { token }) => Some(Held {
@@ -295,23 +305,29 @@ impl Election {
                         self.step_down(StopReason::LeaseLost);
                         held = None;
                         shared.session.report_lost(lease);
-                        tokio::select! {
-                            _ = lease_state.wait_for(|s| s.lease != Some(lease)) => {}
-                            _ = changed(&mut resign) => {}
-                            _ = changed(&mut closing) => {}
-                        }
+                        Box::pin(async {
+                            tokio::select! {
+                                _ = lease_state.wait_for(|s| s.lease != Some(lease)) => {}
+                                _ = resign.changed() => {}
+                                _ = changed(&mut closing) => {}
+                            }
+                        })
+                        .await;
                         continue;
                     }
                     Err(failure) => {
                         if errors.should_report() {
                             self.emit(Event::error(Some(self.serial), &failure));
                         }
-                        tokio::select! {
-                            _ = backoff.wait(&mut recovered) => {}
-                            _ = changed(&mut lease_state) => {}
-                            _ = changed(&mut resign) => {}
-                            _ = changed(&mut closing) => {}
-                        }
+                        Box::pin(async {
+                            tokio::select! {
+                                _ = backoff.wait(&mut recovered) => {}
+                                _ = changed(&mut lease_state) => {}
+                                _ = resign.changed() => {}
+                                _ = changed(&mut closing) => {}
+                            }
+                        })
+                        .await;
                         continue;
                     }
                 }
@@ -319,7 +335,7 @@ impl Election {
                 // Nothing to do until a key of this name is deleted or the lease changes.
                 loop {
                     tokio::select! {
-                        _ = changed(&mut wake) => {
+                        _ = wake.changed() => {
                             woken_at = Some(std::time::Instant::now());
                             break;
                         }
@@ -330,8 +346,8 @@ impl Election {
                             }
                         }
                         // Draining changes nothing in etcd: only a resign is worth a round.
-                        _ = changed(&mut resign) => {
-                            if resign.borrow_and_update().resigning() {
+                        _ = resign.changed() => {
+                            if resign.get_and_update().resigning() {
                                 break;
                             }
                         }

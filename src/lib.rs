@@ -35,6 +35,7 @@ mod locker;
 mod observer;
 mod retry;
 mod session;
+mod signal;
 mod survey;
 mod term;
 mod util;

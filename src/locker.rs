@@ -19,6 +19,7 @@ use crate::guardian;
 use crate::keys;
 use crate::observer::Observer;
 use crate::session::Session;
+use crate::signal::{Listener, Signal};
 use crate::survey::Surveyor;
 use crate::term;
 use crate::util::lock;
@@ -35,7 +36,7 @@ pub struct Options {
 }
 
 struct Entry {
-    control: Arc<watch::Sender<Control>>,
+    control: Arc<Signal<Control>>,
     /// The lease of the term the election leads in, 0 while it does not lead.
     leading: Arc<AtomicI64>,
 }
@@ -170,14 +171,14 @@ impl Locker {
             .get(name)
             .and_then(|serial| registry.entries.get(serial))
         {
-            Some(entry) if *entry.control.borrow() == Control::Running => {
+            Some(entry) if entry.control.get() == Control::Running => {
                 return Err(RegisterError::AlreadyRegistered);
             }
             Some(entry) => Some(entry.control.subscribe()),
             None => None,
         };
         let serial = self.next_serial();
-        let control = Arc::new(watch::channel(Control::Running).0);
+        let control = Arc::new(Signal::new(Control::Running));
         let leading = Arc::new(AtomicI64::new(0));
         registry.entries.insert(
             serial,
@@ -193,12 +194,12 @@ impl Locker {
         let name = name.to_string();
         self.runtime.spawn(async move {
             if let Some(mut previous) = previous {
-                let _ = previous.wait_for(|c| *c == Control::Done).await;
+                previous.wait_for(|c| c == Control::Done).await;
             }
             Election::new(context, serial, name.clone(), leading)
                 .run(control.subscribe())
                 .await;
-            control.send_replace(Control::Done);
+            control.set(Control::Done);
             let mut registry = lock(&registry);
             registry.entries.remove(&serial);
             if registry.latest.get(&name) == Some(&serial) {
@@ -224,7 +225,7 @@ impl Locker {
     pub fn retire(&self, serial: u32) {
         let registry = lock(&self.registry);
         if let Some(entry) = registry.entries.get(&serial) {
-            entry.control.send_if_modified(|c| {
+            entry.control.modify(|c| {
                 let running = *c == Control::Running;
                 if running {
                     *c = Control::Draining;
@@ -238,8 +239,8 @@ impl Locker {
     pub fn remove(&self, serial: u32) -> bool {
         let registry = lock(&self.registry);
         match registry.entries.get(&serial) {
-            Some(entry) if !entry.control.borrow().resigning() => {
-                entry.control.send_replace(Control::Resign);
+            Some(entry) if !entry.control.get().resigning() => {
+                entry.control.set(Control::Resign);
                 true
             }
             _ => false,
@@ -350,7 +351,7 @@ impl Locker {
         true
     }
 
-    fn pending_elections(&self) -> Vec<watch::Receiver<Control>> {
+    fn pending_elections(&self) -> Vec<Listener<Control>> {
         lock(&self.registry)
             .entries
             .values()
@@ -368,7 +369,7 @@ impl Locker {
         let pending = self.pending_elections();
         self.runtime.spawn(async move {
             for mut done in pending {
-                let _ = done.wait_for(|c| *c == Control::Done).await;
+                done.wait_for(|c| c == Control::Done).await;
             }
             let result = locker.context.session.revoke().await;
             locker.finish().await;
@@ -465,12 +466,13 @@ mod tests {
             rt.handle().clone(),
         )
         .unwrap();
-        let (_tx, rx) = watch::channel(Control::Running);
+        let control = Signal::new(Control::Running);
         let leading = Arc::new(AtomicI64::new(0));
-        let fut = Election::new(locker.context.clone(), 1, "n".into(), leading).run(rx);
+        let fut =
+            Election::new(locker.context.clone(), 1, "n".into(), leading).run(control.subscribe());
         // Every registered name keeps one such task for its whole life: keep it small (request
         // futures are boxed while in flight).
         let size = std::mem::size_of_val(&fut);
-        assert!(size < 1536, "an idle election takes {size} bytes");
+        assert!(size < 1024, "an idle election takes {size} bytes");
     }
 }

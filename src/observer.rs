@@ -51,7 +51,7 @@ impl Observer {
             _ = closing.wait_for(|c| *c) => {}
         }
         while !*cancel.borrow() && !*closing.borrow() {
-            changes.borrow_and_update();
+            changes.get_and_update();
             recovered.borrow_and_update();
             // Boxed: a request future is some 14 KB, and an idle observer should not carry it.
             let read = tokio::select! {
@@ -71,7 +71,7 @@ impl Observer {
                         });
                     }
                     tokio::select! {
-                        _ = changed(&mut changes) => {}
+                        _ = changes.changed() => {}
                         _ = changed(&mut cancel) => {}
                         _ = changed(&mut closing) => {}
                     }

@@ -20,6 +20,7 @@ use crate::events::{Event, EventSink};
 use crate::keys;
 use crate::retry::Backoff;
 use crate::retry::Throttle;
+use crate::signal::{Listener, Signal};
 use crate::util::changed;
 
 /// The largest watch message accepted: a revoke of a lease that holds a million keys fits.
@@ -29,21 +30,17 @@ const MAX_WATCH_MESSAGE: usize = 1 << 30;
 #[derive(Default)]
 struct NameWatch {
     /// Moves when a key of the name is deleted.
-    deleted: Option<watch::Sender<u64>>,
+    deleted: Option<Signal<()>>,
     /// Moves when a key of the name is created, changed or deleted.
-    changed: Option<watch::Sender<u64>>,
+    changed: Option<Signal<()>>,
 }
 
 impl NameWatch {
     fn unused(&self) -> bool {
         [&self.deleted, &self.changed]
             .iter()
-            .all(|c| c.as_ref().is_none_or(|tx| tx.receiver_count() == 0))
+            .all(|c| c.as_ref().is_none_or(|s| s.listeners() == 0))
     }
-}
-
-fn bump(counter: &watch::Sender<u64>) {
-    counter.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 pub struct Watcher {
@@ -67,22 +64,22 @@ impl Watcher {
     }
 
     /// A counter that moves whenever a key of election `name` is deleted.
-    pub fn deletions(&self, name: &str) -> watch::Receiver<u64> {
+    pub fn deletions(&self, name: &str) -> Listener<()> {
         let mut names = self.names();
         let entry = names.entry(name.to_string()).or_default();
         entry
             .deleted
-            .get_or_insert_with(|| watch::channel(0).0)
+            .get_or_insert_with(|| Signal::new(()))
             .subscribe()
     }
 
     /// A counter that moves whenever a key of election `name` is created, changed or deleted.
-    pub fn changes(&self, name: &str) -> watch::Receiver<u64> {
+    pub fn changes(&self, name: &str) -> Listener<()> {
         let mut names = self.names();
         let entry = names.entry(name.to_string()).or_default();
         entry
             .changed
-            .get_or_insert_with(|| watch::channel(0).0)
+            .get_or_insert_with(|| Signal::new(()))
             .subscribe()
     }
 
@@ -113,10 +110,10 @@ impl Watcher {
         };
         if let Some(counters) = self.names().get(name) {
             if let (true, Some(counter)) = (deleted, &counters.deleted) {
-                bump(counter);
+                counter.bump();
             }
             if let Some(counter) = &counters.changed {
-                bump(counter);
+                counter.bump();
             }
         }
     }
@@ -124,7 +121,7 @@ impl Watcher {
     fn wake_all(&self) {
         for counters in self.names().values() {
             for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
-                bump(counter);
+                counter.bump();
             }
         }
     }
@@ -304,15 +301,15 @@ mod tests {
         let build2 = watcher.deletions("build2");
         let mut observer = watcher.changes("build");
         watcher.changed(b"p/build/694da2166b8e6d66", true);
-        assert!(build.has_changed().unwrap_or(false));
-        assert!(observer.has_changed().unwrap_or(false));
-        assert!(!build2.has_changed().unwrap_or(true));
-        build.borrow_and_update();
-        observer.borrow_and_update();
+        assert!(build.has_changed());
+        assert!(observer.has_changed());
+        assert!(!build2.has_changed());
+        build.get_and_update();
+        observer.get_and_update();
         // A new candidate changes who observers see queued, never who is ahead of an election.
         watcher.changed(b"p/build/694da2166b8e6d67", false);
-        assert!(!build.has_changed().unwrap_or(true));
-        assert!(observer.has_changed().unwrap_or(false));
+        assert!(!build.has_changed());
+        assert!(observer.has_changed());
     }
 
     #[test]
@@ -326,8 +323,8 @@ mod tests {
         // Keys outside the prefix, and a key whose name is not UTF-8.
         watcher.changed(b"q/build/1", true);
         watcher.changed(b"p/\xff/1", true);
-        assert!(!build.has_changed().unwrap_or(true));
-        assert!(!observer.has_changed().unwrap_or(true));
+        assert!(!build.has_changed());
+        assert!(!observer.has_changed());
     }
 
     #[test]
