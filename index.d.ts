@@ -76,8 +76,14 @@ declare namespace locked {
     since: Date | null
   }
 
+  /** Who leads after a handover: the new leader's locker id and fencing token. */
+  interface Handover {
+    readonly leader: string
+    readonly token: number
+  }
+
   /** Why a leader stopped leading. */
-  type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed'
+  type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover'
 
   /** Stable values of `LockedError.code`. */
   type ErrorCode =
@@ -91,6 +97,13 @@ declare namespace locked {
     | 'GUARDIAN_EXITED'
     | 'GUARDIAN_FAILED'
     | 'NO_NATIVE_BINARY'
+    | 'NOT_LEADER'
+    | 'NOT_A_CANDIDATE'
+    | 'NO_CANDIDATE'
+    | 'HANDOVER_BLOCKED'
+    | 'HANDOVER_INTERRUPTED'
+    | 'HANDOVER_IN_PROGRESS'
+    | 'REMOVED'
 
   class LockedError extends Error {
     readonly code: ErrorCode
@@ -148,6 +161,15 @@ declare namespace locked {
     readonly name: string
     /** Steps down if leading, then deletes this host's key; resolves once etcd confirmed. */
     remove (): Promise<void>
+    /**
+     * Hands the lead to the candidate with locker id `toId` (without it: the next in line). This
+     * host's work stops and drains as in `remove()`; then that candidate leads, never another, and
+     * this host stays registered and queues again. Rejects (`NOT_LEADER`, `NOT_A_CANDIDATE`,
+     * `NO_CANDIDATE`, `HANDOVER_BLOCKED`, `HANDOVER_IN_PROGRESS`, `REMOVED`, `LOCKER_CLOSED`,
+     * `HANDOVER_INTERRUPTED`) when it cannot happen; one that fails after the drain while this
+     * host still leads starts its work again (a new `start` with the same token).
+     */
+    handover (toId?: string): Promise<Handover>
     /** Whether this host leads now, checked against the leadership deadline at call time. */
     isLeader (): boolean
     /** The locker id of the current leader, or null when nobody leads or it is not known yet. */

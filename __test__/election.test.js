@@ -4,7 +4,7 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert')
-const { spawn } = require('node:child_process')
+const { startEtcdctlElect } = require('./helpers/etcdctl')
 const { startEtcd, keyOf } = require('./helpers/etcd')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, waitForAny, queueHosts } = require('./helpers/hosts')
 const { uniquePrefix, quietWindow, SAME_EVENT_MS } = require('./helpers/util')
@@ -20,44 +20,7 @@ after(async () => {
 
 const queue = (labels, options) => queueHosts(etcd, labels, { ttl: TTL, ...options })
 
-// `etcdctl elect ...` as a child process: lines(n, timeoutMs) resolves its first n output lines.
-function etcdctlElect (t, args) {
-  const proc = spawn('etcdctl', [`--endpoints=${etcd.endpoints.join(',')}`, 'elect', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL') })
-  let out = ''
-  let err = ''
-  const waiters = []
-  proc.stdout.setEncoding('utf8')
-  proc.stdout.on('data', (chunk) => {
-    out += chunk
-    for (const w of [...waiters]) w()
-  })
-  proc.stderr.on('data', (chunk) => { err += chunk })
-  return {
-    proc,
-    output: () => out,
-    lines (n, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const lines = out.split('\n')
-          if (lines.length > n) {
-            waiters.splice(waiters.indexOf(check), 1)
-            clearTimeout(timer)
-            resolve(lines.slice(0, n))
-            return true
-          }
-          return false
-        }
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(check), 1)
-          reject(new Error(`etcdctl elect ${args.join(' ')}: no ${n} lines within ${timeoutMs} ms; output ${JSON.stringify(out)} stderr ${err}`))
-        }, timeoutMs)
-        waiters.push(check)
-        check()
-      })
-    }
-  }
-}
+const etcdctlElect = (t, args) => startEtcdctlElect(t, etcd, args)
 
 describe('election between host processes', { timeout: 120000 }, () => {
   it('one host is elected and fn(remove, term) runs once', async (t) => {

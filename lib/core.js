@@ -22,7 +22,7 @@ function reportError (emitter, err) {
 
 // The stop reasons that end a term on their own (etcd unreachable, the lease or key gone), and
 // so are worth a warning; the others were asked for.
-const ASKED = new Set(['removed', 'closed'])
+const ASKED = new Set(['removed', 'closed', 'handover'])
 
 // A term as term() and terms() answer it, from the native core's { leader, token, sinceMs }.
 const termInfo = ({ leader, token, sinceMs }) => ({ leader, token, since: sinceMs == null ? null : new Date(sinceMs) })
@@ -107,6 +107,32 @@ class LockerCore {
     return registration.removing
   }
 
+  // Checks first (one read, nothing changes), so that a handover that cannot happen leaves the
+  // leader's work alone; then stops and drains like remove(), and has the native election hand
+  // over. Should that fail while this host still leads, the election starts it again.
+  handover (registration, toId) {
+    const call = `singleton ${JSON.stringify(registration.singleton.name)}: handover(${toId === undefined ? '' : JSON.stringify(toId)})`
+    if (toId !== undefined && (typeof toId !== 'string' || toId === '')) {
+      throw typeError(`singleton.handover(toId): toId must be a non-empty string (a locker id) or left out, got ${describe(toId)}`)
+    }
+    if (this.#closing) return Promise.reject(lockerClosed(call))
+    if (registration.removing) return Promise.reject(new LockedError(`${call}: the singleton was removed`, 'REMOVED'))
+    if (registration.handingOver) return Promise.reject(new LockedError(`${call}: a handover is already under way`, 'HANDOVER_IN_PROGRESS'))
+    if (!this.isLeading(registration)) return Promise.reject(new LockedError(`${call}: this host does not lead`, 'NOT_LEADER'))
+    const { serial } = registration
+    const name = registration.singleton.name
+    const handing = this.#query(call, () => this.#native.handoverCheck(name, serial, toId))
+      .then(() => {
+        if (!this.isLeading(registration)) throw new LockedError(`${call}: this host does not lead`, 'NOT_LEADER')
+        this.#stopLeading(registration, 'handover')
+        return this.#drained([registration])
+      })
+      .then(() => this.#query(call, () => this.#native.handover(serial, toId)))
+      .finally(() => { registration.handingOver = null })
+    registration.handingOver = handing
+    return handing
+  }
+
   // Asked of the native election itself: events still queued behind a busy JavaScript thread
   // cannot make this answer stale.
   isLeading (registration) {
@@ -163,7 +189,7 @@ class LockerCore {
     for (const [name, registration] of this.#registered) {
       const { leading, lastStop } = registration
       singletons[name] = {
-        state: leading ? 'leader' : lastStop && lastStop !== 'removed' ? 'stepped-down' : 'candidate',
+        state: leading ? 'leader' : lastStop && lastStop !== 'removed' && lastStop !== 'handover' ? 'stepped-down' : 'candidate',
         termsWon: registration.termsWon,
         lastTakeoverMs: registration.lastTakeoverMs,
         token: leading ? registration.control.term.token : null,
@@ -271,6 +297,7 @@ class LockerCore {
       case 'stop': this.#onStop(ev); break
       case 'leader': this.#onLeader(ev); break
       case 'removed': this.#onRemoved(ev); break
+      case 'handover': this.#onHandover(ev); break
       case 'term': this.#onTerm(ev); break
       case 'terms': this.#onTerms(ev); break
       case 'error': this.#onError(ev); break
@@ -356,6 +383,11 @@ class LockerCore {
     this.#registrations.delete(ev.serial)
     this.#updateActive()
     registration.resolveRemove()
+  }
+
+  #onHandover (ev) {
+    const query = this.#takeQuery(ev)
+    if (query) query.resolve({ leader: ev.leader, token: ev.token })
   }
 
   #onTerm (ev) {

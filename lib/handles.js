@@ -19,6 +19,15 @@ class Singleton extends EventEmitter {
     return this.#registration.core.remove(this.#registration)
   }
 
+  /**
+   * Hands the lead to the candidate with locker id `toId` (or, without it, the next in line):
+   * stops and drains this host's work like remove(), then that candidate leads and this host
+   * queues again. Resolves with the new leader's id and token.
+   */
+  handover (toId) {
+    return this.#registration.core.handover(this.#registration, toId)
+  }
+
   /** Whether this host leads now, checked against the leadership deadline at the time of the call. */
   isLeader () {
     return this.#registration.core.isLeading(this.#registration)

@@ -19,6 +19,7 @@ class Registration {
   lastTakeoverMs = null
   since = Date.now() // when it was registered, or `leading` last changed
   lastStop = null // the reason of the last 'stop'
+  handingOver = null // the handover() promise, while one is under way
 
   constructor (core, name, fn) {
     this.core = core

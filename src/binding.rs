@@ -153,6 +153,11 @@ impl From<Event> for LockerEvent {
                 ..LockerEvent::of("term", Some(serial))
             },
             Event::Removed { serial } => LockerEvent::of("removed", Some(serial)),
+            Event::HandedOver { serial, leader } => LockerEvent {
+                token: Some(leader.token as f64),
+                leader: Some(leader.id),
+                ..LockerEvent::of("handover", Some(serial))
+            },
             Event::Error {
                 serial,
                 code,
@@ -367,6 +372,28 @@ impl NativeLocker {
     #[napi]
     pub fn remove(&self, serial: u32) -> bool {
         self.locker.remove(serial)
+    }
+
+    /// Checks that registration `serial` of `name` leads and that `to` (or, without it, the next
+    /// in line) is a live candidate to hand over to; returns the serial of the `handover` (or
+    /// `error`) event that answers, naming that candidate.
+    #[napi]
+    pub fn handover_check(&self, name: String, serial: u32, to: Option<String>) -> Result<u32> {
+        self.locker
+            .handover_check(&name, serial, to)
+            .map_err(|_| Error::new(Status::GenericFailure, "the locker is closed".to_string()))
+    }
+
+    /// Hands the lead of registration `serial` to `to` (or the next in line); returns the serial
+    /// of the `handover` (or `error`) event that answers once it is done.
+    #[napi]
+    pub fn handover(&self, serial: u32, to: Option<String>) -> Result<u32> {
+        self.locker.handover(serial, to).map_err(|_| {
+            Error::new(
+                Status::GenericFailure,
+                "the singleton is not registered".to_string(),
+            )
+        })
     }
 
     /// Starts closing; a `closed` event follows.

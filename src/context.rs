@@ -2,13 +2,15 @@
 //! lease, the shared watch, the batcher, where events go, and the signal that the locker closes.
 //! The locker builds it and owns the registry of elections; the elections only use it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use crate::batch::Batcher;
 use crate::cluster::Cluster;
 use crate::events::EventSink;
+use crate::handover;
 use crate::session::Session;
 use crate::survey::Surveyor;
 use crate::term;
@@ -30,4 +32,16 @@ pub struct Context {
     /// The first step of a close: set, elections and observers step down and end without
     /// touching etcd (the lease revoke that follows removes every key at once).
     pub closing: watch::Sender<bool>,
+    /// Handovers asked for and not yet taken up, by the serial of the election asked.
+    pub handovers: Mutex<HashMap<u32, handover::Request>>,
+}
+
+impl Context {
+    pub fn take_handover(&self, serial: u32) -> Option<handover::Request> {
+        crate::util::lock(&self.handovers).remove(&serial)
+    }
+
+    pub fn handover_asked(&self, serial: u32) -> bool {
+        crate::util::lock(&self.handovers).contains_key(&serial)
+    }
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::cluster::Failure;
 use crate::context::Context;
 use crate::events::{Event, StopReason};
+use crate::handover;
 use crate::keys::{self, LeaderInfo};
 use crate::retry::Backoff;
 use crate::retry::Throttle;
@@ -194,6 +195,28 @@ impl Election {
                 if !state.valid {
                     self.step_down(StopReason::Deadline);
                 }
+                if let Some(request) = shared.take_handover(self.serial) {
+                    match held {
+                        Some(h) if self.leading && h.lease == lease => {
+                            let handed = Box::pin(self.hand_over(
+                                request,
+                                lease,
+                                h.revision,
+                                &mut wake,
+                                &mut resign,
+                                &mut closing,
+                                &mut lease_state,
+                            ))
+                            .await;
+                            if handed {
+                                // Campaign again, behind the new leader.
+                                held = None;
+                            }
+                            continue;
+                        }
+                        _ => self.refuse(request.answer, &handover::Refusal::NotLeader),
+                    }
+                }
 
                 wake.get_and_update();
                 recovered.borrow_and_update();
@@ -291,8 +314,28 @@ impl Election {
                         waited_behind_other = leader.id != shared.id;
                         // A lower key can only appear ahead of a leader whose own key was replaced.
                         self.step_down(StopReason::KeyDeleted);
+                        let asked_to_yield = shared
+                            .watcher
+                            .handover(&self.name)
+                            .is_some_and(|m| m.asks_to_yield(leader.token, revision));
                         self.report_leader(Some(leader));
                         held = Some(Held { lease, revision });
+                        if asked_to_yield {
+                            // The leader hands over to a candidate behind us: step behind it by
+                            // deleting our key and campaigning again. Should the delete fail, the
+                            // next look finds the marker still there and tries again.
+                            shared.events.log(|| {
+                                format!("{}: stepping behind a handover's target", self.name)
+                            });
+                            let step_aside = handover::step_aside(&self.key(lease), revision);
+                            if Box::pin(shared.batcher.txn(&self.name, step_aside))
+                                .await
+                                .is_ok()
+                            {
+                                held = None;
+                            }
+                            continue;
+                        }
                     }
                     Ok(Standing::Gone) => {
                         self.step_down(StopReason::KeyDeleted);
@@ -347,7 +390,9 @@ impl Election {
                         }
                         // Draining changes nothing in etcd: only a resign is worth a round.
                         _ = resign.changed() => {
-                            if resign.get_and_update().resigning() {
+                            if resign.get_and_update().resigning()
+                                || shared.handover_asked(self.serial)
+                            {
                                 break;
                             }
                         }
@@ -355,8 +400,163 @@ impl Election {
                     }
                 }
             }
+            if let Some(request) = shared.take_handover(self.serial) {
+                self.refuse(
+                    request.answer,
+                    &handover::Refusal::Interrupted(
+                        "the singleton was removed or the locker closed",
+                    ),
+                );
+            }
             drop(wake);
             shared.watcher.release(&self.name);
+        }
+    }
+
+    fn refuse(&self, answer: u32, refusal: &handover::Refusal) {
+        self.emit(Event::Error {
+            serial: Some(answer),
+            code: refusal.code(),
+            message: refusal.message(),
+        });
+    }
+
+    /// Hands the lead over as `handover` describes, while we lead with the key of `token` under
+    /// `lease`. Returns true once our key is gone and the target is first in line. JavaScript has
+    /// stopped this host's work before asking; if the handover fails while we still lead, `start`
+    /// is reported again.
+    #[allow(clippy::too_many_arguments)]
+    async fn hand_over(
+        &mut self,
+        request: handover::Request,
+        lease: i64,
+        token: i64,
+        wake: &mut Listener<()>,
+        resign: &mut Listener<Control>,
+        closing: &mut watch::Receiver<bool>,
+        lease_state: &mut watch::Receiver<LeaseState>,
+    ) -> bool {
+        use handover::Refusal;
+        let shared = self.shared.clone();
+        let own = self.key(lease);
+        let candidates = self.candidates();
+        let marker_key = keys::handover(&shared.prefix, &self.name);
+        let record = keys::record(&shared.prefix, &self.name);
+        let deadline = tokio::time::Instant::now() + handover::WAIT;
+        // The target revision our marker names, once written.
+        let mut marked: Option<i64> = None;
+        // Each pass reads the queue and acts on it; etcd changing under us makes another pass.
+        let mut passes = 0;
+        let outcome: Result<LeaderInfo, Refusal> = loop {
+            passes += 1;
+            if passes > 100 {
+                break Err(Refusal::Interrupted("the candidates kept changing"));
+            }
+            wake.get_and_update();
+            // One request of the handover, cut short by whatever ends it.
+            macro_rules! ask {
+                ($txn:expr) => {
+                    tokio::select! {
+                        r = shared.batcher.txn(&self.name, $txn) => match r {
+                            Ok(response) => response,
+                            Err(failure) => break Err(Refusal::Failed(failure.code(), failure.message())),
+                        },
+                        _ = resign.wait_for(Control::resigning) => break Err(Refusal::Removed),
+                        _ = closing.wait_for(|c| *c) => break Err(Refusal::Closed),
+                        _ = lease_state.wait_for(|s| s.lease != Some(lease) || !s.valid) => {
+                            break Err(Refusal::Interrupted("the lease was lost or its deadline passed"))
+                        }
+                    }
+                };
+            }
+            let read = ask!(handover::read_candidates(&candidates));
+            let choice = match handover::choose(
+                &handover::candidates_of(&read),
+                own.as_bytes(),
+                request.to.as_deref(),
+            ) {
+                Ok(choice) => choice,
+                Err(refusal) => break Err(refusal),
+            };
+            if choice.between == 0 {
+                let commit =
+                    handover::commit(&own, token, &choice.target, &marker_key, &record, lease);
+                if ask!(commit).succeeded() {
+                    break Ok(choice.target.leader());
+                }
+                // Our key or the target's changed since the read: read again.
+                continue;
+            }
+            if marked != Some(choice.target.revision) {
+                let marker = handover::Marker {
+                    leader: token,
+                    target: choice.target.revision,
+                };
+                if !ask!(handover::mark(&own, token, &marker_key, lease, marker)).succeeded() {
+                    continue;
+                }
+                marked = Some(choice.target.revision);
+                shared.events.log(|| {
+                    format!(
+                        "{}: handing over to {}; waiting for {} candidate(s) ahead of it",
+                        self.name, choice.target.id, choice.between
+                    )
+                });
+            }
+            // Wait for the candidates ahead of the target to step behind it.
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => break Err(Refusal::Blocked(choice.between)),
+                _ = resign.wait_for(Control::resigning) => break Err(Refusal::Removed),
+                _ = closing.wait_for(|c| *c) => break Err(Refusal::Closed),
+                _ = lease_state.wait_for(|s| s.lease != Some(lease) || !s.valid) => {
+                    break Err(Refusal::Interrupted("the lease was lost or its deadline passed"))
+                }
+            }
+        };
+        match outcome {
+            Ok(leader) => {
+                shared.events.log(|| {
+                    format!(
+                        "{}: handed over to {} (token {})",
+                        self.name, leader.id, leader.token
+                    )
+                });
+                self.step_down(StopReason::Handover);
+                self.emit(Event::HandedOver {
+                    serial: request.answer,
+                    leader,
+                });
+                true
+            }
+            Err(refusal) => {
+                if marked.is_some() && !*closing.borrow() {
+                    // Best effort: a marker left behind dies with the lease, and names a token
+                    // that no other leader has.
+                    let unmark = handover::unmark(&marker_key, lease);
+                    let _ = tokio::select! {
+                        r = shared.batcher.txn(&self.name, unmark) => r.map(|_| ()),
+                        _ = closing.wait_for(|c| *c) => Ok(()),
+                    };
+                }
+                let resumes = self.leading
+                    && refusal != Refusal::NotLeader
+                    && !resign.get().resigning()
+                    && !*closing.borrow()
+                    && shared.session.is_valid(lease);
+                if resumes {
+                    shared
+                        .events
+                        .log(|| format!("{}: handover failed; leading on", self.name));
+                    self.emit(Event::Start {
+                        serial: self.serial,
+                        token,
+                        takeover: None,
+                    });
+                }
+                self.refuse(request.answer, &refusal);
+                false
+            }
         }
     }
 
@@ -427,6 +627,7 @@ impl Election {
         let txn = Txn::new().when([guard]).and_then([
             TxnOp::delete(key, None),
             term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
+            handover::withdraw(&keys::handover(&self.shared.prefix, &self.name), lease),
         ]);
         let mut backoff = Backoff::rounds();
         let mut recovered = self.shared.cluster.recoveries();

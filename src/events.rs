@@ -18,6 +18,8 @@ pub enum StopReason {
     KeyDeleted,
     /// The locker was closed.
     Closed,
+    /// The singleton handed the lead to another candidate.
+    Handover,
 }
 
 impl StopReason {
@@ -28,6 +30,7 @@ impl StopReason {
             StopReason::LeaseLost => "lease-lost",
             StopReason::KeyDeleted => "key-deleted",
             StopReason::Closed => "closed",
+            StopReason::Handover => "handover",
         }
     }
 }
@@ -73,6 +76,11 @@ pub enum Event {
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
         serial: u32,
+    },
+    /// The answer to a handover (or its check): who leads after it, or would.
+    HandedOver {
+        serial: u32,
+        leader: LeaderInfo,
     },
     /// Something failed; `serial` is `None` for locker-wide (connection) trouble.
     Error {

@@ -4,6 +4,10 @@
 //! hex>` (the layout of etcd's Go `concurrency.Election` and `etcdctl elect`; the value is the
 //! locker id), and its leader's term record right beside that range at `<prefix>/<name>`. Names
 //! hold no '/', so a record never falls into any election's candidates' range.
+//!
+//! A leader handing over to a candidate further back leaves a marker at `<prefix>//handover/<name>`
+//! (see `handover`): a name is never empty, so no election, ours or `etcdctl elect`'s, takes a key
+//! that starts with `<prefix>//` for a candidate or a record.
 
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, TxnOp};
 
@@ -44,10 +48,30 @@ pub fn candidate(candidates: &str, lease: i64) -> String {
     format!("{candidates}{lease:x}")
 }
 
+/// `<prefix>//handover/<name>`: the marker of a handover under way in `name` (see `handover`).
+pub fn handover(prefix: &str, name: &str) -> String {
+    format!("{prefix}/{HANDOVER}{name}")
+}
+
+const HANDOVER: &str = "/handover/";
+
+/// The election whose handover marker `key` is.
+pub fn handover_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(all.as_bytes())?;
+    let name = rest.strip_prefix(HANDOVER.as_bytes())?;
+    if name.is_empty() || name.contains(&b'/') {
+        return None;
+    }
+    std::str::from_utf8(name).ok()
+}
+
 /// The election a key under `all` belongs to: the name of a candidate key; `None` for a term
-/// record or anything else.
+/// record, a handover marker or anything else.
 pub fn election_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
     let rest = key.strip_prefix(all.as_bytes())?;
+    if rest.starts_with(b"/") {
+        return None;
+    }
     let slash = rest.iter().rposition(|b| *b == b'/')?;
     std::str::from_utf8(&rest[..slash]).ok()
 }
@@ -108,6 +132,19 @@ mod tests {
         assert_eq!(record_of(&all, b"p/build/1"), None);
         assert_eq!(record_of(&all, b"p/"), None);
         assert_eq!(range_end(&all), b"p0");
+    }
+
+    #[test]
+    fn a_handover_marker_is_no_candidate_and_no_record() {
+        let all = all("p");
+        let marker = handover("p", "build");
+        assert_eq!(marker, "p//handover/build");
+        assert_eq!(handover_of(&all, marker.as_bytes()), Some("build"));
+        assert_eq!(election_of(&all, marker.as_bytes()), None);
+        assert_eq!(record_of(&all, marker.as_bytes()), None);
+        assert!(!marker.starts_with(&candidates("p", "build")));
+        assert_eq!(handover_of(&all, b"p/build/1"), None);
+        assert_eq!(handover_of(&all, b"p//handover/"), None);
     }
 
     #[test]

@@ -7,19 +7,21 @@
 //! ```text
 //! binding            N-API: JavaScript values in, events out
 //!   locker           registry of elections and observers, lifecycle (open, closing, closed)
-//!     election       campaign, wait, lead, resign (with its Control input)
+//!     election       campaign, wait, lead, resign, hand over (with its Control input)
 //!     observer       who leads, without taking part
 //!       context      what elections and observers work with
+//!         handover   handing the lead to a chosen candidate: marker, choice, transactions
 //!         term       leaders' term records: write, read
 //!         session    lease, keepalive, leadership deadline
-//!         watcher    one watch over the prefix, waking elections and observers
+//!         watcher    one watch over the prefix, waking elections and observers (and the
+//!                    handover markers it sees)
 //!         guardian   a child process that revokes the lease when this process dies
 //!         survey     where candidates stand: one check, or all of them in one read
 //!         batch      many elections' transactions in one request
 //!           events   what the core reports (Event, StopReason, Term)
 //!             keys   the key layout, LeaderInfo
 //!             cluster  members, failover, the request retry layer, Failure
-//!               retry, clock, util
+//!               retry, clock, signal, util
 //! ```
 
 mod batch;
@@ -30,6 +32,7 @@ mod context;
 mod election;
 mod events;
 mod guardian;
+mod handover;
 mod keys;
 mod locker;
 mod observer;

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::election::{Control, Election};
 use crate::events::{Event, EventSink};
 use crate::guardian;
+use crate::handover;
 use crate::keys;
 use crate::observer::Observer;
 use crate::session::Session;
@@ -143,6 +144,7 @@ impl Locker {
             events,
             publisher,
             closing,
+            handovers: Mutex::new(HashMap::new()),
         });
         Ok(Locker {
             context,
@@ -196,7 +198,7 @@ impl Locker {
             if let Some(mut previous) = previous {
                 previous.wait_for(|c| c == Control::Done).await;
             }
-            Election::new(context, serial, name.clone(), leading)
+            Election::new(context.clone(), serial, name.clone(), leading)
                 .run(control.subscribe())
                 .await;
             control.set(Control::Done);
@@ -204,6 +206,16 @@ impl Locker {
             registry.entries.remove(&serial);
             if registry.latest.get(&name) == Some(&serial) {
                 registry.latest.remove(&name);
+            }
+            drop(registry);
+            // A handover asked for after the election had ended: nobody else will answer it.
+            if let Some(request) = context.take_handover(serial) {
+                let refusal = handover::Refusal::Removed;
+                context.events.emit(Event::Error {
+                    serial: Some(request.answer),
+                    code: refusal.code(),
+                    message: refusal.message(),
+                });
             }
         });
         Ok(serial)
@@ -233,6 +245,75 @@ impl Locker {
                 running
             });
         }
+    }
+
+    /// Checks, with one read, that the election `serial` of `name` leads and who it would hand
+    /// over to; the answer comes as `Event::HandedOver` (or `Event::Error`) with the returned
+    /// serial. Nothing changes in etcd.
+    pub fn handover_check(
+        &self,
+        name: &str,
+        serial: u32,
+        to: Option<String>,
+    ) -> Result<u32, RegisterError> {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
+            return Err(RegisterError::Closed);
+        }
+        let lease = lock(&self.registry)
+            .entries
+            .get(&serial)
+            .map_or(0, |e| e.leading.load(Ordering::SeqCst));
+        let answer = self.next_serial();
+        let context = self.context.clone();
+        let name = name.to_string();
+        self.runtime.spawn(async move {
+            let mut closing = context.closing.subscribe();
+            let candidates = keys::candidates(&context.prefix, &name);
+            let read = tokio::select! {
+                r = context.batcher.txn(&name, handover::read_candidates(&candidates)) => r,
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            let own = keys::candidate(&candidates, lease);
+            let chosen = match read {
+                Ok(_) if lease == 0 => Err(handover::Refusal::NotLeader),
+                Ok(response) => handover::choose(
+                    &handover::candidates_of(&response),
+                    own.as_bytes(),
+                    to.as_deref(),
+                )
+                .map(|choice| choice.target.leader()),
+                Err(failure) => Err(handover::Refusal::Failed(failure.code(), failure.message())),
+            };
+            context.events.emit(match chosen {
+                Ok(leader) => Event::HandedOver {
+                    serial: answer,
+                    leader,
+                },
+                Err(refusal) => Event::Error {
+                    serial: Some(answer),
+                    code: refusal.code(),
+                    message: refusal.message(),
+                },
+            });
+        });
+        Ok(answer)
+    }
+
+    /// Asks the election `serial` to hand the lead to `to` (or the next in line); the answer
+    /// comes as `Event::HandedOver` (or `Event::Error`) with the returned serial.
+    pub fn handover(&self, serial: u32, to: Option<String>) -> Result<u32, RegisterError> {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
+            return Err(RegisterError::Closed);
+        }
+        let answer = self.next_serial();
+        let registry = lock(&self.registry);
+        let Some(entry) = registry.entries.get(&serial) else {
+            return Err(RegisterError::Closed);
+        };
+        lock(&self.context.handovers).insert(serial, handover::Request { answer, to });
+        // Wakes the election without changing its control.
+        entry.control.modify(|_| true);
+        Ok(answer)
     }
 
     /// Asks the election `serial` to resign; `Event::Removed` follows once etcd confirmed.

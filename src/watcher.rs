@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{self, Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink};
+use crate::handover::Marker;
 use crate::keys;
 use crate::retry::Backoff;
 use crate::retry::Throttle;
@@ -47,6 +48,8 @@ pub struct Watcher {
     /// `<prefix>/`
     prefix: String,
     names: Mutex<HashMap<String, NameWatch>>,
+    /// The handover markers seen, by name (a handful at most: one per handover under way).
+    markers: Mutex<HashMap<String, Marker>>,
     synced: watch::Sender<bool>,
 }
 
@@ -55,6 +58,7 @@ impl Watcher {
         Watcher {
             prefix,
             names: Mutex::new(HashMap::new()),
+            markers: Mutex::new(HashMap::new()),
             synced: watch::channel(false).0,
         }
     }
@@ -104,7 +108,27 @@ impl Watcher {
         }
     }
 
-    fn changed(&self, key: &[u8], deleted: bool) {
+    /// The handover under way in `name`, as the watch last saw its marker.
+    pub fn handover(&self, name: &str) -> Option<Marker> {
+        crate::util::lock(&self.markers).get(name).copied()
+    }
+
+    fn changed(&self, key: &[u8], value: &[u8], deleted: bool) {
+        if let Some(name) = keys::handover_of(&self.prefix, key) {
+            let marker = if deleted { None } else { Marker::decode(value) };
+            {
+                let mut markers = crate::util::lock(&self.markers);
+                match marker {
+                    Some(marker) => markers.insert(name.to_string(), marker),
+                    None => markers.remove(name),
+                };
+            }
+            // The candidates of the name look again, and those ahead of the target step aside.
+            if let Some(counter) = self.names().get(name).and_then(|c| c.deleted.as_ref()) {
+                counter.bump();
+            }
+            return;
+        }
         let Some(name) = keys::election_of(&self.prefix, key) else {
             return;
         };
@@ -263,7 +287,11 @@ impl Watcher {
                     for event in response.events() {
                         if let Some(kv) = event.kv() {
                             next_revision = next_revision.max(kv.mod_revision() + 1);
-                            self.changed(kv.key(), event.event_type() == EventType::Delete);
+                            self.changed(
+                                kv.key(),
+                                kv.value(),
+                                event.event_type() == EventType::Delete,
+                            );
                         }
                     }
                 },
@@ -300,14 +328,14 @@ mod tests {
         let mut build = watcher.deletions("build");
         let build2 = watcher.deletions("build2");
         let mut observer = watcher.changes("build");
-        watcher.changed(b"p/build/694da2166b8e6d66", true);
+        watcher.changed(b"p/build/694da2166b8e6d66", b"", true);
         assert!(build.has_changed());
         assert!(observer.has_changed());
         assert!(!build2.has_changed());
         build.get_and_update();
         observer.get_and_update();
         // A new candidate changes who observers see queued, never who is ahead of an election.
-        watcher.changed(b"p/build/694da2166b8e6d67", false);
+        watcher.changed(b"p/build/694da2166b8e6d67", b"id", false);
         assert!(!build.has_changed());
         assert!(observer.has_changed());
     }
@@ -318,13 +346,37 @@ mod tests {
         let build = watcher.deletions("build");
         let observer = watcher.changes("build");
         // The leader's term record `<prefix>/<name>`, written and deleted.
-        watcher.changed(b"p/build", false);
-        watcher.changed(b"p/build", true);
+        watcher.changed(b"p/build", b"1 2", false);
+        watcher.changed(b"p/build", b"", true);
         // Keys outside the prefix, and a key whose name is not UTF-8.
-        watcher.changed(b"q/build/1", true);
-        watcher.changed(b"p/\xff/1", true);
+        watcher.changed(b"q/build/1", b"", true);
+        watcher.changed(b"p/\xff/1", b"", true);
         assert!(!build.has_changed());
         assert!(!observer.has_changed());
+    }
+
+    #[test]
+    fn a_handover_marker_wakes_the_elections_of_its_name_and_is_kept_until_deleted() {
+        let watcher = Watcher::new("p/".into());
+        let mut build = watcher.deletions("build");
+        let other = watcher.deletions("other");
+        let observer = watcher.changes("build");
+        watcher.changed(b"p//handover/build", b"5 9", false);
+        assert!(build.has_changed());
+        assert!(!other.has_changed());
+        assert!(!observer.has_changed(), "observers follow candidates only");
+        assert_eq!(
+            watcher.handover("build"),
+            Some(Marker {
+                leader: 5,
+                target: 9
+            })
+        );
+        assert_eq!(watcher.handover("other"), None);
+        build.get_and_update();
+        watcher.changed(b"p//handover/build", b"", true);
+        assert!(build.has_changed());
+        assert_eq!(watcher.handover("build"), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //
 // stdin: one JSON command per line:
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
+//   { cmd: 'handover', name, to? } -> handedOver { leader, token } (or error, scope 'command')
 //   { cmd: 'guardian' } -> guardian { pid } (null while none runs)
 //   { cmd: 'exit', code }  { cmd: 'closeAndExit' } (close(), then process.exit() right after)
 //   { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
@@ -245,6 +246,22 @@ function command (msg) {
       }
       Promise.resolve(p).then(
         () => emit('removed', { name: msg.name, isPromise: !!(p && typeof p.then === 'function') }),
+        (err) => emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
+      )
+      break
+    }
+    case 'handover': {
+      const s = singletons.get(msg.name)
+      if (!s) { emit('error', { name: msg.name, scope: 'command', code: 'NO_SUCH_NAME', message: 'not registered here' }); break }
+      let p
+      try {
+        p = msg.to === undefined ? s.handover() : s.handover(msg.to)
+      } catch (err) {
+        emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
+        break
+      }
+      p.then(
+        (result) => emit('handedOver', { name: msg.name, ...result }),
         (err) => emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
       )
       break

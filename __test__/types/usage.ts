@@ -22,9 +22,13 @@ const leader: string | null = job.leader()
 void name; void leads; void leader
 job.on('start', (term) => { const n: number = term.token; void n })
 job.on('stop', (reason) => {
-  const r: 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' = reason
+  const r: 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover' = reason
   void r
 })
+void job.handover().then((h: locked.Handover) => { const who: string = h.leader; const t: number = h.token; void who; void t })
+void job.handover('host-b')
+// @ts-expect-error toId is a locker id
+void job.handover(42)
 job.on('error', (err) => { const code: locked.ErrorCode = err.code; void code })
 job.on('leader', (id) => { const s: string | null = id; void s })
 const removed: Promise<void> = job.remove()
