@@ -4,7 +4,8 @@
 // proxy to a single etcd member, share NAMES names. Each round runs a seeded sequence of
 // operations (register; remove, awaited or not; re-register in the same tick as the remove; remove
 // right after register, while the first campaign is in flight; close and reopen the locker,
-// awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve) while
+// awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve;
+// handover() to the next in line or to another host, from leaders and non-leaders alike) while
 // proxy cuts (both ways, or only etcd's answers lost) and etcd freezes (SIGSTOP/SIGCONT of the
 // etcd process) come and go, then everything heals and stays quiet. After each quiet period:
 // (a) at most one leader per name at any instant on the shared hrtime timeline (and, checked at
@@ -14,7 +15,8 @@
 //     token, and leadership does not change afterwards; every registration that is still meant to
 //     be campaigning has its key;
 // (c) no key in etcd belongs to a registration whose remove() (or its locker's close()) resolved,
-//     no term record outlives its leader's key, and every leader has its term record; term(),
+//     no term record outlives its leader's key, and every leader has its term record; no
+//     handover marker outlives its leader's term; a refused handover says why with a known code; term(),
 //     observers, leader() and the 2.x nodes' id()/value() name the leader;
 // then at the end:
 // (e) with only one idle host left connected, etcd receives about one request per lease per
@@ -117,8 +119,15 @@ const OPS = [
   { kind: 'node-stop', weight: 1, ok: (s) => s.node.intent, run: (r, s) => r.nodeStop(s) },
   { kind: 'term', weight: 1, ok: () => true, run: (r, s) => r.term(s) },
   { kind: 'observe', weight: 1, ok: (s) => s.observing.size < NAMES.length, run: (r, s) => r.observe(s) },
-  { kind: 'unobserve', weight: 0.5, ok: (s) => s.observing.size > 0, run: (r, s) => r.unobserve(s) }
+  { kind: 'unobserve', weight: 0.5, ok: (s) => s.observing.size > 0, run: (r, s) => r.unobserve(s) },
+  { kind: 'handover', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.handover(s) }
 ]
+
+// Why a handover may be refused in this test: not the leader (most are asked of candidates), no
+// such candidate or nobody queued, a candidate that did not step aside in time or a handover cut
+// short by a fault, remove() or close(), or etcd away.
+const HANDOVER_REFUSALS = new Set(['NOT_LEADER', 'NOT_A_CANDIDATE', 'NO_CANDIDATE', 'HANDOVER_BLOCKED',
+  'HANDOVER_INTERRUPTED', 'HANDOVER_IN_PROGRESS', 'REMOVED', 'LOCKER_CLOSED', 'ETCD_UNAVAILABLE', 'LEASE_NOT_FOUND'])
 
 // A round's faults, drawn up front: offsets, kinds and durations come from the seed alone.
 function drawFaults (rnd) {
@@ -150,8 +159,11 @@ function drawFaults (rnd) {
 function parseKeys (kvs, base) {
   const candidates = new Map() // name -> [kv] in create order
   const records = new Map() // name -> kv
+  const markers = new Map() // name -> kv
   for (const kv of kvs) {
     const rest = kv.key.slice(base.length + 1)
+    // `<base>//handover/<name>`: a handover's marker.
+    if (rest.startsWith('/handover/')) { markers.set(rest.slice('/handover/'.length), kv); continue }
     const slash = rest.indexOf('/')
     if (slash < 0) { records.set(rest, kv); continue }
     const name = rest.slice(0, slash)
@@ -159,7 +171,7 @@ function parseKeys (kvs, base) {
     if (!candidates.has(name)) candidates.set(name, [])
     candidates.get(name).push(kv)
   }
-  return { candidates, records }
+  return { candidates, records, markers }
 }
 
 // One run: the model (what the test asked for, and what the hosts reported), and its parts.
@@ -206,7 +218,7 @@ class OperationsRun {
         slot.intent.set(name, r)
         return { name, reg: r.reg }
       })
-      const config = { endpoints: [proxy.endpoint], ttl: TTL, prefix: this.prefix, v2Path: this.v2Path, nodeId: `${label}-node`, names: initial }
+      const config = { endpoints: [proxy.endpoint], ttl: TTL, prefix: this.prefix, v2Path: this.v2Path, nodeId: `${label}-node`, idBase: label, names: initial }
       slot.host = spawnHost(config, label, { script: SCRIPT, onEvent: (e, host) => this.onEvent(e, host) })
       this.allHosts.push(slot.host)
     }
@@ -351,6 +363,13 @@ class OperationsRun {
       case 'term-failed':
         bump(this.counts.errors, `term ${e.code}`)
         break
+      case 'handed-over':
+        bump(this.counts.ops, 'handover done')
+        break
+      case 'handover-refused':
+        bump(this.counts.errors, `handover ${e.code}`)
+        if (!HANDOVER_REFUSALS.has(e.code)) this.violation('handover', e.name, `${host.label}: handover(${e.to ?? ''}) of registration ${e.reg} refused with ${e.code}: ${e.message}`)
+        break
       case 'error':
         if (e.scope === 'remove' || e.scope === 'node-stop') {
           this.violation(e.scope, e.name, `${host.label}: ${e.scope === 'remove' ? 'remove()' : 'node.stop()'} rejected: ${e.code}: ${e.message}`)
@@ -434,6 +453,17 @@ class OperationsRun {
     slot.host.send({ cmd: 'register', name, reg: r.reg })
     slot.host.send({ cmd: 'remove', name, reg: r.reg })
     if (awaited) await this.awaitRemove(slot, r)
+  }
+
+  // handover() of one of the host's registrations, not awaited: to the next in line, or to
+  // another host's current locker (named by the id it was opened with).
+  async handover (slot) {
+    const name = this.rndOps.pick(this.registered(slot))
+    const r = slot.intent.get(name)
+    const target = this.rndOps.chance(0.5) ? null : this.rndOps.pick(this.slots.filter((o) => o !== slot))
+    const to = target ? `${target.label}-${target.gen}` : undefined
+    this.log(slot.index, name, `handover(${to ?? ''}) (reg ${r.reg})`)
+    slot.host.send({ cmd: 'handover', name, reg: r.reg, to })
   }
 
   async awaitRemove (slot, r) {
@@ -650,6 +680,7 @@ class OperationsRun {
     this.checkKeysBelong(main, readAt)
     this.checkCandidateKeys(main, leaders)
     this.checkRecords(main, (n) => n, leaders)
+    this.checkMarkers(main)
     this.checkNodeKeys(v2, v2Leader, nodes, readAt)
   }
 
@@ -719,6 +750,18 @@ class OperationsRun {
     for (const [rname, term] of leaders) {
       const rec = records.get(rname)
       if (term && !rec) this.violation('c', label(rname), `the leader ${term.host.label} (token ${term.token === undefined ? '-' : term.token}) has no term record`)
+    }
+  }
+
+  // (c) a handover's marker lives no longer than the term of the leader that wrote it: it is bound
+  // to the lease of the lowest key and names that key's create revision as its leader's token.
+  checkMarkers ({ candidates, markers }) {
+    for (const [name, marker] of markers) {
+      const leader = (candidates.get(name) || [])[0]
+      const token = Number(String(marker.value).split(' ')[0])
+      if (!leader || leader.createRevision !== token || leader.lease !== marker.lease) {
+        this.violation('c', name, `handover marker ${marker.key} = "${marker.value}" (lease ${marker.leaseHex}) outlives its leader's term; the lowest key is ${leader ? `${leader.key} (${leader.createRevision}, lease ${leader.leaseHex})` : 'none'}`)
+      }
     }
   }
 

@@ -6,7 +6,7 @@
 // generation (`gen`) it belongs to, so the test can tell an old registration's events from those
 // of its successor under the same name.
 //
-// Config (argv[2], JSON): { endpoints, ttl, prefix, v2Path, nodeId, names: [{ name, reg }] }
+// Config (argv[2], JSON): { endpoints, ttl, prefix, v2Path, nodeId, idBase?, names: [{ name, reg }] }
 //
 // stdout: one JSON line per event: { t: <process.hrtime.bigint() as string>, ev, ...details }
 //   ready { gen, id }                 opened { gen, id }    (a locker was made)
@@ -32,6 +32,9 @@
 //   { cmd: 'reopen', names }                      close() and, in the same tick, open
 //   { cmd: 'node-start', value, n } / { cmd: 'node-stop', n }
 //   { cmd: 'term', name, q } / { cmd: 'observe', name } / { cmd: 'unobserve', name }
+//   { cmd: 'handover', name, reg, to? }           handover() of that registration -> handed-over
+//                                                 { name, reg, gen, to, leader, token } or
+//                                                 handover-refused { name, reg, gen, to, code, message }
 //   { cmd: 'state', q } / { cmd: 'exit' }
 
 const config = JSON.parse(process.argv[2] || '{}')
@@ -53,7 +56,8 @@ let nodeStarted = false
 function open (names) {
   gen++
   const g = gen
-  const opts = { ttl: config.ttl, prefix: config.prefix }
+  // The test names handover targets by id: `<idBase>-<generation>` when it gives an idBase.
+  const opts = { ttl: config.ttl, prefix: config.prefix, ...(config.idBase ? { id: `${config.idBase}-${g}` } : {}) }
   locker = locked(config.endpoints, opts)
   locker.on('error', (err) => emit('error', { scope: 'locker', gen: g, ...errFields(err) }))
   current.clear()
@@ -146,6 +150,19 @@ function command (msg) {
       remove(msg.name, msg.reg)
       register(msg.name, msg.newReg)
       break
+    case 'handover': {
+      const entry = current.get(msg.name)
+      if (!entry || entry.reg !== msg.reg) {
+        emit('command-error', { cmd: 'handover', name: msg.name, reg: msg.reg, code: 'NOT_REGISTERED', message: `registration ${msg.reg} of ${msg.name} is not current here` })
+        break
+      }
+      const { reg, gen: g } = entry
+      entry.s.handover(msg.to).then(
+        (r) => emit('handed-over', { name: msg.name, reg, gen: g, to: msg.to ?? null, leader: r.leader, token: r.token }),
+        (err) => emit('handover-refused', { name: msg.name, reg, gen: g, to: msg.to ?? null, ...errFields(err) })
+      )
+      break
+    }
     case 'close':
       close()
       break
