@@ -5,7 +5,8 @@
 //
 // Started by bench/hosts.js with one argument, a JSON config:
 //   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian?, reportRenewals? }
-// Commands (from the harness): register, remove, close, stats, exit; each answered with
+// Commands (from the harness): register, remove, close, stats, exit, and with locked handover and
+// id; each answered with
 // { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, firstStart, error,
 // renewed (with reportRenewals: when each keepalive of the leader's lease was sent).
 
@@ -89,6 +90,12 @@ function lockedDriver () {
     },
     async remove (name, s) {
       await s.remove()
+    },
+    handover (name, s, to) {
+      return s.handover(to)
+    },
+    id () {
+      return locker.id()
     },
     // The synchronous check a leader's code can make before acting (against the deadline).
     isLeader (s) {
@@ -182,6 +189,17 @@ const commands = {
     await driver.remove(name, e.handle)
     elections.delete(name)
     return { t0, t1: now() }
+  },
+  // locked only: handover() of a name this host leads, to `to` (a locker id) or the next in line.
+  async handover ({ name, to }) {
+    const e = elections.get(name)
+    if (!e) throw new Error(`no election ${name}`)
+    const t0 = now()
+    const result = await driver.handover(name, e.handle, to)
+    return { t0, t1: now(), ...result }
+  },
+  id () {
+    return { lockerId: driver.id() }
   },
   async close () {
     const t0 = now()

@@ -226,6 +226,7 @@ async function main () {
       for (const lib of LIBS) results.handoff[lib] = await attempt(`handoff ${lib}`, () => scenarios.handoff(ctx, lib))
       const load = args.quick ? 100 : 10000
       results.handoffLoaded = await attempt(`handoff locked, ${load} other names leading`, () => scenarios.handoffUnderLoad(ctx, load))
+      results.handover = await attempt('handover locked', () => scenarios.handover(ctx))
     }
     if (args.only.includes('crash')) {
       for (const lib of LIBS) results.crash[lib] = await attempt(`crash failover ${lib}`, () => scenarios.crashFailover(ctx, lib, { rounds: args.quick ? 1 : 20, parallel: args.quick ? 1 : 2 }))
@@ -308,7 +309,11 @@ function gaps (results, args) {
       if (lib === 'locked') want(empty(pause.resumeToStop), `pause ${lib}: the old leader's stop after SIGCONT (${pause.noStop} of ${pause.rounds} never stopped)`)
     }
   }
-  if (args.only.includes('handoff')) want(empty(results.handoffLoaded?.handoff), 'handoff of one name among many leading')
+  if (args.only.includes('handoff')) {
+    want(empty(results.handoffLoaded?.handoff), 'handoff of one name among many leading')
+    want(empty(results.handover?.next), 'handover() to the next in line')
+    want(empty(results.handover?.past2), 'handover() past two candidates')
+  }
   for (const g of [results.guardian.one, results.guardian.many]) {
     if (!g) continue
     const label = `crash failover with guardian, ${g.n} name${g.n === 1 ? '' : 's'}`
@@ -407,6 +412,13 @@ function render (results, info, args, seconds, failures) {
     if (errs('locked') || errs('etcd3')) rows.push(['Handoff: error events from the hosts', String(errs('locked') ?? '–'), String(errs('etcd3') ?? '–'), ''])
     const doubles = (l) => pick(results.handoff, l, 'doubleStarts')
     if (doubles('locked') || doubles('etcd3')) rows.push(['Handoff rounds with two hosts starting', String(doubles('locked') ?? '–'), String(doubles('etcd3') ?? '–'), ''])
+  }
+  const ho = results.handover
+  if (ho) {
+    const vsFloor = (v) => floorMedian ? ` (median ${fmtRatio(med(v), floorMedian)} the floor)` : ''
+    rows.push(['`handover()` to the next in line (4 hosts): call → target\'s start', fmtSummary(summarize(ho.next)) + vsFloor(ho.next), '(no handover in etcd3)', ''])
+    rows.push(['`handover(id)` of the last in line, past 2 candidates that step aside: call → target\'s start', fmtSummary(summarize(ho.past2)) + vsFloor(ho.past2), '(no handover in etcd3)', ''])
+    if (ho.wrongStarts || ho.errors) rows.push(['Handover rounds where another host started / error events', `${ho.wrongStarts} / ${ho.errors}`, '', ''])
   }
   if (Object.keys(results.crash).length) {
     both('Crash failover, TTL 2 s: SIGKILL of leader → other host start', (l) => pick(results.crash, l, 'failover'))
@@ -545,6 +557,14 @@ function judgeTargets (results) {
     add('Graceful handoff median ≤ 0.25 × etcd3\'s', `${fmtNum(hl)} ms vs ${fmtNum(he)} ms = ${fmtRatio(hl, he)}`, he !== undefined ? hl <= 0.25 * he : undefined)
     add('Graceful handoff median ≤ 3 × floor', `${fmtNum(hl)} ms vs floor ${fmtNum(floorMedian)} ms = ${fmtRatio(hl, floorMedian)}`, floorMedian !== undefined ? hl <= 3 * floorMedian : undefined)
   }
+  const ho = results.handover
+  if (ho) {
+    for (const [label, values] of [['to the next in line', ho.next], ['past 2 candidates', ho.past2]]) {
+      const m = med(values)
+      add(`handover() ${label}: median ≤ 3 × floor, no other host starting`, `${fmtNum(m)} ms vs floor ${fmtNum(floorMedian)} ms = ${fmtRatio(m, floorMedian)}; ${ho.wrongStarts} wrong starts`,
+        m !== undefined && floorMedian !== undefined ? m <= 3 * floorMedian && ho.wrongStarts === 0 : undefined)
+    }
+  }
   const loaded = results.handoffLoaded
   if (loaded) {
     // Like with like: the p90 of the handoff against the p90 of etcd's own delete → watch event.
@@ -675,6 +695,10 @@ function renderSummary (results, info) {
   const both = (label, f) => rows.push([label, f('locked'), f('etcd3')])
   both('Graceful handoff, 3 hosts: `remove()` → next host\'s `start`', (l) => cell(results.handoff[l]?.handoff))
   rows.push(['etcd\'s own floor: delete → watch event', cell(results.floor?.deleteToEvent), '(same etcd)'])
+  if (results.handover) {
+    rows.push(['`handover()` to the next in line, 4 hosts: call → its `start`', cell(results.handover.next), '(no handover)'])
+    rows.push(['`handover(id)` past 2 candidates: call → the target\'s `start`', cell(results.handover.past2), '(no handover)'])
+  }
   both('First election in a warm process: register → `start`', (l) => cell(results.first[l]?.warm))
   both('Crash failover, TTL 2 s: SIGKILL of the leader → another host\'s `start`', (l) => cell(results.crash[l]?.failover))
   const g = results.guardian

@@ -183,6 +183,54 @@ async function handoff (ctx, lib) {
 }
 
 /**
+ * handover() of one name among four hosts (locked only: etcd3 has no such call): the leader hands
+ * over to the next in line, or to the last in line past the two candidates between, which first
+ * step behind it. Measured from the call to the target's start (nothing to drain).
+ */
+async function handover (ctx) {
+  const rounds = ctx.quick ? 1 : 30
+  const prefix = unique('bench-handover')
+  const name = 'job'
+  const keys = keyPrefix('locked', prefix, name)
+  const hosts = [0, 1, 2, 3].map(() => spawnHost(ctx, 'locked', { prefix }))
+  const out = { next: [], past2: [], wrongStarts: 0, errors: 0 }
+  try {
+    await Promise.all(hosts.map((h) => h.ready()))
+    const ids = new Map()
+    for (const h of hosts) ids.set(h, (await h.request('id')).lockerId)
+    // The queue as the hosts joined it, the leader first.
+    let queue = []
+    for (const h of hosts) {
+      await h.request('register', { names: [name] })
+      queue.push(h)
+      if (queue.length === 1) await h.waitEvent('start', name, 15000)
+      else await waitKeys(ctx.admin, keys, queue.length, 10000)
+    }
+    for (let i = 0; i < 2 * rounds; i++) {
+      const past = i % 2 === 1
+      const [leader, ...waiting] = queue
+      const target = past ? waiting[waiting.length - 1] : waiting[0]
+      await delay(50)
+      const marks = hosts.map((h) => h.mark())
+      const reply = await leader.request('handover', past ? { name, to: ids.get(target) } : { name })
+      const ev = await target.waitEventAfter(marks[hosts.indexOf(target)], 'start', name, 10000)
+      ;(past ? out.past2 : out.next).push(ms(reply.t0, ev.t))
+      await waitKeys(ctx.admin, keys, hosts.length, 10000)
+      await delay(20)
+      // The queue now, as etcd orders it (the candidates that stepped aside raced each other).
+      const kvs = await ctx.admin.getAll().prefix(keys).sort('Create', 'Ascend').exec()
+      const byId = new Map([...ids].map(([h, id]) => [id, h]))
+      queue = kvs.kvs.map((kv) => byId.get(kv.value.toString()))
+      if (hosts.some((h) => h !== target && h.events.some((e) => e.seq >= marks[hosts.indexOf(h)] && e.type === 'start'))) out.wrongStarts++
+    }
+  } finally {
+    out.errors = hosts.reduce((n, h) => n + h.errors.length, 0)
+    await stopAll(hosts)
+  }
+  return out
+}
+
+/**
  * Graceful handoff of one name on lockers that also hold `load` other names: A leads them all,
  * B is queued on all of them, and 'job' moves back and forth. Only locked: etcd3 needs a lease,
  * a keepalive stream and a watch per name, and at 10 000 names does not finish queueing.
@@ -582,4 +630,4 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
   }
 }
 
-module.exports = { floor, firstElection, handoff, handoffUnderLoad, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }
+module.exports = { floor, firstElection, handoff, handover, handoffUnderLoad, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }

@@ -34,6 +34,8 @@ pub struct Context {
     pub closing: watch::Sender<bool>,
     /// Handovers asked for and not yet taken up, by the serial of the election asked.
     pub handovers: Mutex<HashMap<u32, handover::Request>>,
+    /// What the last handover check of an election chose, by its serial, and for which target.
+    pub checked: Mutex<HashMap<u32, (Option<String>, handover::Choice)>>,
 }
 
 impl Context {

@@ -218,6 +218,31 @@ impl Election {
                     }
                 }
 
+                // Woken by a handover's marker that asks us, behind the leader we last saw, to step
+                // behind its target: do so at once rather than read first. The delete is guarded by
+                // our key's create revision; at worst a stale marker costs us our place.
+                if let (Some(h), false, Some(Some(leader))) =
+                    (held, self.leading, &self.reported_leader)
+                {
+                    let asked = shared
+                        .watcher
+                        .handover(&self.name)
+                        .is_some_and(|m| m.asks_to_yield(leader.token, h.revision));
+                    if asked && h.lease == lease {
+                        shared
+                            .events
+                            .log(|| format!("{}: stepping behind a handover's target", self.name));
+                        let step_aside = handover::step_aside(&self.key(lease), h.revision);
+                        if Box::pin(shared.batcher.txn(&self.name, step_aside))
+                            .await
+                            .is_ok()
+                        {
+                            held = None;
+                            continue;
+                        }
+                    }
+                }
+
                 wake.get_and_update();
                 recovered.borrow_and_update();
                 // Boxed: request futures are large, and thousands of idle elections should not each
@@ -437,6 +462,7 @@ impl Election {
         lease_state: &mut watch::Receiver<LeaseState>,
     ) -> bool {
         use handover::Refusal;
+        let mut request = request;
         let shared = self.shared.clone();
         let own = self.key(lease);
         let candidates = self.candidates();
@@ -445,7 +471,10 @@ impl Election {
         let deadline = tokio::time::Instant::now() + handover::WAIT;
         // The target revision our marker names, once written.
         let mut marked: Option<i64> = None;
-        // Each pass reads the queue and acts on it; etcd changing under us makes another pass.
+        // What the next pass acts on without reading: the check's choice at first, then the
+        // choice a wait began with (a wake-up is worth a guarded attempt before a read).
+        let mut known = request.checked.take();
+        // Each pass reads the queue or acts on what it knows; etcd changing under us makes another.
         let mut passes = 0;
         let outcome: Result<LeaderInfo, Refusal> = loop {
             passes += 1;
@@ -469,25 +498,31 @@ impl Election {
                     }
                 };
             }
-            let read = ask!(handover::read_candidates(&candidates));
-            let choice = match handover::choose(
-                &handover::candidates_of(&read),
-                own.as_bytes(),
-                request.to.as_deref(),
-            ) {
-                Ok(choice) => choice,
-                Err(refusal) => break Err(refusal),
+            let (choice, fresh) = match known.take() {
+                Some(choice) => (choice, false),
+                None => {
+                    let read = ask!(handover::read_candidates(&candidates));
+                    match handover::choose(
+                        &handover::candidates_of(&read),
+                        own.as_bytes(),
+                        request.to.as_deref(),
+                    ) {
+                        Ok(choice) => (choice, true),
+                        Err(refusal) => break Err(refusal),
+                    }
+                }
             };
-            if choice.between == 0 {
-                let commit =
-                    handover::commit(&own, token, &choice.target, &marker_key, &record, lease);
+            let asked = marked == Some(choice.target.revision);
+            if choice.between.is_empty() || (asked && !fresh) {
+                // Nobody between, or those asked may have stepped aside: the guard tells.
+                let commit = handover::commit(&own, token, &choice, &marker_key, &record, lease);
                 if ask!(commit).succeeded() {
                     break Ok(choice.target.leader());
                 }
-                // Our key or the target's changed since the read: read again.
+                // Someone between is still there, or our key or the target's changed: read.
                 continue;
             }
-            if marked != Some(choice.target.revision) {
+            if !asked {
                 let marker = handover::Marker {
                     leader: token,
                     target: choice.target.revision,
@@ -499,20 +534,24 @@ impl Election {
                 shared.events.log(|| {
                     format!(
                         "{}: handing over to {}; waiting for {} candidate(s) ahead of it",
-                        self.name, choice.target.id, choice.between
+                        self.name,
+                        choice.target.id,
+                        choice.between.len()
                     )
                 });
             }
             // Wait for the candidates ahead of the target to step behind it.
+            let asked_to_move = choice.between.len();
             tokio::select! {
                 _ = wake.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => break Err(Refusal::Blocked(choice.between)),
+                _ = tokio::time::sleep_until(deadline) => break Err(Refusal::Blocked(asked_to_move)),
                 _ = resign.wait_for(Control::resigning) => break Err(Refusal::Removed),
                 _ = closing.wait_for(|c| *c) => break Err(Refusal::Closed),
                 _ = lease_state.wait_for(|s| s.lease != Some(lease) || !s.valid) => {
                     break Err(Refusal::Interrupted("the lease was lost or its deadline passed"))
                 }
             }
+            known = Some(choice);
         };
         match outcome {
             Ok(leader) => {

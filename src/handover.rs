@@ -63,6 +63,9 @@ impl Marker {
 pub struct Request {
     pub answer: u32,
     pub to: Option<String>,
+    /// What the check before the drain chose, if it checked the same target: the handover acts
+    /// on it at once (its transactions are guarded) instead of reading the queue again.
+    pub checked: Option<Choice>,
 }
 
 /// A candidate as read: its key, its locker id, its create revision.
@@ -91,7 +94,7 @@ pub enum Refusal {
     NotACandidate(String),
     /// Nobody else is queued.
     NoCandidate,
-    /// Candidates ahead of the target did not step behind it in time.
+    /// Candidates ahead of the target did not step behind it in time (how many were asked).
     Blocked(usize),
     /// The singleton was removed first.
     Removed,
@@ -136,10 +139,10 @@ impl Refusal {
 }
 
 /// The target, and the candidates between the leader and it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
     pub target: Candidate,
-    pub between: usize,
+    pub between: Vec<Candidate>,
 }
 
 /// Picks the target among `candidates` (in create order) for the leader whose key is `own`:
@@ -155,9 +158,9 @@ pub fn choose(candidates: &[Candidate], own: &[u8], to: Option<&str>) -> Result<
         Some(id) => others.iter().enumerate().find(|(_, c)| c.id == id),
     };
     match (found, to) {
-        (Some((between, target)), _) => Ok(Choice {
+        (Some((at, target)), _) => Ok(Choice {
             target: target.clone(),
-            between,
+            between: others[..at].to_vec(),
         }),
         (None, Some(id)) => Err(Refusal::NotACandidate(id.to_string())),
         (None, None) => Err(Refusal::NoCandidate),
@@ -209,25 +212,32 @@ pub fn mark(own: &str, token: i64, marker_key: &str, lease: i64, marker: Marker)
 }
 
 /// The handover itself: our key, the marker and our term record go, if our key and the target's
-/// are still the ones chosen.
+/// are still the ones chosen and every candidate that was between them has left that place (its
+/// key is gone, or was made again, behind the target).
 pub fn commit(
     own: &str,
     token: i64,
-    target: &Candidate,
+    choice: &Choice,
     marker_key: &str,
     record: &str,
     lease: i64,
 ) -> Txn {
-    Txn::new()
-        .when([
-            Compare::create_revision(own, CompareOp::Equal, token),
-            Compare::create_revision(target.key.clone(), CompareOp::Equal, target.revision),
-        ])
-        .and_then([
-            TxnOp::delete(own, None),
-            withdraw(marker_key, lease),
-            term::withdraw(record, lease),
-        ])
+    let target = &choice.target;
+    let mut guards = vec![
+        Compare::create_revision(own, CompareOp::Equal, token),
+        Compare::create_revision(target.key.clone(), CompareOp::Equal, target.revision),
+    ];
+    guards.extend(
+        choice
+            .between
+            .iter()
+            .map(|c| Compare::create_revision(c.key.clone(), CompareOp::NotEqual, c.revision)),
+    );
+    Txn::new().when(guards).and_then([
+        TxnOp::delete(own, None),
+        withdraw(marker_key, lease),
+        term::withdraw(record, lease),
+    ])
 }
 
 /// Deletes the marker if `lease` wrote it. Nested in a handover and in every resign, so that no
@@ -275,9 +285,15 @@ mod tests {
     #[test]
     fn the_target_is_the_named_candidate_or_the_next_in_line() {
         let next = choose(&queue(), b"p/n/1", None);
-        assert_eq!(next.map(|c| (c.target.revision, c.between)), Ok((7, 0)));
+        assert_eq!(
+            next.map(|c| (c.target.revision, c.between.len())),
+            Ok((7, 0))
+        );
         let named = choose(&queue(), b"p/n/1", Some("c"));
-        assert_eq!(named.map(|c| (c.target.revision, c.between)), Ok((9, 1)));
+        assert_eq!(
+            named.map(|c| (c.target.revision, c.between)),
+            Ok((9, vec![candidate("p/n/2", "b", 7)]))
+        );
     }
 
     #[test]

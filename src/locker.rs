@@ -145,6 +145,7 @@ impl Locker {
             publisher,
             closing,
             handovers: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashMap::new()),
         });
         Ok(Locker {
             context,
@@ -281,7 +282,11 @@ impl Locker {
                     own.as_bytes(),
                     to.as_deref(),
                 )
-                .map(|choice| choice.target.leader()),
+                .map(|choice| {
+                    let leader = choice.target.leader();
+                    lock(&context.checked).insert(serial, (to, choice));
+                    leader
+                }),
                 Err(failure) => Err(handover::Refusal::Failed(failure.code(), failure.message())),
             };
             context.events.emit(match chosen {
@@ -310,7 +315,18 @@ impl Locker {
         let Some(entry) = registry.entries.get(&serial) else {
             return Err(RegisterError::Closed);
         };
-        lock(&self.context.handovers).insert(serial, handover::Request { answer, to });
+        let checked = lock(&self.context.checked)
+            .remove(&serial)
+            .filter(|(checked_to, _)| *checked_to == to)
+            .map(|(_, choice)| choice);
+        lock(&self.context.handovers).insert(
+            serial,
+            handover::Request {
+                answer,
+                to,
+                checked,
+            },
+        );
         // Wakes the election without changing its control.
         entry.control.modify(|_| true);
         Ok(answer)

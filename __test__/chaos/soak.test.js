@@ -1,8 +1,8 @@
 'use strict'
 // Chaos: a randomized soak. Several host processes compete for several
 // names on a 3-member etcd cluster, each host behind its own TCP proxies (one per member), while
-// random faults are injected for a bounded time (CHAOS_SOAK_MS, default 100 s), then everything
-// heals and stays quiet. Checked on the shared hrtime timeline:
+// random faults (and handovers among them) are injected for a bounded time (CHAOS_SOAK_MS, default
+// 100 s), then everything heals and stays quiet. Checked on the shared hrtime timeline:
 // - the invariant: no two hosts lead one name at the same instant. Three overlaps are not the
 //   library's to prevent and are checked differently: a host frozen by SIGSTOP (it must stop
 //   within RESUME_PROMPT_MS of running time after SIGCONT, and runs fn again only after a new
@@ -145,6 +145,26 @@ const KINDS = [
       await quietWindow(f.duration)
       await m.start()
       await r.etcd.settled()
+    }
+  },
+  // Not a fault but an operation among them: the host hands a name over (mostly one it leads),
+  // to the next in line or to another host, while other faults go on.
+  {
+    kind: 'handover',
+    weight: 4,
+    slot: true,
+    pick: (r) => ({ name: r.rnd.int(0, NAMES.length - 1), to: r.rnd.chance(0.5) ? null : r.rnd.int(0, HOSTS - 2) }),
+    run: async (r, f, slot) => {
+      const h = slot.host
+      const name = NAMES.find((n) => leadsNow(h, n)) || NAMES[f.choice.name]
+      const others = r.slots.filter((o) => o !== slot && o.host.alive && o.host.id)
+      const target = f.choice.to === null || !others.length ? null : others[f.choice.to % others.length].host
+      f.detail = `${name} of ${h.label} to ${target ? target.label : 'the next in line'}`
+      const since = h.mark()
+      h.send(target ? { cmd: 'handover', name, to: target.id } : { cmd: 'handover', name })
+      // Answered within the wait for candidates that step aside (5 s), or the host died meanwhile.
+      const answer = await h.waitFor((e) => e.name === name && (e.ev === 'handedOver' || (e.ev === 'error' && e.scope === 'command')), 10000, `${h.label}'s handover answered`, { since }).catch(() => null)
+      f.detail += answer ? (answer.ev === 'handedOver' ? ` -> ${answer.leader}` : ` refused: ${answer.code}`) : ' (no answer)'
     }
   },
   { kind: 'member-pause', weight: 1, etcd: true, dur: (r) => r.between(1000, 4000), pick: (r) => r.rnd.chance(0.5) ? 'raft-leader' : r.rnd.int(0, r.etcd.members.length - 1), run: pauseMember },
