@@ -216,6 +216,8 @@ declare namespace locked {
       /** When the state last changed (ms since the epoch). */
       since: number
       lastStop: StopReason | null
+      /** A `handover()` of this host under way: to whom (`to: null`: the next in line); else null. */
+      handover: { to: string | null } | null
     }>
   }
 

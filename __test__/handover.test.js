@@ -190,7 +190,9 @@ describe('handover(): the calls themselves', { timeout: 60000 }, () => {
     for (const bad of [42, '', null, {}]) {
       assert.throws(() => sa.handover(bad), (err) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE' && /toId must be a non-empty string/.test(err.message), `handover(${JSON.stringify(bad)})`)
     }
+    assert.strictEqual(a.stats().singletons.job.handover, null)
     const first = sa.handover('b')
+    assert.deepStrictEqual(a.stats().singletons.job.handover, { to: 'b' }, 'stats() shows the handover under way')
     await assert.rejects(sa.handover('b'), { code: 'HANDOVER_IN_PROGRESS' })
     const started = nextEvent(sb, 'start', 5000)
     assert.deepStrictEqual(await first, { leader: 'b', token: (await etcd.keys(`${prefix}/job/`)).find((kv) => kv.value === 'b').createRevision })
@@ -198,6 +200,7 @@ describe('handover(): the calls themselves', { timeout: 60000 }, () => {
     assert.strictEqual(sb.isLeader(), true)
     assert.strictEqual(sa.isLeader(), false)
     assert.strictEqual(a.stats().singletons.job.state, 'candidate', 'a handed over: a candidate again, not stepped down')
+    assert.strictEqual(a.stats().singletons.job.handover, null)
     const removing = sb.remove()
     await assert.rejects(sb.handover(), { code: 'REMOVED' })
     await removing

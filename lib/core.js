@@ -130,6 +130,7 @@ class LockerCore {
       .then(() => this.#query(call, () => this.#native.handover(serial, toId)))
       .finally(() => { registration.handingOver = null })
     registration.handingOver = handing
+    registration.handoverTo = toId ?? null
     return handing
   }
 
@@ -195,7 +196,9 @@ class LockerCore {
         token: leading ? registration.control.term.token : null,
         leader: registration.leader,
         since: registration.since,
-        lastStop
+        lastStop,
+        // A handover() of this host under way: to whom (null: the next in line).
+        handover: registration.handingOver ? { to: registration.handoverTo } : null
       }
     }
     return {

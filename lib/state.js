@@ -20,6 +20,7 @@ class Registration {
   since = Date.now() // when it was registered, or `leading` last changed
   lastStop = null // the reason of the last 'stop'
   handingOver = null // the handover() promise, while one is under way
+  handoverTo = null // its target's locker id (null: the next in line)
 
   constructor (core, name, fn) {
     this.core = core

@@ -41,9 +41,10 @@ void id
 locker.on('error', (err: locked.LockedError) => { void err.message })
 const stats: locked.Stats = locker.stats()
 const state: 'leader' | 'candidate' | 'stepped-down' = stats.singletons.job.state
+const handingTo: string | null | undefined = stats.singletons.job.handover?.to
 const rtt: number | null = stats.keepalive.roundTripMs
 const guardianPid: number | null | undefined = stats.guardian?.pid
-void state; void rtt; void guardianPid
+void state; void rtt; void guardianPid; void handingTo
 void locked(['127.0.0.1:2379'], { guardian: true })
 // A logger as pino and console take it: fields, then the message.
 const consoleLogger: locked.Logger = console
