@@ -83,7 +83,7 @@ declare namespace locked {
   }
 
   /** Why a leader stopped leading. */
-  type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover'
+  type StopReason = 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover' | 'paused'
 
   /** Stable values of `LockedError.code`. */
   type ErrorCode =
@@ -170,6 +170,15 @@ declare namespace locked {
      * host still leads starts its work again (a new `start` with the same token).
      */
     handover (toId?: string): Promise<Handover>
+    /**
+     * Standby: if this host leads, its work stops and drains as in `remove()` and the next in line
+     * leads; then it leaves the queue but stays registered, and never leads until `resume()`.
+     * Resolves once its key is gone (or `resume()`, `remove()` or `close()` came first). While
+     * paused, `leader()` is null (not followed).
+     */
+    pause (): Promise<void>
+    /** Back in the queue after `pause()`, behind the candidates queued meanwhile. */
+    resume (): void
     /** Whether this host leads now, checked against the leadership deadline at call time. */
     isLeader (): boolean
     /** The locker id of the current leader, or null when nobody leads or it is not known yet. */
@@ -202,7 +211,7 @@ declare namespace locked {
     /** With `guardian: true`: its process id (null while it is being started again); else null. */
     guardian: { pid: number | null } | null
     singletons: Record<string, {
-      state: 'leader' | 'candidate' | 'stepped-down'
+      state: 'leader' | 'candidate' | 'stepped-down' | 'paused'
       termsWon: number
       /**
        * For the last term this host took over from another host: ms from the deletion of the
@@ -288,6 +297,10 @@ declare namespace locked {
     singletons (): Record<string, Singleton>
     /** Lease health and the state of every singleton, for health endpoints and metrics. */
     stats (): Stats
+    /** Pauses every singleton of this locker (see `Singleton.pause()`), and those registered later. */
+    pause (): Promise<void>
+    /** Resumes every singleton of this locker. */
+    resume (): void
     /** Follows the leader of `name` without campaigning. */
     observe (name: string): Observer
     /**

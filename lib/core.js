@@ -22,7 +22,7 @@ function reportError (emitter, err) {
 
 // The stop reasons that end a term on their own (etcd unreachable, the lease or key gone), and
 // so are worth a warning; the others were asked for.
-const ASKED = new Set(['removed', 'closed', 'handover'])
+const ASKED = new Set(['removed', 'closed', 'handover', 'paused'])
 
 // A term as term() and terms() answer it, from the native core's { leader, token, sinceMs }.
 const termInfo = ({ leader, token, sinceMs }) => ({ leader, token, since: sinceMs == null ? null : new Date(sinceMs) })
@@ -50,6 +50,7 @@ class LockerCore {
   #closing = null // the close() promise, once close() was called
   #settleClose // { resolve, reject } of that promise, until the 'closed' event
   #active = false // what the native locker was last told: whether its events keep the process alive
+  #paused = false // locker.pause() without resume(): new singletons start paused
 
   constructor (endpoints, options, locker) {
     this.#options = options
@@ -87,7 +88,9 @@ class LockerCore {
       throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
     }
     const registration = new Registration(this, name, fn)
-    registration.serial = this.#native.register(name)
+    registration.paused = this.#paused
+    if (this.#paused) registration.standby = 'asked'
+    registration.serial = this.#native.register(name, this.#paused)
     this.#registrations.set(registration.serial, registration)
     this.#registered.set(name, registration)
     this.#updateActive()
@@ -132,6 +135,72 @@ class LockerCore {
     registration.handingOver = handing
     registration.handoverTo = toId ?? null
     return handing
+  }
+
+  // Standby: stops and drains like remove() (the key stays meanwhile, so nobody else starts before
+  // the work wound down), then the native election leaves the queue; the promise resolves once its
+  // key is gone (or resume(), remove() or close() came first). `registration.standby` follows the
+  // native side: 'draining', 'asked' (native pause sent), 'paused' (its key is gone), or null.
+  pause (registration) {
+    const call = `singleton ${JSON.stringify(registration.singleton.name)}: pause()`
+    if (this.#closing) return Promise.reject(lockerClosed(call))
+    if (registration.removing) return Promise.reject(new LockedError(`${call}: the singleton was removed`, 'REMOVED'))
+    if (registration.paused) return registration.pausing ?? Promise.resolve()
+    registration.paused = true
+    registration.pausing = new Promise((resolve) => { registration.resolvePause = resolve })
+    if (registration.standby === null) {
+      registration.standby = 'draining'
+      this.#stopLeading(registration, 'paused')
+      this.#drained([registration]).then(() => this.#drainedForPause(registration))
+    }
+    return registration.pausing
+  }
+
+  #drainedForPause (registration) {
+    registration.standby = null
+    if (registration.removing || this.#closing) return this.#pauseSettled(registration)
+    if (!registration.paused) {
+      // Resumed during the drain: the election never left the queue. If it still leads, its work
+      // starts again (the same term, the same token).
+      const token = registration.control?.term.token
+      if (!registration.leading && token !== undefined && this.#native.isLeading(registration.serial)) {
+        this.#onStart({ serial: registration.serial, token })
+      }
+      return
+    }
+    if (this.#native.pause(registration.serial)) registration.standby = 'asked'
+    else this.#pauseSettled(registration)
+  }
+
+  resume (registration) {
+    if (!registration.paused || registration.removing || this.#closing) return
+    registration.paused = false
+    this.#pauseSettled(registration)
+    // Draining or asked: the resume is carried out once the pause is (#drainedForPause, #onPaused).
+    if (registration.standby === 'paused') {
+      registration.standby = null
+      this.#native.resume(registration.serial)
+    }
+  }
+
+  // A pause settled (took effect, or was overtaken): its promise resolves.
+  #pauseSettled (registration) {
+    const resolve = registration.resolvePause
+    registration.pausing = null
+    registration.resolvePause = null
+    if (resolve) resolve()
+  }
+
+  pauseAll () {
+    if (this.#closing) return Promise.reject(lockerClosed('locker.pause()'))
+    this.#paused = true
+    return Promise.all([...this.#registered.values()].map((r) => this.pause(r))).then(() => {})
+  }
+
+  resumeAll () {
+    if (this.#closing) return
+    this.#paused = false
+    for (const registration of this.#registered.values()) this.resume(registration)
   }
 
   // Asked of the native election itself: events still queued behind a busy JavaScript thread
@@ -190,7 +259,7 @@ class LockerCore {
     for (const [name, registration] of this.#registered) {
       const { leading, lastStop } = registration
       singletons[name] = {
-        state: leading ? 'leader' : lastStop && lastStop !== 'removed' && lastStop !== 'handover' ? 'stepped-down' : 'candidate',
+        state: leading ? 'leader' : registration.paused ? 'paused' : lastStop && !['removed', 'handover', 'paused'].includes(lastStop) ? 'stepped-down' : 'candidate',
         termsWon: registration.termsWon,
         lastTakeoverMs: registration.lastTakeoverMs,
         token: leading ? registration.control.term.token : null,
@@ -301,6 +370,7 @@ class LockerCore {
       case 'leader': this.#onLeader(ev); break
       case 'removed': this.#onRemoved(ev); break
       case 'handover': this.#onHandover(ev); break
+      case 'paused': this.#onPaused(ev); break
       case 'term': this.#onTerm(ev); break
       case 'terms': this.#onTerms(ev); break
       case 'error': this.#onError(ev); break
@@ -333,7 +403,7 @@ class LockerCore {
     // A start that crossed a remove() or close() in flight is not acted on, and neither is
     // one that reaches a JavaScript thread that was busy until after the term had ended (its
     // stop follows): the native election answers for the term as of now.
-    if (!registration || registration.removing || this.#closing || !this.#native.isLeading(registration.serial)) return
+    if (!registration || registration.removing || registration.paused || registration.standby !== null || this.#closing || !this.#native.isLeading(registration.serial)) return
     registration.leading = true
     registration.termsWon++
     if (ev.takeoverMs != null) registration.lastTakeoverMs = ev.takeoverMs
@@ -385,7 +455,20 @@ class LockerCore {
     if (!registration) return
     this.#registrations.delete(ev.serial)
     this.#updateActive()
+    this.#pauseSettled(registration)
     registration.resolveRemove()
+  }
+
+  #onPaused (ev) {
+    const registration = this.#registrationOf(ev)
+    if (!registration || registration.standby !== 'asked') return
+    registration.standby = 'paused'
+    this.#pauseSettled(registration)
+    if (!registration.paused) {
+      // Resumed before the pause took effect.
+      registration.standby = null
+      this.#native.resume(registration.serial)
+    }
   }
 
   #onHandover (ev) {
@@ -432,7 +515,10 @@ class LockerCore {
   }
 
   #onClosed (ev) {
-    for (const registration of this.#registrations.values()) registration.resolveRemove?.()
+    for (const registration of this.#registrations.values()) {
+      this.#pauseSettled(registration)
+      registration.resolveRemove?.()
+    }
     this.#registrations.clear()
     for (const observation of this.#observations.values()) observation.closed = true
     this.#observations.clear()

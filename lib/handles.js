@@ -28,6 +28,19 @@ class Singleton extends EventEmitter {
     return this.#registration.core.handover(this.#registration, toId)
   }
 
+  /**
+   * Standby: stops and drains this host's work like remove() if it leads, then leaves the queue
+   * (the next in line leads) but stays registered. Resolves once its key is gone.
+   */
+  pause () {
+    return this.#registration.core.pause(this.#registration)
+  }
+
+  /** Back in the queue after pause(), behind the candidates queued meanwhile. */
+  resume () {
+    this.#registration.core.resume(this.#registration)
+  }
+
   /** Whether this host leads now, checked against the leadership deadline at the time of the call. */
   isLeader () {
     return this.#registration.core.isLeading(this.#registration)

@@ -45,6 +45,8 @@ function locked (hosts, options) {
     term: { value: function term (name) { return core.term(name) } },
     terms: { value: function terms () { return core.terms() } },
     stats: { value: () => core.stats() },
+    pause: { value: function pause () { return core.pauseAll() } },
+    resume: { value: function resume () { core.resumeAll() } },
     close: { value: () => core.close() },
     [guardProcess]: { value: (pid) => core.guardProcess(pid) }
   })

@@ -21,6 +21,10 @@ class Registration {
   lastStop = null // the reason of the last 'stop'
   handingOver = null // the handover() promise, while one is under way
   handoverTo = null // its target's locker id (null: the next in line)
+  paused = false // pause() without resume(): out of the queue
+  standby = null // where the native side is in a pause: 'draining', 'asked', 'paused' (core.js)
+  pausing = null // the pause() promise, until the pause took effect
+  resolvePause = null
 
   constructor (core, name, fn) {
     this.core = core

@@ -153,6 +153,7 @@ impl From<Event> for LockerEvent {
                 ..LockerEvent::of("term", Some(serial))
             },
             Event::Removed { serial } => LockerEvent::of("removed", Some(serial)),
+            Event::Paused { serial } => LockerEvent::of("paused", Some(serial)),
             Event::HandedOver { serial, leader } => LockerEvent {
                 token: Some(leader.token as f64),
                 leader: Some(leader.id),
@@ -286,16 +287,18 @@ impl NativeLocker {
 
     /// Registers `name`; returns the serial its events (and the calls below) use.
     #[napi]
-    pub fn register(&self, name: String) -> Result<u32> {
-        self.locker.register(&name).map_err(|e| match e {
-            RegisterError::AlreadyRegistered => Error::new(
-                Status::InvalidArg,
-                format!("a singleton named {name:?} is already registered on this locker"),
-            ),
-            RegisterError::Closed => {
-                Error::new(Status::GenericFailure, "the locker is closed".to_string())
-            }
-        })
+    pub fn register(&self, name: String, paused: Option<bool>) -> Result<u32> {
+        self.locker
+            .register(&name, paused.unwrap_or(false))
+            .map_err(|e| match e {
+                RegisterError::AlreadyRegistered => Error::new(
+                    Status::InvalidArg,
+                    format!("a singleton named {name:?} is already registered on this locker"),
+                ),
+                RegisterError::Closed => {
+                    Error::new(Status::GenericFailure, "the locker is closed".to_string())
+                }
+            })
     }
 
     /// Starts observing the leader of `name`; returns the serial its `leader` events carry.
@@ -394,6 +397,19 @@ impl NativeLocker {
                 "the singleton is not registered".to_string(),
             )
         })
+    }
+
+    /// Takes registration `serial` out of the queue until `resume`; a `paused` event follows
+    /// once its key is gone. False if it is not running (already paused, removed).
+    #[napi]
+    pub fn pause(&self, serial: u32) -> bool {
+        self.locker.pause(serial)
+    }
+
+    /// Puts a paused registration back in the queue.
+    #[napi]
+    pub fn resume(&self, serial: u32) -> bool {
+        self.locker.resume(serial)
     }
 
     /// Starts closing; a `closed` event follows.

@@ -37,12 +37,20 @@ pub enum Control {
     /// (so no other host starts yet), but the name is free to be registered again.
     Draining,
     Resign,
+    /// Out of the queue on the user's request (standby): the key goes, the registration stays
+    /// until resumed (back to `Running`) or removed.
+    Paused,
     Done,
 }
 
 impl Control {
     pub fn resigning(self) -> bool {
         matches!(self, Control::Resign | Control::Done)
+    }
+
+    /// Whether the election is to leave the queue, for good or until resumed.
+    pub fn leaves_queue(self) -> bool {
+        self.resigning() || self == Control::Paused
     }
 }
 
@@ -174,6 +182,26 @@ impl Election {
                     }
                     break;
                 }
+                if resign.get() == Control::Paused {
+                    self.step_down(StopReason::Paused);
+                    // Out of the queue: our key goes (whoever is next leads), the registration
+                    // stays. Closing, if it took over, removes the key with the lease.
+                    Box::pin(self.resign(held, &mut closing, &mut lease_state)).await;
+                    held = None;
+                    // Out of the queue it no longer follows who leads: not known until resumed.
+                    self.report_leader(None);
+                    self.emit(Event::Paused {
+                        serial: self.serial,
+                    });
+                    Box::pin(async {
+                        tokio::select! {
+                            _ = resign.wait_for(|c| c != Control::Paused) => {}
+                            _ = closing.wait_for(|c| *c) => {}
+                        }
+                    })
+                    .await;
+                    continue;
+                }
                 let state = *lease_state.borrow_and_update();
                 let Some(lease) = state.lease else {
                     self.step_down(StopReason::LeaseLost);
@@ -266,8 +294,8 @@ impl Election {
                     _ = changed(&mut closing) => continue,
                 };
                 drop(look);
-                if resign.get().resigning() {
-                    // Resign next, knowing what the campaign left in etcd.
+                if resign.get().leaves_queue() {
+                    // Resign (or pause) next, knowing what the campaign left in etcd.
                     held = match result {
                         Ok(Standing::Leader { token }) => Some(Held {
                             lease,
@@ -415,7 +443,7 @@ impl Election {
                         }
                         // Draining changes nothing in etcd: only a resign is worth a round.
                         _ = resign.changed() => {
-                            if resign.get_and_update().resigning()
+                            if resign.get_and_update().leaves_queue()
                                 || shared.handover_asked(self.serial)
                             {
                                 break;

@@ -20,6 +20,8 @@ pub enum StopReason {
     Closed,
     /// The singleton handed the lead to another candidate.
     Handover,
+    /// The singleton was paused.
+    Paused,
 }
 
 impl StopReason {
@@ -31,6 +33,7 @@ impl StopReason {
             StopReason::KeyDeleted => "key-deleted",
             StopReason::Closed => "closed",
             StopReason::Handover => "handover",
+            StopReason::Paused => "paused",
         }
     }
 }
@@ -75,6 +78,10 @@ pub enum Event {
     },
     /// A resign finished: the key is gone (or the lease that held it is).
     Removed {
+        serial: u32,
+    },
+    /// A pause took effect: the election left the queue (its key is gone).
+    Paused {
         serial: u32,
     },
     /// The answer to a handover (or its check): who leads after it, or would.

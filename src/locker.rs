@@ -164,7 +164,7 @@ impl Locker {
     /// Starts campaigning for `name`; returns the serial that tags its events. A name whose
     /// previous registration is still draining or resigning campaigns once that resign is
     /// confirmed.
-    pub fn register(&self, name: &str) -> Result<u32, RegisterError> {
+    pub fn register(&self, name: &str, paused: bool) -> Result<u32, RegisterError> {
         if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
@@ -174,14 +174,18 @@ impl Locker {
             .get(name)
             .and_then(|serial| registry.entries.get(serial))
         {
-            Some(entry) if entry.control.get() == Control::Running => {
+            Some(entry) if matches!(entry.control.get(), Control::Running | Control::Paused) => {
                 return Err(RegisterError::AlreadyRegistered);
             }
             Some(entry) => Some(entry.control.subscribe()),
             None => None,
         };
         let serial = self.next_serial();
-        let control = Arc::new(Signal::new(Control::Running));
+        let control = Arc::new(Signal::new(if paused {
+            Control::Paused
+        } else {
+            Control::Running
+        }));
         let leading = Arc::new(AtomicI64::new(0));
         registry.entries.insert(
             serial,
@@ -238,12 +242,17 @@ impl Locker {
     pub fn retire(&self, serial: u32) {
         let registry = lock(&self.registry);
         if let Some(entry) = registry.entries.get(&serial) {
-            entry.control.modify(|c| {
-                let running = *c == Control::Running;
-                if running {
+            entry.control.modify(|c| match *c {
+                Control::Running => {
                     *c = Control::Draining;
+                    true
                 }
-                running
+                // Out of the queue, no work to drain: it resigns at once.
+                Control::Paused => {
+                    *c = Control::Resign;
+                    true
+                }
+                _ => false,
             });
         }
     }
@@ -330,6 +339,31 @@ impl Locker {
         // Wakes the election without changing its control.
         entry.control.modify(|_| true);
         Ok(answer)
+    }
+
+    /// Takes the election `serial` out of the queue until `resume` (see `Control::Paused`);
+    /// `Event::Paused` follows once its key is gone.
+    pub fn pause(&self, serial: u32) -> bool {
+        self.switch(serial, Control::Running, Control::Paused)
+    }
+
+    pub fn resume(&self, serial: u32) -> bool {
+        self.switch(serial, Control::Paused, Control::Running)
+    }
+
+    fn switch(&self, serial: u32, from: Control, to: Control) -> bool {
+        lock(&self.registry)
+            .entries
+            .get(&serial)
+            .is_some_and(|entry| {
+                entry.control.modify(|c| {
+                    let switch = *c == from;
+                    if switch {
+                        *c = to;
+                    }
+                    switch
+                })
+            })
     }
 
     /// Asks the election `serial` to resign; `Event::Removed` follows once etcd confirmed.

@@ -5,13 +5,14 @@
 // operations (register; remove, awaited or not; re-register in the same tick as the remove; remove
 // right after register, while the first campaign is in flight; close and reopen the locker,
 // awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve;
-// handover() to the next in line or to another host, from leaders and non-leaders alike) while
+// handover() to the next in line or to another host, from leaders and non-leaders alike; pause()
+// and resume()) while
 // proxy cuts (both ways, or only etcd's answers lost) and etcd freezes (SIGSTOP/SIGCONT of the
 // etcd process) come and go, then everything heals and stays quiet. After each quiet period:
 // (a) at most one leader per name at any instant on the shared hrtime timeline (and, checked at
 //     the end, fn runs once per term, inside it);
-// (b) every name with a registered candidate has exactly one leader TTL + 2 s after the quiet
-//     began (none without a candidate), holding the lowest key with its create revision as
+// (b) every name with a registered candidate (not paused) has exactly one leader TTL + 2 s after
+//     the quiet began (none without a candidate), holding the lowest key with its create revision as
 //     token, and leadership does not change afterwards; every registration that is still meant to
 //     be campaigning has its key;
 // (c) no key in etcd belongs to a registration whose remove() (or its locker's close()) resolved,
@@ -120,7 +121,9 @@ const OPS = [
   { kind: 'term', weight: 1, ok: () => true, run: (r, s) => r.term(s) },
   { kind: 'observe', weight: 1, ok: (s) => s.observing.size < NAMES.length, run: (r, s) => r.observe(s) },
   { kind: 'unobserve', weight: 0.5, ok: (s) => s.observing.size > 0, run: (r, s) => r.unobserve(s) },
-  { kind: 'handover', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.handover(s) }
+  { kind: 'handover', weight: 2, ok: (s) => s.intent.size > 0, run: (r, s) => r.handover(s) },
+  { kind: 'pause', weight: 1, ok: (s) => [...s.intent.values()].some((r) => !r.paused), run: (r, s) => r.pause(s) },
+  { kind: 'resume', weight: 1, ok: (s) => [...s.intent.values()].some((r) => r.paused), run: (r, s) => r.resume(s) }
 ]
 
 // Why a handover may be refused in this test: not the leader (most are asked of candidates), no
@@ -281,9 +284,10 @@ class OperationsRun {
     return null
   }
 
-  // Registrations the test still means to be campaigning, as the hosts confirmed them.
+  // Registrations the test still means to be campaigning (not removed, not paused), as the hosts
+  // confirmed them.
   campaigning (name) {
-    return [...this.regs.values()].filter((r) => r.name === name && r.state === 'registered' && r.removeSentAt === null)
+    return [...this.regs.values()].filter((r) => r.name === name && r.state === 'registered' && r.removeSentAt === null && !r.paused)
   }
 
   leaderAt (name, at) {
@@ -371,8 +375,8 @@ class OperationsRun {
         if (!HANDOVER_REFUSALS.has(e.code)) this.violation('handover', e.name, `${host.label}: handover(${e.to ?? ''}) of registration ${e.reg} refused with ${e.code}: ${e.message}`)
         break
       case 'error':
-        if (e.scope === 'remove' || e.scope === 'node-stop') {
-          this.violation(e.scope, e.name, `${host.label}: ${e.scope === 'remove' ? 'remove()' : 'node.stop()'} rejected: ${e.code}: ${e.message}`)
+        if (e.scope === 'remove' || e.scope === 'node-stop' || e.scope === 'pause') {
+          this.violation(e.scope, e.name, `${host.label}: ${{ remove: 'remove()', 'node-stop': 'node.stop()', pause: 'pause()' }[e.scope]} rejected: ${e.code}: ${e.message}`)
         } else {
           bump(this.counts.errors, `${e.scope} ${e.code}`)
         }
@@ -464,6 +468,24 @@ class OperationsRun {
     const to = target ? `${target.label}-${target.gen}` : undefined
     this.log(slot.index, name, `handover(${to ?? ''}) (reg ${r.reg})`)
     slot.host.send({ cmd: 'handover', name, reg: r.reg, to })
+  }
+
+  // pause() of one of the host's registrations that is not paused (standby: it leaves the queue
+  // and must not lead until resumed), or resume() of a paused one.
+  async pause (slot) {
+    const name = this.rndOps.pick(this.registered(slot).filter((n) => !slot.intent.get(n).paused))
+    const r = slot.intent.get(name)
+    r.paused = true
+    this.log(slot.index, name, `pause() (reg ${r.reg})`)
+    slot.host.send({ cmd: 'pause', name, reg: r.reg })
+  }
+
+  async resume (slot) {
+    const name = this.rndOps.pick(this.registered(slot).filter((n) => slot.intent.get(n).paused))
+    const r = slot.intent.get(name)
+    r.paused = false
+    this.log(slot.index, name, `resume() (reg ${r.reg})`)
+    slot.host.send({ cmd: 'resume', name, reg: r.reg })
   }
 
   async awaitRemove (slot, r) {
@@ -713,6 +735,12 @@ class OperationsRun {
         const id = this.slots[r.slot].gens.get(r.gen).id
         if (!list.some((kv) => kv.value === id)) this.violation('b', name, `${this.slots[r.slot].label} registration ${r.reg} is registered but has no key in etcd`)
       }
+      // A paused registration is out of the queue.
+      for (const r of this.regs.values()) {
+        if (r.name !== name || !r.paused || r.state !== 'registered' || r.removeSentAt !== null) continue
+        const id = this.slots[r.slot].gens.get(r.gen)?.id
+        if (list.some((kv) => kv.value === id)) this.violation('b', name, `${this.slots[r.slot].label} registration ${r.reg} is paused but has a key in etcd`)
+      }
       const term = leaders.get(name)
       if (term) {
         if (!list.length || list[0].value !== term.id) this.violation('b', name, `the leader ${term.host.label} does not hold the lowest key (${list.length ? list[0].key + ' = ' + list[0].value : 'no key'})`)
@@ -784,7 +812,9 @@ class OperationsRun {
       const st = await slot.host.request({ cmd: 'state', q }, { ev: 'state', q }, 10000, `state of ${slot.label}`)
       for (const [name, leader] of Object.entries(st.leaders)) {
         const term = leaders.get(name)
-        const want = term ? term.id : null
+        // A paused singleton does not follow the leader: not known.
+        const paused = slot.intent.get(name)?.paused
+        const want = term && !paused ? term.id : null
         if (leader !== want) this.violation('c', name, `${slot.label}: singleton.leader() is ${leader}, the leader is ${want} (${term ? term.host.label : 'none'})`)
       }
       for (const [name, o] of Object.entries(st.observed)) {

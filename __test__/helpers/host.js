@@ -35,6 +35,8 @@
 // stdin: one JSON command per line:
 //   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
 //   { cmd: 'handover', name, to? } -> handedOver { leader, token } (or error, scope 'command')
+//   { cmd: 'pause', name? } -> paused (pause() resolved; without name: the locker's)
+//   { cmd: 'resume', name? } -> resumed
 //   { cmd: 'guardian' } -> guardian { pid } (null while none runs)
 //   { cmd: 'exit', code }  { cmd: 'closeAndExit' } (close(), then process.exit() right after)
 //   { cmd: 'throw', name }  { cmd: 'ping' }  { cmd: 'singletons' }
@@ -264,6 +266,22 @@ function command (msg) {
         (result) => emit('handedOver', { name: msg.name, ...result }),
         (err) => emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
       )
+      break
+    }
+    case 'pause': {
+      const target = msg.name === undefined ? locker : singletons.get(msg.name)
+      if (!target) { emit('error', { name: msg.name, scope: 'command', code: 'NO_SUCH_NAME', message: 'not registered here' }); break }
+      target.pause().then(
+        () => emit('paused', { name: msg.name ?? null }),
+        (err) => emit('error', { name: msg.name ?? null, scope: 'command', ...errorFields(err) })
+      )
+      break
+    }
+    case 'resume': {
+      const target = msg.name === undefined ? locker : singletons.get(msg.name)
+      if (!target) { emit('error', { name: msg.name, scope: 'command', code: 'NO_SUCH_NAME', message: 'not registered here' }); break }
+      target.resume()
+      emit('resumed', { name: msg.name ?? null })
       break
     }
     case 'close':

@@ -32,6 +32,7 @@
 //   { cmd: 'reopen', names }                      close() and, in the same tick, open
 //   { cmd: 'node-start', value, n } / { cmd: 'node-stop', n }
 //   { cmd: 'term', name, q } / { cmd: 'observe', name } / { cmd: 'unobserve', name }
+//   { cmd: 'pause', name, reg } -> paused { name, reg, gen } / { cmd: 'resume', name, reg }
 //   { cmd: 'handover', name, reg, to? }           handover() of that registration -> handed-over
 //                                                 { name, reg, gen, to, leader, token } or
 //                                                 handover-refused { name, reg, gen, to, code, message }
@@ -160,6 +161,24 @@ function command (msg) {
       entry.s.handover(msg.to).then(
         (r) => emit('handed-over', { name: msg.name, reg, gen: g, to: msg.to ?? null, leader: r.leader, token: r.token }),
         (err) => emit('handover-refused', { name: msg.name, reg, gen: g, to: msg.to ?? null, ...errFields(err) })
+      )
+      break
+    }
+    case 'pause':
+    case 'resume': {
+      const entry = current.get(msg.name)
+      if (!entry || entry.reg !== msg.reg) {
+        emit('command-error', { cmd: msg.cmd, name: msg.name, reg: msg.reg, code: 'NOT_REGISTERED', message: `registration ${msg.reg} of ${msg.name} is not current here` })
+        break
+      }
+      const { reg, gen: g } = entry
+      if (msg.cmd === 'resume') {
+        entry.s.resume()
+        break
+      }
+      entry.s.pause().then(
+        () => emit('paused', { name: msg.name, reg, gen: g }),
+        (err) => emit('error', { scope: 'pause', name: msg.name, reg, gen: g, ...errFields(err) })
       )
       break
     }

@@ -22,7 +22,7 @@ const leader: string | null = job.leader()
 void name; void leads; void leader
 job.on('start', (term) => { const n: number = term.token; void n })
 job.on('stop', (reason) => {
-  const r: 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover' = reason
+  const r: 'removed' | 'deadline' | 'lease-lost' | 'key-deleted' | 'closed' | 'handover' | 'paused' = reason
   void r
 })
 void job.handover().then((h: locked.Handover) => { const who: string = h.leader; const t: number = h.token; void who; void t })
@@ -40,7 +40,12 @@ const id: string = locker.id()
 void id
 locker.on('error', (err: locked.LockedError) => { void err.message })
 const stats: locked.Stats = locker.stats()
-const state: 'leader' | 'candidate' | 'stepped-down' = stats.singletons.job.state
+const state: 'leader' | 'candidate' | 'stepped-down' | 'paused' = stats.singletons.job.state
+const pausedJob: Promise<void> = job.pause()
+job.resume()
+const pausedAll: Promise<void> = locker.pause()
+locker.resume()
+void pausedJob; void pausedAll
 const handingTo: string | null | undefined = stats.singletons.job.handover?.to
 const rtt: number | null = stats.keepalive.roundTripMs
 const guardianPid: number | null | undefined = stats.guardian?.pid
