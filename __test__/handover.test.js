@@ -63,11 +63,14 @@ describe('handover between host processes', { timeout: 120000 }, () => {
     assertOneLeaderAtATime([a, b, c], 'job')
   })
 
-  it('to a candidate further back: the candidates between step behind it and never lead', async () => {
+  it('to a candidate further back: the candidates between step behind it and never lead; etcdctl elect -l agrees', async (t) => {
     const prefix = uniquePrefix('ho-named')
     const [a, b, c, d] = await queue(['A', 'B', 'C', 'D'], { prefix })
     await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
     const before = await etcd.keys(`${prefix}/job/`)
+    // etcd's own observer (Go concurrency.Election.Observe): it prints each leader's key and value.
+    const observer = startEtcdctlElect(t, etcd, ['-l', `${prefix}/job`])
+    assert.deepStrictEqual(await observer.lines(2, 5000), [keyOf(before, a.id).key, a.id])
     const answer = await handover(a, d.id)
     assert.strictEqual(answer.ev, 'handedOver', show(answer))
     const dStart = await d.waitFor({ ev: 'start', name: 'job' }, 5000, 'D leads')
@@ -78,6 +81,8 @@ describe('handover between host processes', { timeout: 120000 }, () => {
     await quietWindow(WRONG_START_WINDOW_MS)
     for (const h of [b, c]) assert.deepStrictEqual(h.find({ ev: 'start' }), [], `${h.label} never started\n${formatTimeline([a, b, c, d])}`)
     assert.deepStrictEqual(await etcd.keys(`${prefix}//handover/`), [], 'the marker is gone')
+    const seen = await observer.lines(4, 5000)
+    assert.deepStrictEqual(seen.slice(2), [keyOf(before, d.id).key, d.id], 'etcdctl elect -l sees D lead next, nobody in between')
     assertOneLeaderAtATime([a, b, c, d], 'job')
   })
 
