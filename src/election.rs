@@ -454,12 +454,12 @@ impl Election {
                 }
             }
             if let Some(request) = shared.take_handover(self.serial) {
-                self.refuse(
-                    request.answer,
-                    &handover::Refusal::Interrupted(
-                        "the singleton was removed or the locker closed",
-                    ),
-                );
+                let refusal = if *closing.borrow() {
+                    handover::Refusal::Closed
+                } else {
+                    handover::Refusal::Removed
+                };
+                self.refuse(request.answer, &refusal);
             }
             drop(wake);
             shared.watcher.release(&self.name);
