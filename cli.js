@@ -606,6 +606,9 @@ class StatusWatch {
       }
       if (term === null || term.since !== null || attempt >= SINCE_TRIES || follow.dirty || this.#closing) return termRecord(follow.name, term)
       await delay(SINCE_RETRY_MS)
+      // A change came while waiting: this leader is shown (its time unknown) before the read that
+      // change calls for, rather than skipped when its term was short.
+      if (follow.dirty) return termRecord(follow.name, term)
     }
   }
 

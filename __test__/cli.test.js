@@ -415,13 +415,19 @@ describe('locked status', { timeout: 60000 }, () => {
       const term = await locker.term('nightly')
       return term && term.leader === id && term.since !== null && term
     }, 10000, `${id} leads`)
+    // Each step waits for both watches: a leader removed while one of them still waits for its
+    // election time would be shown there without it.
+    const shownInBoth = async (pattern, what) => {
+      await text.waitLine(pattern, 10000, what)
+      await json.waitLine(new RegExp(`"leader":${what === 'nobody leads' ? 'null' : `"${what.split(' ')[0]}"`}`), 10000, `${what} (JSON)`)
+    }
     const first = await published(a.locker, 'host-a')
-    await text.waitLine(termPattern('nightly', 'host-a', first.token), 10000, 'A leads')
+    await shownInBoth(termPattern('nightly', 'host-a', first.token), 'host-a leads')
     b.locker('nightly', () => {})
     await etcd.waitKeys(`${prefix}/nightly/`, (kvs) => kvs.length === 2, 10000, 'both candidates')
     await singletonA.remove() // B takes over: a new leader and a new token
     const second = await published(b.locker, 'host-b')
-    await text.waitLine(termPattern('nightly', 'host-b', second.token), 10000, 'B leads')
+    await shownInBoth(termPattern('nightly', 'host-b', second.token), 'host-b leads')
     await b.locker.singletons().nightly.remove()
     await text.waitLine(/^nightly: no leader$/, 10000, 'nobody leads')
     await until(() => stdout(text).length === 4 && stdout(json).length === 4, 10000, 'the last change in both')
