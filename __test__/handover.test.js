@@ -10,14 +10,12 @@ const assert = require('node:assert')
 const { startEtcd, keyOf } = require('./helpers/etcd')
 const { startEtcdctlElect } = require('./helpers/etcdctl')
 const { killAll, formatTimeline, assertOneLeaderAtATime, queueHosts } = require('./helpers/hosts')
-const { uniquePrefix, quietWindow, nextEvent } = require('./helpers/util')
+const { uniquePrefix, quietWindow, nextEvent, WRONG_START_WINDOW_MS } = require('./helpers/util')
 const { lockerSet } = require('./helpers/lockers')
 
 const TTL = 2
 // How long a leader waits for the candidates ahead of its target (src/handover.rs, WAIT).
 const HANDOVER_WAIT_MS = 5000
-// Long enough for a start that should not happen to show: a handover takes milliseconds.
-const WRONG_START_WINDOW_MS = 500
 
 let etcd
 const lockers = lockerSet()

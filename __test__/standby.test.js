@@ -8,12 +8,10 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { startEtcd, keyOf } = require('./helpers/etcd')
 const { killAll, assertOneLeaderAtATime, queueHosts } = require('./helpers/hosts')
-const { uniquePrefix, quietWindow, nextEvent } = require('./helpers/util')
+const { uniquePrefix, quietWindow, nextEvent, WRONG_START_WINDOW_MS } = require('./helpers/util')
 const { lockerSet } = require('./helpers/lockers')
 
 const TTL = 2
-// Long enough for a start that should not happen to show: an election takes milliseconds.
-const WRONG_START_WINDOW_MS = 500
 
 let etcd
 const lockers = lockerSet()

@@ -143,9 +143,15 @@ const RESUME_PROMPT_MS = 250
 // of it otherwise.
 const OUTSIDE_PROMPT_MS = 1000
 
+// After a handover, a pause or a resign, how long a start that must not happen has to show: an
+// election takes milliseconds on loopback; this is the window the tests watch before asserting
+// that nobody else started.
+const WRONG_START_WINDOW_MS = 500
+
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
 
 module.exports = {
   uniquePrefix, nextEvent, within, quietWindow, until, seededRandom, metric, UUID_V4,
-  marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS
+  marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS,
+  WRONG_START_WINDOW_MS
 }
