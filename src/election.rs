@@ -256,18 +256,12 @@ impl Election {
                         .watcher
                         .handover(&self.name)
                         .is_some_and(|m| m.asks_to_yield(leader.token, h.revision));
-                    if asked && h.lease == lease {
-                        shared
-                            .events
-                            .log(|| format!("{}: stepping behind a handover's target", self.name));
-                        let step_aside = handover::step_aside(&self.key(lease), h.revision);
-                        if Box::pin(shared.batcher.txn(&self.name, step_aside))
-                            .await
-                            .is_ok()
-                        {
-                            held = None;
-                            continue;
-                        }
+                    if asked
+                        && h.lease == lease
+                        && Box::pin(self.step_aside(lease, h.revision)).await
+                    {
+                        held = None;
+                        continue;
                     }
                 }
 
@@ -374,17 +368,9 @@ impl Election {
                         self.report_leader(Some(leader));
                         held = Some(Held { lease, revision });
                         if asked_to_yield {
-                            // The leader hands over to a candidate behind us: step behind it by
-                            // deleting our key and campaigning again. Should the delete fail, the
-                            // next look finds the marker still there and tries again.
-                            shared.events.log(|| {
-                                format!("{}: stepping behind a handover's target", self.name)
-                            });
-                            let step_aside = handover::step_aside(&self.key(lease), revision);
-                            if Box::pin(shared.batcher.txn(&self.name, step_aside))
-                                .await
-                                .is_ok()
-                            {
+                            // Should the delete fail, the next look finds the marker still there
+                            // and tries again.
+                            if Box::pin(self.step_aside(lease, revision)).await {
                                 held = None;
                             }
                             continue;
@@ -464,6 +450,17 @@ impl Election {
             drop(wake);
             shared.watcher.release(&self.name);
         }
+    }
+
+    /// Asked by a handover's marker to step behind its target: deletes our key (guarded by its
+    /// create revision), so that the campaign that follows queues behind the target. True once
+    /// etcd answered.
+    async fn step_aside(&self, lease: i64, revision: i64) -> bool {
+        self.shared
+            .events
+            .log(|| format!("{}: stepping behind a handover's target", self.name));
+        let txn = handover::step_aside(&self.key(lease), revision);
+        self.shared.batcher.txn(&self.name, txn).await.is_ok()
     }
 
     fn refuse(&self, answer: u32, refusal: &handover::Refusal) {
