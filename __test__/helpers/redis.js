@@ -37,6 +37,8 @@ function ping (port) {
     let answer = ''
     sock.setTimeout(500, () => { sock.destroy(); resolve(false) })
     sock.on('error', () => resolve(false))
+    // Whatever else holds the port may just hang up: that is no PONG either.
+    sock.on('close', () => resolve(false))
     sock.on('connect', () => sock.write('PING\r\n'))
     sock.on('data', (d) => {
       answer += d
@@ -45,8 +47,21 @@ function ping (port) {
   })
 }
 
-async function startRedis () {
-  const [port] = await freePorts(1)
+// startRedis({ port }): `port` is only the first one tried (the fixture's own test passes a taken one).
+async function startRedis ({ port } = {}) {
+  let lastErr
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      return await startRedisOnce(attempt === 0 && port !== undefined ? port : (await freePorts(1))[0])
+    } catch (err) {
+      lastErr = err
+      if (!err.addressInUse) throw err // only a port race is worth a retry
+    }
+  }
+  throw lastErr
+}
+
+async function startRedisOnce (port) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'locked-redis-'))
   const log = path.join(dir, 'redis.log')
   const proc = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--logfile', log,
@@ -77,7 +92,10 @@ async function startRedis () {
     let tail = ''
     try { tail = fs.readFileSync(log, 'utf8').split('\n').slice(-10).join('\n') } catch {}
     server.killSync()
-    throw new Error(`redis-server did not start: ${err.message}\n${tail}`)
+    const failure = new Error(`redis-server did not start: ${err.message}\n${tail}`)
+    // Between freePorts() and redis binding it, another process may have taken the port.
+    failure.addressInUse = /address already in use/i.test(tail)
+    throw failure
   }
   return server
 }
