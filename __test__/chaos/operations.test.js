@@ -875,7 +875,8 @@ class OperationsRun {
     return idle
   }
 
-  idleRegs (idle) { return [...this.regs.values()].filter((r) => r.slot === idle.index && r.state === 'registered' && r.removeSentAt === null) }
+  // The idle host's candidates: a paused registration stays registered but is out of the queue.
+  idleRegs (idle) { return [...this.regs.values()].filter((r) => r.slot === idle.index && r.state === 'registered' && r.removeSentAt === null && !r.paused) }
   idleNames (idle) { return this.idleRegs(idle).map((r) => r.name).sort() }
 
   // (e) one idle host: about one keepalive per lease per TTL/3.
