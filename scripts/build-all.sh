@@ -2,10 +2,12 @@
 # Builds the binary of every platform locked claims (package.json "napi.targets") and puts each in
 # its npm package folder, npm/<platform>/, with napi artifacts; then scripts/release-check.js checks
 # each was built for its platform. Release builds, with glibc 2.17 as the oldest glibc they need.
-#   linux-x64-gnu    the machine's Rust, linked with napi-rs's x64 cross toolchain (--use-napi-cross);
+#   linux-x64-gnu    the machine's Rust, linked with napi-rs's x64 cross toolchain (--use-napi-cross),
+#                    C compiled by Debian's GCC on that toolchain's glibc 2.17 sysroot;
 #                    this build also writes binding.js and binding.d.ts, the loader the release ships
 #   linux-arm64-gnu  Debian's rustc-web and its arm64 standard library, linked with napi-rs's aarch64
-#                    cross toolchain (scripts/setup-cross.sh installs both)
+#                    cross toolchain (scripts/setup-cross.sh installs both), C compiled by Debian's
+#                    aarch64 GCC on that toolchain's sysroot
 #   linux-x64-musl   Debian's rustc-web building its standard library (-Zbuild-std), musl-gcc
 #   linux-arm64-musl the same, with musl-dev:arm64's aarch64-linux-musl-gcc
 #   win32-x64-msvc   Debian's rustc-web building its standard library (-Zbuild-std), mingw-w64
@@ -32,18 +34,22 @@ for target in "${targets[@]}"; do
   case "$target" in
     x86_64-unknown-linux-gnu)
       say "$target (napi-rs cross toolchain, glibc 2.17)"
-      run npx napi build --platform --release --use-napi-cross --target "$target" --js binding.js --dts binding.d.ts
+      # As for arm64 below: the toolchain's GCC 4.8 links, Debian's GCC compiles the C code on its sysroot.
+      run env TARGET_CC=gcc TARGET_CFLAGS="--sysroot=$HOME/.napi-rs/cross-toolchain/1.0.0/x86_64-unknown-linux-gnu/x86_64-unknown-linux-gnu/sysroot" \
+        npx napi build --platform --release --use-napi-cross --target "$target" --js binding.js --dts binding.d.ts
       cp locked.linux-x64-gnu.node "$out/"
       ;;
     aarch64-unknown-linux-gnu)
       toolchain=$(bash scripts/setup-cross.sh | tail -1)
       say "$target (Debian rustc-web $(/usr/bin/rustc --version | cut -d' ' -f2), napi-rs aarch64 cross toolchain, glibc 2.17)"
-      # GCC 4.8 does not define __ARM_ARCH, which ring's assembly requires.
+      # The toolchain's GCC 4.8 links (against glibc 2.17); the C code (ring, mimalloc) is compiled by
+      # Debian's GCC 12 on the toolchain's sysroot, as mimalloc needs C11 atomics that GCC 4.8 lacks;
+      # its atomics are inlined, as GCC 4.8's libgcc has no out-of-line ones.
       run env RUSTC=/usr/bin/rustc \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$toolchain/bin/aarch64-unknown-linux-gnu-gcc" \
-        TARGET_CC="$toolchain/bin/aarch64-unknown-linux-gnu-gcc" \
+        TARGET_CC=aarch64-linux-gnu-gcc \
         TARGET_AR="$toolchain/bin/aarch64-unknown-linux-gnu-ar" \
-        TARGET_CFLAGS="-D__ARM_ARCH=8" \
+        TARGET_CFLAGS="-mno-outline-atomics --sysroot=$toolchain/aarch64-unknown-linux-gnu/sysroot" \
         npx napi build --platform --release --target "$target" --target-dir target/cross -o "$out" --no-js
       ;;
     x86_64-unknown-linux-musl)

@@ -22,8 +22,10 @@
 //!             keys   the key layout, LeaderInfo
 //!             cluster  members, failover, the request retry layer, Failure
 //!               retry, clock, signal, util
+//! allocator          the native heap (mimalloc), set up when the addon loads
 //! ```
 
+mod allocator;
 mod batch;
 mod binding;
 mod clock;
