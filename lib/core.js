@@ -88,8 +88,10 @@ class LockerCore {
       throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
     }
     const registration = new Registration(this, name, fn)
-    registration.paused = this.#paused
-    if (this.#paused) registration.standby = 'asked'
+    if (this.#paused) {
+      registration.paused = true
+      registration.standby = 'asked'
+    }
     registration.serial = this.#native.register(name, this.#paused)
     this.#registrations.set(registration.serial, registration)
     this.#registered.set(name, registration)

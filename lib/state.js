@@ -5,26 +5,18 @@
 
 const { Singleton, Observer } = require('./handles.js')
 
-// One locker(name, fn), from the call until etcd confirmed its key deleted.
+// One locker(name, fn), from the call until etcd confirmed its key deleted. A locker may hold
+// 100 000 of these, so what most never use (a remove, a handover or a pause under way) is not an
+// own field of each but a default on the prototype (below), set on the instance when it happens.
 class Registration {
   serial = null
   leading = false
-  removing = null // the remove() promise, once remove() was called
-  resolveRemove = null
   leader = null // the leader's locker id as last reported; null when nobody leads or not known
   leaderToken = null
   control = null // the TermControl (term.js) of the current or the last term
   work = null // the promise fn returned this term, until it settles
   termsWon = 0
-  lastTakeoverMs = null
   since = Date.now() // when it was registered, or `leading` last changed
-  lastStop = null // the reason of the last 'stop'
-  handingOver = null // the handover() promise, while one is under way
-  handoverTo = null // its target's locker id (null: the next in line)
-  paused = false // pause() without resume(): out of the queue
-  standby = null // where the native side is in a pause: 'draining', 'asked', 'paused' (core.js)
-  pausing = null // the pause() promise, until the pause took effect
-  resolvePause = null
 
   constructor (core, name, fn) {
     this.core = core
@@ -32,6 +24,18 @@ class Registration {
     this.singleton = new Singleton(name, this)
   }
 }
+Object.assign(Registration.prototype, {
+  removing: null, // the remove() promise, once remove() was called
+  resolveRemove: null,
+  lastTakeoverMs: null,
+  lastStop: null, // the reason of the last 'stop'
+  handingOver: null, // the handover() promise, while one is under way
+  handoverTo: null, // its target's locker id (null: the next in line)
+  paused: false, // pause() without resume(): out of the queue
+  standby: null, // where the native side is in a pause: 'draining', 'asked', 'paused' (core.js)
+  pausing: null, // the pause() promise, until the pause took effect
+  resolvePause: null
+})
 
 // One locker.observe(name), until the Observer is closed.
 class Observation {
