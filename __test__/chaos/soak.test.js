@@ -48,6 +48,9 @@ const FINAL = ['sigkill', 'sigkill', 'partition', 'sigstop']
 // no other candidate or no such one, a fault cut the handover short, or etcd was away.
 const HANDOVER_REFUSALS = new Set(['NOT_LEADER', 'NOT_A_CANDIDATE', 'NO_CANDIDATE', 'HANDOVER_BLOCKED',
   'HANDOVER_INTERRUPTED', 'HANDOVER_IN_PROGRESS', 'REMOVED', 'LOCKER_CLOSED', 'ETCD_UNAVAILABLE', 'LEASE_NOT_FOUND'])
+// A handover the soak asks for may be refused for a reason the library names (the host does not
+// lead any more, a fault cut it short): that is an answer, not a command error.
+const refusedHandover = (e) => HANDOVER_REFUSALS.has(e.code) && /: handover\(/.test(e.message)
 
 const S = (x) => x * 1000
 const NS = (x) => BigInt(Math.round(x)) * 1_000_000n
@@ -595,9 +598,6 @@ class SoakRun {
       }
       const unexpected = h.exitInfo && h.killedAt === null
       assert.ok(!unexpected, `${h.label} exited by itself: ${JSON.stringify(h.exitInfo, (k, v) => typeof v === 'bigint' ? String(v) : v)}\n${h.stderr.slice(-2000)}`)
-      // A handover the soak asks for may be refused for a reason the library names (the host
-      // does not lead any more, a fault cut it short): that is an answer, not a command error.
-      const refusedHandover = (e) => HANDOVER_REFUSALS.has(e.code) && /: handover\(/.test(e.message)
       assert.deepStrictEqual(h.find((e) => e.ev === 'error' && e.scope === 'command' && !refusedHandover(e)).map((e) => e.message), [], `${h.label}: command errors`)
     }
   }
@@ -607,9 +607,12 @@ class SoakRun {
   async closeAll () {
     const live = this.slots.map((s) => s.host)
     const leasesBefore = await this.etcd.leases()
+    const since = live.map((h) => h.mark())
     for (const h of live) h.send({ cmd: 'close' })
-    for (const h of live) {
-      const ev = await h.waitFor((e) => e.ev === 'closed' || (e.ev === 'error' && e.scope === 'command'), 15000, `${h.label} closed`)
+    for (const [i, h] of live.entries()) {
+      // What close() answers; a handover asked for before it may be answered (refused) only now.
+      const answer = (e) => e.ev === 'closed' || (e.ev === 'error' && e.scope === 'command' && !refusedHandover(e))
+      const ev = await h.waitFor(answer, 15000, `${h.label} closed`, { since: since[i] })
       assert.strictEqual(ev.ev, 'closed', `${h.label} close(): ${ev.message}`)
     }
     this.keysLeft = await this.etcd.keys(`${this.prefix}/`)
