@@ -166,6 +166,31 @@ describe('handover racing etcdctl elect, remove(), close() and its target', { ti
     assert.deepStrictEqual(await etcd.keys(`${prefix}//handover/`), [], 'the marker was taken back')
   })
 
+  // The leader chose its target (and the candidates between) by the check, before its drain; a
+  // candidate between that leaves during the drain has nothing left to step aside from. The
+  // handover must find that out by itself (the marker it writes wakes it for a guarded attempt),
+  // not wait for a step aside that cannot come and be refused as blocked.
+  it('the only candidate between leaves during the drain: the handover goes through at once', async () => {
+    const prefix = uniquePrefix('ho-between-gone')
+    const [a, b, target] = await queue(['A', 'B', 'T'], { prefix, extra: { work: { job: { settleAfterAbortMs: 1500 } } } })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
+    const since = a.mark()
+    a.send({ cmd: 'handover', name: 'job', to: target.id })
+    await a.waitFor((e) => e.ev === 'aborted' && e.i >= since, 5000, "A's drain began")
+    b.send({ cmd: 'remove', name: 'job' })
+    await b.waitFor({ ev: 'removed', name: 'job' }, 5000, 'B removed')
+    const answer = await a.waitFor((e) => e.name === 'job' && (e.ev === 'handedOver' || (e.ev === 'error' && e.scope === 'command')),
+      HANDOVER_WAIT_MS + 5000, "A's handover answered", { since })
+    assert.deepStrictEqual([answer.ev, answer.leader], ['handedOver', target.id], show(answer))
+    const settled = a.find((e) => e.ev === 'settled' && e.i >= since)
+    assert.ok(answer.i > settled[0].i, 'answered after the drain')
+    assert.ok(Number(BigInt(answer.t) - BigInt(settled[0].t)) / 1e6 < HANDOVER_WAIT_MS / 2,
+      `answered soon after the drain, not at the end of the wait for a step aside\n${formatTimeline([a, b, target])}`)
+    await target.waitFor({ ev: 'start', name: 'job' }, 5000, 'T leads')
+    assert.deepStrictEqual(await etcd.keys(`${prefix}//handover/`), [], 'no marker is left')
+    assertOneLeaderAtATime([a, b, target], 'job')
+  })
+
   it('close() during the wait: the handover is refused as closed, and the next in line leads', async (t) => {
     const { prefix, a, go, target } = await blockedSetup(t, 'ho-close')
     const since = a.mark()
