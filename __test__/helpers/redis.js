@@ -100,4 +100,4 @@ async function startRedisOnce (port) {
   return server
 }
 
-module.exports = { startRedis }
+module.exports = { startRedis, ping }
