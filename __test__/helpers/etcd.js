@@ -27,7 +27,7 @@ const https = require('node:https')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { quietWindow } = require('./util')
+const { quietWindow, retryPortRace } = require('./util')
 
 const ETCD = process.env.ETCD_BIN || 'etcd'
 const ETCDCTL = process.env.ETCDCTL_BIN || 'etcdctl'
@@ -369,16 +369,7 @@ async function startEtcdOnce (opts) {
 
 // startEtcd({ members: 1 | 3, heartbeatMs = 100, electionMs = 1000, extraArgs = [], timeoutMs = 30000, tls })
 async function startEtcd (opts = {}) {
-  let lastErr
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      return await startEtcdOnce(opts)
-    } catch (err) {
-      lastErr = err
-      if (!err.addressInUse) throw err // only a port race is worth a retry
-    }
-  }
-  throw lastErr
+  return retryPortRace(() => startEtcdOnce(opts))
 }
 
 class Cluster {

@@ -13,7 +13,7 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { freePorts } = require('./etcd')
-const { until } = require('./util')
+const { until, retryPortRace } = require('./util')
 
 const REDIS = process.env.REDIS_SERVER_BIN || 'redis-server'
 const live = new Set()
@@ -49,16 +49,7 @@ function ping (port) {
 
 // startRedis({ port }): `port` is only the first one tried (the fixture's own test passes a taken one).
 async function startRedis ({ port } = {}) {
-  let lastErr
-  for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      return await startRedisOnce(attempt === 0 && port !== undefined ? port : (await freePorts(1))[0])
-    } catch (err) {
-      lastErr = err
-      if (!err.addressInUse) throw err // only a port race is worth a retry
-    }
-  }
-  throw lastErr
+  return retryPortRace(async (attempt) => startRedisOnce(attempt === 0 && port !== undefined ? port : (await freePorts(1))[0]))
 }
 
 async function startRedisOnce (port) {

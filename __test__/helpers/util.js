@@ -150,7 +150,24 @@ const WRONG_START_WINDOW_MS = 500
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
 
+// Starts a server on a port chosen beforehand, again (up to 5 times) while the start fails
+// because another process took that port in between: `start(attempt)` rejects with an error whose
+// `addressInUse` is set in that case. Any other failure is thrown at once.
+async function retryPortRace (start) {
+  let lastErr
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      return await start(attempt)
+    } catch (err) {
+      lastErr = err
+      if (!err.addressInUse) throw err
+    }
+  }
+  throw lastErr
+}
+
 module.exports = {
+  retryPortRace,
   uniquePrefix, nextEvent, within, quietWindow, until, seededRandom, metric, UUID_V4,
   marginMs, CLOCK_READ_MS, stopDelayMs, assertDeadlineStop, SAME_EVENT_MS, RESUME_PROMPT_MS, OUTSIDE_PROMPT_MS,
   WRONG_START_WINDOW_MS
