@@ -26,8 +26,10 @@ after(async () => {
   if (etcd) await etcd.close()
 })
 
-// Two hosts of a recipe: A is started and elected first, then B queues behind it.
-async function twoHosts (file, name, env = {}, { elected = new RegExp(`leading ${name}`) } = {}) {
+// Two hosts of a recipe: A is started and elected first, then B queues behind it. A recipe with an
+// HTTP endpoint binds it after it registers, so its key or election can come first: `serving` is the
+// line it prints once it listens, awaited on both before the test asks them anything.
+async function twoHosts (file, name, env = {}, { elected = new RegExp(`leading ${name}`), serving } = {}) {
   const [pa, pb] = await freePorts(2)
   const start = (id, port) => runProgram(`examples/${file}`, {
     label: `${file} ${id}`, env: { ETCD_HOSTS: etcd.endpoints.join(','), HOST_ID: id, PORT: String(port), ...env }
@@ -36,6 +38,7 @@ async function twoHosts (file, name, env = {}, { elected = new RegExp(`leading $
   await a.waitOutput(elected, 20000)
   const b = start('B', pb)
   await etcd.waitKeys(`locked/${name}/`, (kvs) => keyOf(kvs, 'B'), 20000, `B's key for ${name}`)
+  if (serving) await Promise.all([a.waitOutput(serving, 20000), b.waitOutput(serving, 20000)])
   return { a, b, pa, pb }
 }
 
@@ -59,7 +62,7 @@ const get = async (port, route) => httpJson(`http://127.0.0.1:${port}${route}`, 
 
 describe('recipes', { concurrency: true, timeout: 120000 }, () => {
   it('prometheus.js: the leader gauge, terms won, keepalive and takeover histograms and leaderless seconds of a real election', async () => {
-    const hosts = await twoHosts('prometheus.js', 'report')
+    const hosts = await twoHosts('prometheus.js', 'report', {}, { serving: /metrics on http:/ })
     const scrape = async (port) => {
       const res = await get(port, '/metrics')
       assert.strictEqual(res.status, 200)
@@ -98,7 +101,7 @@ describe('recipes', { concurrency: true, timeout: 120000 }, () => {
   })
 
   it('opentelemetry.js: the same figures as OpenTelemetry metrics, read through an SDK MetricReader', async () => {
-    const hosts = await twoHosts('opentelemetry.js', 'digest')
+    const hosts = await twoHosts('opentelemetry.js', 'digest', {}, { serving: /metrics on http:/ })
     const read = async (port) => {
       const res = await get(port, '/metrics.json')
       assert.strictEqual(res.status, 200)
@@ -141,6 +144,7 @@ describe('recipes', { concurrency: true, timeout: 120000 }, () => {
     await Promise.all([a.waitOutput(/leading billing/, 20000), a.waitOutput(/leading invoices/, 20000)])
     const b = start('B', pb, proxy.endpoint)
     await etcd.waitKeys('locked/invoices/', (kvs) => keyOf(kvs, 'B'), 20000, 'B queued')
+    await Promise.all([a.waitOutput(/listening on http:/, 20000), b.waitOutput(/listening on http:/, 20000)])
 
     const [ha, hb] = await Promise.all([get(pa, '/healthz'), get(pb, '/healthz')])
     assert.deepStrictEqual([ha.status, ha.body.status, ha.body.leading.sort()], [200, 'ok', ['billing', 'invoices']])
@@ -265,6 +269,7 @@ describe('recipes', { concurrency: true, timeout: 120000 }, () => {
       const [, tokenA] = await a.waitOutput(/leading reconciler \(token (\d+)\)/, 20000)
       const b = runProgram('examples/kubernetes/app.js', { label: 'pod b', env: podEnv('reconciler-b', pb) })
       await etcd.waitKeys('locked/reconciler/', (kvs) => keyOf(kvs, 'reconciler-b'), 20000, 'pod b queued')
+      await Promise.all([a.waitOutput(/probes on :/, 20000), b.waitOutput(/probes on :/, 20000)])
       assert.deepStrictEqual([(await get(pa, '/healthz')).status, (await get(pb, '/healthz')).status], [200, 200], 'leader and follower ready')
 
       // The node process itself: unshare's only child.
