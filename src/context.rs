@@ -39,6 +39,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// The first step of a close: every election and observer steps down and ends.
+    pub fn begin_closing(&self) {
+        self.closing.send_replace(true);
+        // After `closing`: an election woken by the lease state finds `closing` already set.
+        self.session.begin_closing();
+    }
+
     pub fn take_handover(&self, serial: u32) -> Option<handover::Request> {
         crate::util::lock(&self.handovers).remove(&serial)
     }

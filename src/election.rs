@@ -54,6 +54,23 @@ impl Control {
     }
 }
 
+/// What an election keeps between failed rounds. Made at the first failure of a streak and
+/// dropped at the next success: most elections never fail, and each would otherwise carry it.
+struct Retrying {
+    backoff: Backoff,
+    /// Reports the failures of a streak, not every one.
+    errors: Throttle,
+}
+
+impl Retrying {
+    fn new() -> Retrying {
+        Retrying {
+            backoff: Backoff::rounds(),
+            errors: Throttle::new(),
+        }
+    }
+}
+
 /// Our key in etcd, as far as we know.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -136,20 +153,28 @@ impl Election {
         }
     }
 
-    /// Campaigns until `resign` is set (then resigns) or the locker closes.
+    /// Campaigns until `resign` is set (then resigns) or the locker closes, then hands the name
+    /// to `finished`. Starts once `previous` (the name's previous registration on this locker,
+    /// if it is still resigning) is done.
     // Not an `async fn`: that would keep a second copy of its arguments in every election's
-    // task (its state moves them into locals), and a locker holds thousands of tasks.
+    // task (its state moves them into locals), and a locker holds thousands of tasks. For the
+    // same reason `finished` is called rather than the name returned: whoever awaited this future
+    // would keep what it needs afterwards, a copy of the name included, for the whole election.
     #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self, mut resign: Listener<Control>) -> impl Future<Output = ()> {
+    pub fn run(
+        mut self,
+        mut resign: Listener<Control>,
+        previous: Option<Listener<Control>>,
+        finished: impl FnOnce(String) + Send + 'static,
+    ) -> impl Future<Output = ()> {
         async move {
             let shared = self.shared.clone();
             let mut closing = shared.closing.subscribe();
             let mut lease_state = shared.session.subscribe();
             let mut wake = shared.watcher.deletions(&self.name);
             let mut held: Option<Held> = None;
-            let mut backoff = Backoff::rounds();
+            let mut retrying: Option<Box<Retrying>> = None;
             let mut recovered = shared.cluster.recoveries();
-            let mut errors = Throttle::new();
             // For the takeover time reported with `start`.
             let mut waited_behind_other = false;
             let mut woken_at: Option<std::time::Instant> = None;
@@ -159,6 +184,9 @@ impl Election {
             // as its largest wait, and a locker holds thousands of elections that only ever sit
             // in the idle one.
             Box::pin(async {
+                if let Some(mut previous) = previous {
+                    previous.wait_for(|c| c == Control::Done).await;
+                }
                 tokio::select! {
                     _ = shared.watcher.synced() => {}
                     _ = resign.wait_for(Control::resigning) => {}
@@ -267,27 +295,32 @@ impl Election {
 
                 wake.get_and_update();
                 recovered.borrow_and_update();
-                // Boxed: request futures are large, and thousands of idle elections should not each
-                // carry room for one.
                 let campaigning = held.is_none();
-                let mut look = Box::pin(async {
-                    match held {
-                        Some(_) => self.check(lease).await,
-                        None => self.campaign(lease).await,
-                    }
-                });
                 // A read can be dropped whenever the picture changes: the round starts over. A
                 // campaign cannot: once queued it may still reach etcd, and a resign sent before its
                 // answer could arrive first and leave the key behind (a candidate nobody runs). So a
                 // campaign is always seen through; only closing, whose lease revoke removes every key
                 // of ours, cuts it short.
-                let result = tokio::select! {
-                    r = &mut look => r,
-                    _ = changed(&mut lease_state), if !campaigning => continue,
-                    _ = resign.changed(), if !campaigning => continue,
-                    _ = changed(&mut closing) => continue,
+                // Boxed, with the waits beside it: request futures are large, and thousands of idle
+                // elections should not each carry room for one.
+                let look = Box::pin(async {
+                    let look = async {
+                        match held {
+                            Some(_) => self.check(lease).await,
+                            None => self.campaign(lease).await,
+                        }
+                    };
+                    tokio::select! {
+                        r = look => Some(r),
+                        _ = changed(&mut lease_state), if !campaigning => None,
+                        _ = resign.changed(), if !campaigning => None,
+                        _ = changed(&mut closing) => None,
+                    }
+                });
+                // `None`: the picture changed, the round starts over.
+                let Some(result) = look.await else {
+                    continue;
                 };
-                drop(look);
                 if resign.get().leaves_queue() {
                     // Resign (or pause) next, knowing what the campaign left in etcd.
                     held = match result {
@@ -315,8 +348,7 @@ impl Election {
                 };
                 match result {
                     Ok(Standing::Leader { token }) => {
-                        backoff.reset();
-                        errors.reset();
+                        retrying = None;
                         held = Some(Held {
                             lease,
                             revision: token,
@@ -356,8 +388,7 @@ impl Election {
                         }
                     }
                     Ok(Standing::Waiting { revision, leader }) => {
-                        backoff.reset();
-                        errors.reset();
+                        retrying = None;
                         waited_behind_other = leader.id != shared.id;
                         // A lower key can only appear ahead of a leader whose own key was replaced.
                         self.step_down(StopReason::KeyDeleted);
@@ -398,12 +429,13 @@ impl Election {
                         continue;
                     }
                     Err(failure) => {
-                        if errors.should_report() {
+                        let retrying = retrying.get_or_insert_with(|| Box::new(Retrying::new()));
+                        if retrying.errors.should_report() {
                             self.emit(Event::error(Some(self.serial), &failure));
                         }
                         Box::pin(async {
                             tokio::select! {
-                                _ = backoff.wait(&mut recovered) => {}
+                                _ = retrying.backoff.wait(&mut recovered) => {}
                                 _ = changed(&mut lease_state) => {}
                                 _ = resign.changed() => {}
                                 _ = changed(&mut closing) => {}
@@ -421,9 +453,11 @@ impl Election {
                             woken_at = Some(std::time::Instant::now());
                             break;
                         }
+                        // Closing is announced here too (`LeaseState::closing`), so the wait
+                        // that every idle election sits in has three branches, not four.
                         _ = changed(&mut lease_state) => {
                             let now = *lease_state.borrow();
-                            if self.needs_look(lease, now) {
+                            if now.closing || self.needs_look(lease, now) {
                                 break;
                             }
                         }
@@ -435,7 +469,6 @@ impl Election {
                                 break;
                             }
                         }
-                        _ = changed(&mut closing) => break,
                     }
                 }
             }
@@ -449,6 +482,7 @@ impl Election {
             }
             drop(wake);
             shared.watcher.release(&self.name);
+            finished(self.name);
         }
     }
 

@@ -28,6 +28,9 @@ pub struct LeaseState {
     pub lease: Option<i64>,
     /// The leadership deadline has not passed.
     pub valid: bool,
+    /// The locker is closing (see `Context::begin_closing`). Carried here as well so that an idle
+    /// election, of which a locker holds thousands, waits on one channel for both.
+    pub closing: bool,
 }
 
 /// Health of the lease, for monitoring.
@@ -77,6 +80,7 @@ impl Session {
             state: watch::channel(LeaseState {
                 lease: None,
                 valid: false,
+                closing: false,
             })
             .0,
             deadline: Mutex::new(None),
@@ -154,6 +158,7 @@ impl Session {
             let next = LeaseState {
                 lease: Some(lease),
                 valid,
+                closing: s.closing,
             };
             let changed = *s != next;
             *s = next;
@@ -169,6 +174,7 @@ impl Session {
             *s = LeaseState {
                 lease: None,
                 valid: false,
+                closing: s.closing,
             };
             changed
         });
@@ -365,6 +371,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Tells every subscriber that the locker closes.
+    pub fn begin_closing(&self) {
+        self.state
+            .send_if_modified(|s| !std::mem::replace(&mut s.closing, true));
     }
 
     /// Revokes the lease, deleting every key bound to it at once.
