@@ -76,6 +76,30 @@ describe('API shapes', { timeout: 60000 }, () => {
     assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'close() deleted every key (lease revoked)')
   })
 
+  it('a singleton\'s listeners: names of Object.prototype are ordinary event names, none is there before it is added', async () => {
+    const locker = lockers.open(etcd.endpoints, { ttl: 2, prefix: uniquePrefix('listeners') })
+    const s = locker('listeners', () => {})
+    for (const name of ['toString', 'constructor', 'hasOwnProperty', '__proto__']) {
+      assert.strictEqual(s.listenerCount(name), 0, `no ${name} listener before one is added`)
+      assert.strictEqual(s.emit(name), false, `emit('${name}') finds nobody`)
+    }
+    const heard = []
+    const listener = (v) => heard.push(['__proto__', v])
+    s.on('__proto__', listener)
+    s.once('toString', (v) => heard.push(['toString', v]))
+    s.on('start', () => {})
+    assert.deepStrictEqual(s.eventNames().sort(), ['__proto__', 'start', 'toString'])
+    assert.strictEqual(s.emit('__proto__', 1), true)
+    assert.strictEqual(s.emit('toString', 2), true)
+    assert.strictEqual(s.emit('toString', 3), false, 'a once listener is gone after its call')
+    s.off('__proto__', listener)
+    assert.deepStrictEqual(s.eventNames(), ['start'])
+    assert.deepStrictEqual(heard, [['__proto__', 1], ['toString', 2]])
+    s.removeAllListeners()
+    assert.deepStrictEqual(s.eventNames(), [])
+    await locker.close()
+  })
+
   for (const [label, form] of [
     ['an array', (ep) => [ep]],
     ['a "h:p" string', (ep) => ep],
