@@ -3,7 +3,7 @@
 //! A locker keeps a small record, a task and a few map entries per registered name, allocated and
 //! freed on the tokio threads and the JavaScript thread. Under glibc's malloc those small blocks,
 //! spread over per-thread arenas, cost about 4.5 KB of resident memory per name at 100 000 names
-//! against about 1.9 KB that is live; mimalloc keeps them at about 3.1 KB. Its defaults suit a
+//! against about 1.9 KB that was live then; mimalloc kept them at about 3.1 KB. Its defaults suit a
 //! process that owns the machine (arenas committed eagerly, freed pages kept 10 ms or more), not
 //! an addon inside someone else's Node.js process, so both are turned off when the addon loads:
 //! with them, 1000 names cost 18 MB of resident memory instead of 9 MB.
