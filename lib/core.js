@@ -8,6 +8,7 @@ const path = require('node:path')
 const { NativeLocker } = require('./native.js')
 const { LockedError, typeError, rangeError, describe, lockerClosed } = require('./errors.js')
 const { checkName } = require('./rules.js')
+const { normalizeSingletonOptions } = require('./options.js')
 const { Log } = require('./log.js')
 const { openLockers, watchSignals, unwatchSignals } = require('./process-hooks.js')
 const { Registration, Observation, Query } = require('./state.js')
@@ -77,22 +78,24 @@ class LockerCore {
     return this.#options.id
   }
 
-  register (name, fn) {
+  register (name, fn, options) {
     checkName(name, 'locker(name, fn)')
-    if (fn === undefined) fn = noop
+    if (fn === undefined || fn === null) fn = noop
     if (typeof fn !== 'function') {
       throw typeError(`locker(name, fn): fn must be a function, got ${describe(fn)}`)
     }
+    const { priority } = normalizeSingletonOptions(options, 'locker(name, fn, options)')
     if (this.#closing) throw lockerClosed()
     if (this.#registered.has(name)) {
       throw new LockedError(`a singleton named ${JSON.stringify(name)} is already registered on this locker`, 'ALREADY_REGISTERED')
     }
     const registration = new Registration(this, name, fn)
+    if (priority !== 0) registration.priority = priority
     if (this.#paused) {
       registration.paused = true
       registration.standby = 'asked'
     }
-    registration.serial = this.#native.register(name, this.#paused)
+    registration.serial = this.#native.register(name, this.#paused, priority)
     this.#registrations.set(registration.serial, registration)
     this.#registered.set(name, registration)
     this.#updateActive()
@@ -268,8 +271,10 @@ class LockerCore {
         leader: registration.leader,
         since: registration.since,
         lastStop,
-        // A handover() of this host under way: to whom (null: the next in line).
-        handover: registration.handingOver ? { to: registration.handoverTo } : null
+        priority: registration.priority,
+        // A handover of this host under way: to whom (null: the next in line), and whether this
+        // host hands over on its own, to the preferred candidate (priority, balance).
+        handover: registration.handingOver ? { to: registration.handoverTo, preferred: registration.handoverPreferred === true } : null
       }
     }
     return {
@@ -283,6 +288,8 @@ class LockerCore {
         sinceRenewalMs: session.sinceRenewalMs ?? null
       },
       guardian: this.#options.guardian ? { pid: this.#native.guardianPid() ?? null } : null,
+      balance: this.#options.balance,
+      minTermMs: this.#options.minTermMs,
       singletons
     }
   }
@@ -373,6 +380,7 @@ class LockerCore {
       case 'removed': this.#onRemoved(ev); break
       case 'handover': this.#onHandover(ev); break
       case 'paused': this.#onPaused(ev); break
+      case 'prefer': this.#onPrefer(ev); break
       case 'term': this.#onTerm(ev); break
       case 'terms': this.#onTerms(ev); break
       case 'error': this.#onError(ev); break
@@ -476,6 +484,24 @@ class LockerCore {
   #onHandover (ev) {
     const query = this.#takeQuery(ev)
     if (query) query.resolve({ leader: ev.leader, token: ev.token })
+  }
+
+  // The native core found a candidate that should lead instead (a higher priority, or the one
+  // balancing prefers), after this host led the minimum term: hand over to it, as handover(toId)
+  // does. A refusal (it went away, or a candidate ahead would not step aside) leaves this host
+  // leading; the core does not ask again for a blocked target this term.
+  #onPrefer (ev) {
+    const registration = this.#registrationOf(ev)
+    if (!registration || !registration.leading || registration.handingOver || registration.removing || registration.paused || this.#closing) return
+    const name = registration.singleton.name
+    this.#log.info({ name, to: ev.leader }, 'handing over to the preferred candidate')
+    registration.handoverPreferred = true
+    this.handover(registration, ev.leader).then(
+      () => { registration.handoverPreferred = false },
+      (err) => {
+        registration.handoverPreferred = false
+        this.#log.info({ name, to: ev.leader, code: err.code }, `handover to the preferred candidate did not happen: ${err.message}`)
+      })
   }
 
   #onTerm (ev) {

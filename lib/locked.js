@@ -31,9 +31,9 @@ function onObjectCall (handler) {
 function locked (hosts, options) {
   const endpoints = normalizeHosts(hosts)
   const opts = normalizeOptions(options)
-  const locker = function locker (name, fn) {
+  const locker = function locker (name, fn, options) {
     if (objectCall !== null && name !== null && typeof name === 'object') return objectCall(endpoints, opts, name)
-    return core.register(name, fn)
+    return core.register(name, fn, options)
   }
   Object.setPrototypeOf(locker, LockerPrototype)
   EventEmitter.call(locker)

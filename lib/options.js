@@ -44,7 +44,7 @@ function normalizeOptions (options) {
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw typeError(`locked(hosts, options): options must be an object, got ${describe(options)}`)
   }
-  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, guardian = false, tls, auth, logger } = options
+  const { ttl = DEFAULTS.ttl, prefix = DEFAULTS.prefix, id, drainTimeout = DEFAULTS.drainTimeout, handleSignals = false, guardian = false, balance = false, minTermMs = DEFAULTS.minTermMs, tls, auth, logger } = options
   checkTtl(ttl)
   if (typeof prefix !== 'string') {
     throw typeError(`locked: options.prefix must be a string, got ${describe(prefix)}`)
@@ -65,6 +65,15 @@ function normalizeOptions (options) {
   if (typeof guardian !== 'boolean') {
     throw typeError(`locked: options.guardian must be a boolean, got ${describe(guardian)}`)
   }
+  if (typeof balance !== 'boolean') {
+    throw typeError(`locked: options.balance must be a boolean, got ${describe(balance)}`)
+  }
+  if (typeof minTermMs !== 'number' || Number.isNaN(minTermMs)) {
+    throw typeError(`locked: options.minTermMs must be a number of milliseconds, got ${describe(minTermMs)}`)
+  }
+  if (!Number.isInteger(minTermMs) || minTermMs < 0 || minTermMs > MAX_MIN_TERM_MS) {
+    throw rangeError(`locked: options.minTermMs must be a whole number of milliseconds from 0 to ${MAX_MIN_TERM_MS}, got ${minTermMs}`)
+  }
   return {
     ttl,
     prefix: trimmed,
@@ -72,10 +81,31 @@ function normalizeOptions (options) {
     drainTimeout,
     handleSignals,
     guardian,
+    balance,
+    minTermMs,
     tls: normalizeTls(tls),
     auth: normalizeAuth(auth),
     logger: checkLogger(logger)
   }
+}
+
+// A day: a leader that must lead longer before it yields never yields in practice.
+const MAX_MIN_TERM_MS = 86_400_000
+
+/** The options of locker(name, fn, options): { priority }. */
+function normalizeSingletonOptions (options, call) {
+  if (options === undefined || options === null) return { priority: 0 }
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw typeError(`${call}: options must be an object { priority }, got ${describe(options)}`)
+  }
+  const { priority = 0 } = options
+  if (typeof priority !== 'number' || Number.isNaN(priority)) {
+    throw typeError(`${call}: options.priority must be a number, got ${describe(priority)}`)
+  }
+  if (!Number.isSafeInteger(priority)) {
+    throw rangeError(`${call}: options.priority must be a whole number, got ${priority}`)
+  }
+  return { priority }
 }
 
 function checkTtl (ttl) {
@@ -136,4 +166,4 @@ function normalizeAuth (auth) {
   return { username: auth.username, password: auth.password }
 }
 
-module.exports = { normalizeHosts, normalizeOptions }
+module.exports = { normalizeHosts, normalizeOptions, normalizeSingletonOptions }

@@ -6,7 +6,7 @@
 const { typeError, rangeError, describe } = require('./errors.js')
 
 /** What locked() uses for an option left out. */
-const DEFAULTS = Object.freeze({ ttl: 10, prefix: 'locked', drainTimeout: 10000 })
+const DEFAULTS = Object.freeze({ ttl: 10, prefix: 'locked', drainTimeout: 10000, minTermMs: 5000 })
 
 /** Bounds of the lease TTL, a whole number of seconds. */
 const TTL = Object.freeze({ min: 2, max: 3600 })

@@ -34,7 +34,9 @@ Object.assign(Registration.prototype, {
   paused: false, // pause() without resume(): out of the queue
   standby: null, // where the native side is in a pause: 'draining', 'asked', 'paused' (core.js)
   pausing: null, // the pause() promise, until the pause took effect
-  resolvePause: null
+  resolvePause: null,
+  priority: 0, // locker(name, fn, { priority })
+  handoverPreferred: false // the handover under way is the core's, to the preferred candidate
 })
 
 // One locker.observe(name), until the Observer is closed.

@@ -44,6 +44,10 @@ pub struct LockerOptions {
     pub debug: Option<bool>,
     /// Start a guardian process (see `lib/guardian.js`).
     pub guardian: Option<GuardianSettings>,
+    /// Balance names over the lockers that balance.
+    pub balance: Option<bool>,
+    /// How long a leader leads before handing over to a preferred candidate, in ms.
+    pub min_term_ms: Option<u32>,
 }
 
 #[napi(object)]
@@ -159,6 +163,10 @@ impl From<Event> for LockerEvent {
                 leader: Some(leader.id),
                 ..LockerEvent::of("handover", Some(serial))
             },
+            Event::Prefer { serial, to } => LockerEvent {
+                leader: Some(to),
+                ..LockerEvent::of("prefer", Some(serial))
+            },
             Event::Error {
                 serial,
                 code,
@@ -264,6 +272,10 @@ impl NativeLocker {
                     script: g.script,
                     config: g.config,
                 }),
+                balance: options.balance.unwrap_or(false),
+                min_term: std::time::Duration::from_millis(u64::from(
+                    options.min_term_ms.unwrap_or(0),
+                )),
             },
             sink,
             runtime()?.handle().clone(),
@@ -285,11 +297,17 @@ impl NativeLocker {
         })
     }
 
-    /// Registers `name`; returns the serial its events (and the calls below) use.
+    /// Registers `name` (with its priority, 0 if absent); returns the serial its events (and the
+    /// calls below) use.
     #[napi]
-    pub fn register(&self, name: String, paused: Option<bool>) -> Result<u32> {
+    pub fn register(
+        &self,
+        name: String,
+        paused: Option<bool>,
+        priority: Option<i64>,
+    ) -> Result<u32> {
         self.locker
-            .register(&name, paused.unwrap_or(false))
+            .register(&name, paused.unwrap_or(false), priority.unwrap_or(0))
             .map_err(|e| match e {
                 RegisterError::AlreadyRegistered => Error::new(
                     Status::InvalidArg,

@@ -32,6 +32,8 @@ pub struct Context {
     /// The first step of a close: set, elections and observers step down and end without
     /// touching etcd (the lease revoke that follows removes every key at once).
     pub closing: watch::Sender<bool>,
+    /// Priorities and balance: who should lead (see `preference`).
+    pub preferences: Arc<crate::preference::Preferences>,
     /// Handovers asked for and not yet taken up, by the serial of the election asked.
     pub handovers: Mutex<HashMap<u32, handover::Request>>,
     /// What the last handover check of an election chose, by its serial, and for which target.

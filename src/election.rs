@@ -370,6 +370,7 @@ impl Election {
                                 .map(|at| at.elapsed());
                             waited_behind_other = false;
                             let since_ms = term::now_ms();
+                            shared.preferences.elected(&self.name);
                             self.emit(Event::Start {
                                 serial: self.serial,
                                 token,
@@ -530,6 +531,8 @@ impl Election {
         let deadline = tokio::time::Instant::now() + handover::WAIT;
         // The target revision our marker names, once written.
         let mut marked: Option<i64> = None;
+        // The target of the last pass, for a preference not to ask again for a blocked one.
+        let mut target: Option<i64> = None;
         // What the next pass acts on without reading: the check's choice at first, then the
         // choice a wait began with (a wake-up is worth a guarded attempt before a read).
         let mut known = request.checked.take();
@@ -571,6 +574,7 @@ impl Election {
                     }
                 }
             };
+            target = Some(choice.target.revision);
             let asked = marked == Some(choice.target.revision);
             if choice.between.is_empty() || (asked && !fresh) {
                 // Nobody between, or those asked may have stepped aside: the guard tells.
@@ -628,6 +632,9 @@ impl Election {
                 true
             }
             Err(refusal) => {
+                if let (Refusal::Blocked(_), Some(target)) = (&refusal, target) {
+                    shared.preferences.declined(&self.name, target);
+                }
                 if marked.is_some() && !*closing.borrow() {
                     // Best effort: a marker left behind dies with the lease, and names a token
                     // that no other leader has.
@@ -672,17 +679,26 @@ impl Election {
             .log(|| format!("{}: campaign with key {key}", self.name));
         let value = self.shared.id.clone();
         let lowest = self.lowest_key();
+        let mut create = vec![
+            TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::get(key.clone(), None),
+            lowest.clone(),
+        ];
+        // Written with the key, so that whoever sees the candidate sees what it prefers.
+        if let Some(preference) = self.shared.preferences.own(&self.name) {
+            create.push(TxnOp::put(
+                keys::prefer(&self.shared.prefix, &self.name, lease),
+                preference.encode(),
+                Some(PutOptions::new().with_lease(lease)),
+            ));
+        }
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([
-                TxnOp::put(
-                    key.clone(),
-                    value,
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-                TxnOp::get(key.clone(), None),
-                lowest.clone(),
-            ])
+            .and_then(create)
             .or_else([TxnOp::get(key.clone(), None), lowest]);
         let response = self.shared.batcher.txn(&self.name, txn).await?;
         Ok(standing_after(&key, lease, &response))
@@ -726,6 +742,9 @@ impl Election {
             TxnOp::delete(key, None),
             term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
             handover::withdraw(&keys::handover(&self.shared.prefix, &self.name), lease),
+            // Ours (the key holds our lease), whatever this registration's priority: one of an
+            // earlier registration of the name under this lease may still be there.
+            TxnOp::delete(keys::prefer(&self.shared.prefix, &self.name, lease), None),
         ]);
         let mut backoff = Backoff::rounds();
         let mut recovered = self.shared.cluster.recoveries();

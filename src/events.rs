@@ -89,6 +89,12 @@ pub enum Event {
         serial: u32,
         leader: LeaderInfo,
     },
+    /// Another candidate should lead the election `serial` (see `preference`): the locker id of
+    /// the one to hand over to.
+    Prefer {
+        serial: u32,
+        to: String,
+    },
     /// Something failed; `serial` is `None` for locker-wide (connection) trouble.
     Error {
         serial: Option<u32>,

@@ -8,6 +8,10 @@
 //! A leader handing over to a candidate further back leaves a marker at `<prefix>//handover/<name>`
 //! (see `handover`): a name is never empty, so no election, ours or `etcdctl elect`'s, takes a key
 //! that starts with `<prefix>//` for a candidate or a record.
+//!
+//! A candidate with a priority, or of a locker that balances, says so at
+//! `<prefix>//prefer/<name>/<lease hex>` (see `preference`), beside its candidate key and bound to
+//! the same lease.
 
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, TxnOp};
 
@@ -63,6 +67,45 @@ pub fn handover_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
         return None;
     }
     std::str::from_utf8(name).ok()
+}
+
+/// `<prefix>//prefer/<name>/<lease hex>`: what the candidate of `lease` in `name` prefers.
+pub fn prefer(prefix: &str, name: &str, lease: i64) -> String {
+    format!("{prefix}/{PREFER}{name}/{lease:x}")
+}
+
+/// `<prefix>//prefer/`: every candidate's preference.
+pub fn preferences(prefix: &str) -> String {
+    format!("{prefix}/{PREFER}")
+}
+
+const PREFER: &str = "/prefer/";
+
+/// The election and lease whose preference `key` is.
+pub fn prefer_of<'k>(all: &str, key: &'k [u8]) -> Option<(&'k str, i64)> {
+    let rest = key.strip_prefix(all.as_bytes())?;
+    let rest = rest.strip_prefix(PREFER.as_bytes())?;
+    let slash = rest.iter().rposition(|b| *b == b'/')?;
+    let name = std::str::from_utf8(&rest[..slash]).ok()?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some((name, lease_of(&rest[slash + 1..])?))
+}
+
+/// The lease of a candidate key's last part (its lease in hex).
+pub fn lease_of(hex: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(hex).ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    i64::from_str_radix(text, 16).ok()
+}
+
+/// The lease of candidate key `key`.
+pub fn candidate_lease(key: &[u8]) -> Option<i64> {
+    let slash = key.iter().rposition(|b| *b == b'/')?;
+    lease_of(&key[slash + 1..])
 }
 
 /// The election a key under `all` belongs to: the name of a candidate key; `None` for a term
@@ -145,6 +188,23 @@ mod tests {
         assert!(!marker.starts_with(&candidates("p", "build")));
         assert_eq!(handover_of(&all, b"p/build/1"), None);
         assert_eq!(handover_of(&all, b"p//handover/"), None);
+    }
+
+    #[test]
+    fn a_preference_names_its_election_and_lease() {
+        let all = all("p");
+        let key = prefer("p", "build", 0x694d);
+        assert_eq!(key, "p//prefer/build/694d");
+        assert_eq!(prefer_of(&all, key.as_bytes()), Some(("build", 0x694d)));
+        assert!(key.starts_with(&preferences("p")));
+        assert_eq!(election_of(&all, key.as_bytes()), None);
+        assert_eq!(record_of(&all, key.as_bytes()), None);
+        assert_eq!(handover_of(&all, key.as_bytes()), None);
+        assert_eq!(prefer_of(&all, b"p//prefer/build/"), None);
+        assert_eq!(prefer_of(&all, b"p//prefer//1"), None);
+        assert_eq!(prefer_of(&all, b"p/build/1"), None);
+        assert_eq!(candidate_lease(b"p/build/694d"), Some(0x694d));
+        assert_eq!(candidate_lease(b"p/build/zz"), None);
     }
 
     #[test]

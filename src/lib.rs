@@ -11,6 +11,7 @@
 //!     observer       who leads, without taking part
 //!       context      what elections and observers work with
 //!         handover   handing the lead to a chosen candidate: marker, choice, transactions
+//!         preference who should lead: priorities, balance; asks leaders to hand over
 //!         term       leaders' term records: write, read
 //!         session    lease, keepalive, leadership deadline
 //!         watcher    one watch over the prefix, waking elections and observers (and the
@@ -38,6 +39,7 @@ mod handover;
 mod keys;
 mod locker;
 mod observer;
+mod preference;
 mod retry;
 mod session;
 mod signal;

@@ -19,6 +19,7 @@ use crate::guardian;
 use crate::handover;
 use crate::keys;
 use crate::observer::Observer;
+use crate::preference::{self, Preferences};
 use crate::session::Session;
 use crate::signal::{Listener, Signal};
 use crate::survey::Surveyor;
@@ -34,6 +35,10 @@ pub struct Options {
     pub id: String,
     /// Start a guardian that revokes the lease when this process dies.
     pub guardian: Option<guardian::Settings>,
+    /// Take part in balancing names over the lockers that balance (see `preference`).
+    pub balance: bool,
+    /// How long a leader leads before it hands over to a preferred candidate.
+    pub min_term: Duration,
 }
 
 struct Entry {
@@ -83,7 +88,16 @@ impl Locker {
     pub fn new(options: Options, events: EventSink, runtime: Handle) -> Result<Locker, Failure> {
         let cluster = Arc::new(Cluster::new(options.endpoints, options.security)?);
         let session = Arc::new(Session::new(cluster.clone(), options.ttl, events.clone()));
-        let watcher = Arc::new(Watcher::new(keys::all(&options.prefix)));
+        let preferences = Arc::new(Preferences::new(
+            options.prefix.clone(),
+            options.balance,
+            options.min_term,
+        ));
+        let watcher = Arc::new(Watcher::new(
+            keys::all(&options.prefix),
+            preferences.clone(),
+        ));
+        let registry = Arc::new(Mutex::new(Registry::default()));
         let stopped = watch::channel(false).0;
         let closing = watch::channel(false).0;
         let (publisher, publications) = term::Publisher::new();
@@ -120,6 +134,20 @@ impl Locker {
             surveying,
             // Ends as the locker starts closing, dropping the records still queued.
             runtime.spawn(term::run(writer, closing.subscribe(), publications)),
+            runtime.spawn(preference::run(
+                preference::Task {
+                    preferences: preferences.clone(),
+                    cluster: cluster.clone(),
+                    batcher: batcher.clone(),
+                    events: events.clone(),
+                    leader_of: leader_of(&registry),
+                },
+                {
+                    let watcher = watcher.clone();
+                    async move { watcher.synced().await }
+                },
+                closing.subscribe(),
+            )),
         ];
         let guardian = options.guardian.map(|settings| {
             let handle = Arc::new(guardian::Handle::default());
@@ -144,12 +172,13 @@ impl Locker {
             events,
             publisher,
             closing,
+            preferences,
             handovers: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
         });
         Ok(Locker {
             context,
-            registry: Arc::new(Mutex::new(Registry::default())),
+            registry,
             observers: Arc::new(Mutex::new(HashMap::new())),
             runtime,
             stopped,
@@ -164,7 +193,7 @@ impl Locker {
     /// Starts campaigning for `name`; returns the serial that tags its events. A name whose
     /// previous registration is still draining or resigning campaigns once that resign is
     /// confirmed.
-    pub fn register(&self, name: &str, paused: bool) -> Result<u32, RegisterError> {
+    pub fn register(&self, name: &str, paused: bool, priority: i64) -> Result<u32, RegisterError> {
         if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RegisterError::Closed);
         }
@@ -195,6 +224,8 @@ impl Locker {
             },
         );
         registry.latest.insert(name.to_string(), serial);
+        // Under the registry's lock, so that no registration of the name comes between.
+        self.context.preferences.set_priority(name, priority);
         drop(registry);
         // Boxed: tokio puts a task's future in a block aligned to 128 bytes, which mimalloc can
         // only serve from the size class of the future plus 127 bytes; a future of 736 bytes took
@@ -552,6 +583,22 @@ impl Locker {
 
 /// The task of one registration, for its whole life: waits for the name's previous registration
 /// to be done, runs the election, then leaves the registry.
+/// Which registration leads `name` on this locker, and in which lease: for the preference task.
+fn leader_of(registry: &Arc<Mutex<Registry>>) -> preference::LeaderOf {
+    let registry = Arc::downgrade(registry);
+    Box::new(move |name| {
+        let registry = registry.upgrade()?;
+        let registry = lock(&registry);
+        let serial = *registry.latest.get(name)?;
+        let lease = registry
+            .entries
+            .get(&serial)?
+            .leading
+            .load(Ordering::SeqCst);
+        (lease != 0).then_some((serial, lease))
+    })
+}
+
 fn election_task(
     context: Arc<Context>,
     registry: Arc<Mutex<Registry>>,
@@ -609,6 +656,8 @@ mod tests {
                 prefix: "p".into(),
                 id: "i".into(),
                 guardian: None,
+                balance: false,
+                min_term: Duration::ZERO,
             },
             events,
             rt.handle().clone(),

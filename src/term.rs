@@ -42,6 +42,13 @@ fn decode(value: &[u8]) -> Option<(i64, i64)> {
     Some((token.parse().ok()?, since.parse().ok()?))
 }
 
+/// The election time a record says, if it is the record of the term of `token`.
+pub fn since_of(record: &[u8], token: i64) -> Option<i64> {
+    decode(record)
+        .filter(|(published, _)| *published == token)
+        .map(|(_, since)| since)
+}
+
 /// A term whose record is to be written: the key `own_key` of the election `name`, created at
 /// revision `token` under `lease`.
 pub struct Publication {

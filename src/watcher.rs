@@ -19,6 +19,7 @@ use crate::cluster::{self, Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink};
 use crate::handover::Marker;
 use crate::keys;
+use crate::preference::{Preference, Preferences};
 use crate::retry::Backoff;
 use crate::retry::Throttle;
 use crate::signal::{Listener, Signal};
@@ -51,12 +52,15 @@ pub struct Watcher {
     /// The handover markers seen, by name (a handful at most: one per handover under way).
     markers: Mutex<HashMap<String, Marker>>,
     synced: watch::Sender<bool>,
+    /// Told of every preference key, and of candidates created (see `preference`).
+    preferences: Arc<Preferences>,
 }
 
 impl Watcher {
-    pub fn new(prefix: String) -> Watcher {
+    pub fn new(prefix: String, preferences: Arc<Preferences>) -> Watcher {
         Watcher {
             prefix,
+            preferences,
             names: Mutex::new(HashMap::new()),
             markers: Mutex::new(HashMap::new()),
             synced: watch::channel(false).0,
@@ -113,7 +117,16 @@ impl Watcher {
         crate::util::lock(&self.markers).get(name).copied()
     }
 
-    fn changed(&self, key: &[u8], value: &[u8], deleted: bool) {
+    fn changed(&self, key: &[u8], value: &[u8], deleted: bool, created: bool) {
+        if let Some((name, lease)) = keys::prefer_of(&self.prefix, key) {
+            let preference = if deleted {
+                None
+            } else {
+                Preference::decode(value)
+            };
+            self.preferences.saw(name, lease, preference);
+            return;
+        }
         if let Some(name) = keys::handover_of(&self.prefix, key) {
             let marker = if deleted { None } else { Marker::decode(value) };
             {
@@ -132,6 +145,9 @@ impl Watcher {
         let Some(name) = keys::election_of(&self.prefix, key) else {
             return;
         };
+        if created {
+            self.preferences.created(name);
+        }
         if let Some(counters) = self.names().get(name) {
             if let (true, Some(counter)) = (deleted, &counters.deleted) {
                 counter.bump();
@@ -291,6 +307,7 @@ impl Watcher {
                                 kv.key(),
                                 kv.value(),
                                 event.event_type() == EventType::Delete,
+                                kv.version() == 1,
                             );
                         }
                     }
@@ -321,47 +338,57 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_deleted_candidate_wakes_its_name_only() {
-        let watcher = Watcher::new("p/".into());
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
         let mut build = watcher.deletions("build");
         let build2 = watcher.deletions("build2");
         let mut observer = watcher.changes("build");
-        watcher.changed(b"p/build/694da2166b8e6d66", b"", true);
+        watcher.changed(b"p/build/694da2166b8e6d66", b"", true, false);
         assert!(build.has_changed());
         assert!(observer.has_changed());
         assert!(!build2.has_changed());
         build.get_and_update();
         observer.get_and_update();
         // A new candidate changes who observers see queued, never who is ahead of an election.
-        watcher.changed(b"p/build/694da2166b8e6d67", b"id", false);
+        watcher.changed(b"p/build/694da2166b8e6d67", b"id", false, false);
         assert!(!build.has_changed());
         assert!(observer.has_changed());
     }
 
     #[test]
     fn term_records_and_foreign_keys_wake_nobody() {
-        let watcher = Watcher::new("p/".into());
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
         let build = watcher.deletions("build");
         let observer = watcher.changes("build");
         // The leader's term record `<prefix>/<name>`, written and deleted.
-        watcher.changed(b"p/build", b"1 2", false);
-        watcher.changed(b"p/build", b"", true);
+        watcher.changed(b"p/build", b"1 2", false, false);
+        watcher.changed(b"p/build", b"", true, false);
         // Keys outside the prefix, and a key whose name is not UTF-8.
-        watcher.changed(b"q/build/1", b"", true);
-        watcher.changed(b"p/\xff/1", b"", true);
+        watcher.changed(b"q/build/1", b"", true, false);
+        watcher.changed(b"p/\xff/1", b"", true, false);
         assert!(!build.has_changed());
         assert!(!observer.has_changed());
     }
 
     #[test]
     fn a_handover_marker_wakes_the_elections_of_its_name_and_is_kept_until_deleted() {
-        let watcher = Watcher::new("p/".into());
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
         let mut build = watcher.deletions("build");
         let other = watcher.deletions("other");
         let observer = watcher.changes("build");
-        watcher.changed(b"p//handover/build", b"5 9", false);
+        watcher.changed(b"p//handover/build", b"5 9", false, false);
         assert!(build.has_changed());
         assert!(!other.has_changed());
         assert!(!observer.has_changed(), "observers follow candidates only");
@@ -374,14 +401,17 @@ mod tests {
         );
         assert_eq!(watcher.handover("other"), None);
         build.get_and_update();
-        watcher.changed(b"p//handover/build", b"", true);
+        watcher.changed(b"p//handover/build", b"", true, false);
         assert!(build.has_changed());
         assert_eq!(watcher.handover("build"), None);
     }
 
     #[test]
     fn a_released_name_is_forgotten_only_when_nobody_listens() {
-        let watcher = Watcher::new("p/".into());
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
         let election = watcher.deletions("build");
         let observer = watcher.changes("build");
         drop(election);

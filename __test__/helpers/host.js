@@ -13,7 +13,8 @@
 //   Buffers instead of strings), work: { [name]: { settleAfterAbortMs } | { never: true } } (fn
 //   returns a promise that settles that long after term.signal aborted, or never),
 //   ownSignalListener: ['SIGTERM', ...] (the app's own listeners: print 'signal'),
-//   observe: [names] (locker.observe(name) at set-up) }.
+//   observe: [names] (locker.observe(name) at set-up), balance, minTermMs (passed to locked() as
+//   is), priorities: { [name]: priority } (locker(name, fn, { priority })) }.
 //
 // stdout: one JSON line per event: { t: <process.hrtime.bigint() as string>, ev, name, id, ...details }
 //   ready                       set up (every name of the config registered)
@@ -33,7 +34,7 @@
 //   uncaught { message }        (only when noErrorListeners: an uncaught exception reached the top)
 //
 // stdin: one JSON command per line:
-//   { cmd: 'register', name, throw? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
+//   { cmd: 'register', name, throw?, priority? }  { cmd: 'remove', name, via?: 'fn' }  { cmd: 'close' }
 //   { cmd: 'handover', name, to? } -> handedOver { leader, token } (or error, scope 'command')
 //   { cmd: 'pause', name? } -> paused (pause() resolved; without name: the locker's)
 //   { cmd: 'resume', name? } -> resumed
@@ -107,7 +108,7 @@ if (config.noErrorListeners) {
   })
 }
 
-function register (name) {
+function register (name, priority = (config.priorities || {})[name]) {
   const s = locker(name, function (remove, term) {
     fnRemoves.set(name, remove)
     emit('fn', { name, token: term && term.token, argc: arguments.length, removeType: typeof remove })
@@ -148,7 +149,7 @@ function register (name) {
         else term.signal.addEventListener('abort', settle, { once: true })
       })
     }
-  })
+  }, priority === undefined ? undefined : { priority })
   singletons.set(name, s)
   s.on('start', (term) => {
     leading.add(name)
@@ -193,7 +194,7 @@ function observe (name) {
 
 function main () {
   const opts = {}
-  for (const key of ['ttl', 'prefix', 'id', 'drainTimeout', 'handleSignals', 'auth', 'guardian']) {
+  for (const key of ['ttl', 'prefix', 'id', 'drainTimeout', 'handleSignals', 'auth', 'guardian', 'balance', 'minTermMs']) {
     if (config[key] !== undefined) opts[key] = config[key]
   }
   if (config.tlsFiles) {
@@ -228,7 +229,7 @@ function command (msg) {
     case 'register': {
       if (msg.throw) throwNext.add(msg.name)
       try {
-        register(msg.name)
+        register(msg.name, msg.priority)
         emit('registered', { name: msg.name })
       } catch (err) {
         emit('error', { name: msg.name, scope: 'command', ...errorFields(err) })
