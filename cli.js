@@ -57,6 +57,9 @@ Options:
   --prefix PREFIX   key prefix in etcd (default ${DEFAULTS.prefix})
   --id ID           this host's id (default hostname:pid)
   --restart         run the command again each time this host is elected
+  --priority N      run: the host of the highest priority leads; a leader of a lower one hands
+                    over to it (stops the command, then the other host starts its own) once it has
+                    led 5 s (default 0; whole number, may be negative)
   --guardian        if this process dies (SIGKILL, OOM killer), a guardian process revokes its
                     lease once the command is gone too, so another host starts at once instead
                     of after the TTL (a lost machine or network still takes the TTL)
@@ -127,7 +130,8 @@ const OPTIONS = {
     grace: { type: 'string' },
     id: { type: 'string' },
     restart: { type: 'boolean' },
-    guardian: { type: 'boolean' }
+    guardian: { type: 'boolean' },
+    priority: { type: 'string' }
   },
   status: { ...SHARED_OPTIONS, json: { type: 'boolean' }, watch: { type: 'boolean' } }
 }
@@ -137,6 +141,12 @@ function parseDuration (text) {
   if (!match) throw new UsageError(`invalid duration ${JSON.stringify(text)}: use e.g. 10s or 500ms`)
   const unit = { ms: 1, s: 1000, m: 60000 }[match[2] || 's']
   return Number(match[1]) * unit
+}
+
+function parsePriority (text) {
+  const priority = /^-?\d+$/.test(text) ? Number(text) : NaN
+  if (!Number.isSafeInteger(priority)) throw new UsageError(`--priority must be a whole number, got ${JSON.stringify(text)}`)
+  return priority
 }
 
 function parseTtl (text) {
@@ -200,6 +210,7 @@ function parseArgs (argv) {
     id: values.id,
     restart: values.restart ?? false,
     guardian: values.guardian ?? false,
+    priority: values.priority === undefined ? 0 : parsePriority(values.priority),
     json: values.json ?? false,
     watch: values.watch ?? false,
     cacert: values.cacert,
@@ -371,7 +382,9 @@ function stopCommand (current, graceMs) {
 
 async function run (opts) {
   const { hosts, tls, auth } = opts.connection
-  const locker = locked(hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian, tls, auth })
+  // A drain (a handover to a host of higher priority) waits for the command to end: SIGTERM, then
+  // SIGKILL after --grace.
+  const locker = locked(hosts, { ttl: opts.ttl, prefix: opts.prefix, id: opts.id || `${os.hostname()}:${process.pid}`, guardian: opts.guardian, drainTimeout: opts.grace + 1000, tls, auth })
   let singleton = null
   let child = null // the running command, from spawnCommand
   let shuttingDown = false
@@ -440,13 +453,18 @@ async function run (opts) {
       if (term.signal.aborted || shuttingDown) return
       log(`elected for ${opts.name} (token ${term.token}); starting ${opts.argv[0]}`)
       startCommand(term)
-    })
+      // The term's work is the command: a handover to a host of higher priority hands over only
+      // once it has ended.
+      const running = child
+      if (running) await running.exited
+    }, { priority: opts.priority })
     singleton.on('error', onError)
     singleton.on('stop', (reason) => {
       if (reason === 'removed' || reason === 'closed') return
       // Past the leadership deadline etcd may expire the lease and elect another host, which then
-      // starts its own copy: the command must be dead by then, whatever --grace says.
-      const left = Math.min(opts.grace, Math.max(0, lastTerm.validUntil - performance.now()))
+      // starts its own copy: the command must be dead by then, whatever --grace says. A handover
+      // (to a host of higher priority) waits for the command to end before it hands over: --grace.
+      const left = reason === 'handover' ? opts.grace : Math.min(opts.grace, Math.max(0, lastTerm.validUntil - performance.now()))
       log(`lost leadership of ${opts.name} (${reason}); stopping the command${child ? (left > 0 ? ` (SIGKILL in ${Math.ceil(left)} ms at the latest)` : ' with SIGKILL') : ''}`)
       terminate(left)
     })

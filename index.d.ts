@@ -23,6 +23,20 @@ declare namespace locked {
      * Default false.
      */
     guardian?: boolean
+    /**
+     * Take part in balancing: among the candidates of a name that balance (after priority), the
+     * one rendezvous hashing of (name, locker id) picks leads, so that M balancing lockers lead
+     * about 1/M of the names each. A leader that balances hands over to the preferred candidate
+     * once it has led `minTermMs`; a locker without `balance` never yields for balance.
+     * Default false.
+     */
+    balance?: boolean
+    /**
+     * How long a leader leads, in milliseconds, before it hands over to a preferred candidate (a
+     * higher priority, or balance), so that leadership never flaps. Whole number, 0 to 86400000.
+     * Default 5000.
+     */
+    minTermMs?: number
     /** Connect with TLS (`https`): the CA of the members, and a client certificate if required. */
     tls?: { ca?: string | Buffer, cert?: string | Buffer, key?: string | Buffer }
     /** etcd user; an expired auth token is renewed transparently. */
@@ -193,6 +207,16 @@ declare namespace locked {
     prependOnceListener<E extends keyof SingletonEvents> (event: E, listener: SingletonEvents[E]): this
   }
 
+  /** Options of `locker(name, fn, options)`. */
+  interface SingletonOptions {
+    /**
+     * The highest-priority live candidate leads: a leader of a lower priority hands over to it
+     * (drained, as `handover()`) once it has led the locker's `minTermMs`. A safe integer, may be
+     * negative; default 0. Candidates without one (and `etcdctl elect`) count as 0.
+     */
+    priority?: number
+  }
+
   /** A snapshot for health endpoints and metrics: `locker.stats()`. */
   interface Stats {
     id: string
@@ -210,6 +234,10 @@ declare namespace locked {
     }
     /** With `guardian: true`: its process id (null while it is being started again); else null. */
     guardian: { pid: number | null } | null
+    /** The `balance` option. */
+    balance: boolean
+    /** The `minTermMs` option. */
+    minTermMs: number
     singletons: Record<string, {
       state: 'leader' | 'candidate' | 'stepped-down' | 'paused'
       termsWon: number
@@ -225,8 +253,13 @@ declare namespace locked {
       /** When the state last changed (ms since the epoch). */
       since: number
       lastStop: StopReason | null
-      /** A `handover()` of this host under way: to whom (`to: null`: the next in line); else null. */
-      handover: { to: string | null } | null
+      /** Its `priority` (0 unless given). */
+      priority: number
+      /**
+       * A handover of this host under way: to whom (`to: null`: the next in line), and whether this
+       * host started it on its own, to the preferred candidate (`preferred: true`); else null.
+       */
+      handover: { to: string | null, preferred: boolean } | null
     }>
   }
 
@@ -288,7 +321,7 @@ declare namespace locked {
 
   /** A locker: call it to register a singleton. Also an EventEmitter for connection errors. */
   interface Locker extends EventEmitter {
-    (name: string, fn?: SingletonFn): Singleton
+    (name: string, fn?: SingletonFn | null, options?: SingletonOptions): Singleton
     /** locked@2.x: a value-consensus node on `options.path`. */
     (options: NodeOptions): Node
     /** This locker's id. */

@@ -209,6 +209,22 @@ describe('locked run', { timeout: 60000 }, () => {
     await b.exited
   })
 
+  it('--priority: a runner of higher priority takes over once the leader led 5 s; the old command is gone before the new one starts', async (t) => {
+    const prefix = uniquePrefix('clipri')
+    const { dir, runner } = scope(t)
+    const a = runner('A', runArgs(prefix, ['--id', 'host-a'], command(dir)))
+    const startA = await a.waitLine(/^child-start/, 10000, 'A child start')
+    const b = runner('B', runArgs(prefix, ['--id', 'host-b', '--priority', '5'], command(dir)))
+    const startB = await b.waitLine(/^child-start/, 15000, 'B (priority 5) starts its command')
+    await a.waitLine(/^child-term/, 1000, 'A\'s command got SIGTERM')
+    assert.ok(startB.wall - startA.wall >= 5000, `A led ${startB.wall - startA.wall} ms: at least the minimum term`)
+    assert.deepStrictEqual(childStart(startB).alive, [], `A's command (pid ${childStart(startA).pid}) was gone when B's started`)
+    assert.ok(a.has(/lost leadership of nightly \(handover\)/), a.lines.map((l) => l.line).join('\n'))
+    assert.strictEqual(a.proc.exitCode, null, 'A stays, queued behind B')
+    for (const r of [a, b]) r.proc.kill('SIGTERM')
+    await Promise.all([a.exited, b.exited])
+  })
+
   it('SIGKILL of the leading runner: its command dies with it, before the other runs it within TTL + 2 s', async (t) => {
     const prefix = uniquePrefix('cli2')
     const { dir, runner } = scope(t)
@@ -314,7 +330,8 @@ describe('locked run', { timeout: 60000 }, () => {
       ['run', '--hosts', 'localhost', '--name', 'x', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'a/b', '--', 'true'],
       ['run', '--hosts', 'h:1', '--name', 'x', '--ttl', '5000', '--', 'true'], ['status', '--hosts', 'localhost', '--name', 'x'],
       ['status', '--hosts', 'h:1', '--name', 'a/b'], ['status', '--hosts', 'h:1', '--name', 'a/b', '--watch'], ['status', '--hosts', 'h:1', '--name', ''],
-      ['status', '--hosts', 'h:1', '--watch=yes'], ['status', '--hosts', 'h:1', 'extra']]) {
+      ['status', '--hosts', 'h:1', '--watch=yes'], ['status', '--hosts', 'h:1', 'extra'],
+      ['run', '--hosts', 'h:1', '--name', 'x', '--priority', 'high', '--', 'true'], ['run', '--hosts', 'h:1', '--name', 'x', '--priority', '1.5', '--', 'true']]) {
       const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
       if (args.length === 0) {
         assert.strictEqual(r.status, 0, 'no arguments prints the help')
@@ -326,7 +343,7 @@ describe('locked run', { timeout: 60000 }, () => {
     }
     const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' })
     assert.strictEqual(help.status, 0)
-    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--guardian', '--json', '--watch']) {
+    for (const flag of ['--hosts', '--name', '--ttl', '--grace', '--prefix', '--id', '--restart', '--priority', '--guardian', '--json', '--watch']) {
       assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`)
     }
   })

@@ -220,7 +220,7 @@ describe('handover(): the calls themselves', { timeout: 60000 }, () => {
     }
     assert.strictEqual(a.stats().singletons.job.handover, null)
     const first = sa.handover('b')
-    assert.deepStrictEqual(a.stats().singletons.job.handover, { to: 'b' }, 'stats() shows the handover under way')
+    assert.deepStrictEqual(a.stats().singletons.job.handover, { to: 'b', preferred: false }, 'stats() shows the handover under way')
     await assert.rejects(sa.handover('b'), { code: 'HANDOVER_IN_PROGRESS' })
     const started = nextEvent(sb, 'start', 5000)
     assert.deepStrictEqual(await first, { leader: 'b', token: (await etcd.keys(`${prefix}/job/`)).find((kv) => kv.value === 'b').createRevision })

@@ -12,6 +12,7 @@ const { startEtcdctlElect } = require('./helpers/etcdctl')
 const { spawnHost, killAll, formatTimeline, assertOneLeaderAtATime, queued } = require('./helpers/hosts')
 const { uniquePrefix, quietWindow, until } = require('./helpers/util')
 const locked = require('..')
+const { weight } = require('./helpers/preferences')
 
 const TTL = 2
 const MIN_TERM_MS = 1500
@@ -48,22 +49,7 @@ function ledBy (host) {
   return host.alive ? leading : new Set()
 }
 
-// The rendezvous weight of src/preference.rs, written again here so that a change of the hash
-// (which every host of a fleet must agree on) fails this test.
-const MASK = (1n << 64n) - 1n
-function weight (name, id) {
-  let h = 0xcbf29ce484222325n
-  for (const b of [...Buffer.from(name), 0, ...Buffer.from(id)]) {
-    h ^= BigInt(b)
-    h = (h * 0x100000001b3n) & MASK
-  }
-  h ^= h >> 33n
-  h = (h * 0xff51afd7ed558ccdn) & MASK
-  h ^= h >> 33n
-  h = (h * 0xc4ceb9fe1a85ec53n) & MASK
-  return h ^ (h >> 33n)
-}
-const preferredOf = (name, hosts) => hosts.reduce((best, h) => (weight(name, h.id) > weight(name, best.id) ? h : best))
+const preferredHost = (name, hosts) => hosts.reduce((best, h) => (weight(name, h.id) > weight(name, best.id) ? h : best))
 
 describe('priority', { timeout: 120000 }, () => {
   it('a higher-priority candidate leads once the leader led minTermMs, and the one between never leads', async () => {
@@ -145,7 +131,7 @@ describe('balance', { timeout: 180000 }, () => {
   function assertSettled (hosts) {
     for (const name of NAMES) {
       const leaders = hosts.filter((h) => ledBy(h).has(name))
-      if (leaders.length !== 1 || leaders[0] !== preferredOf(name, hosts)) return false
+      if (leaders.length !== 1 || leaders[0] !== preferredHost(name, hosts)) return false
     }
     return true
   }

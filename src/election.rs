@@ -653,6 +653,9 @@ impl Election {
                     shared
                         .events
                         .log(|| format!("{}: handover failed; leading on", self.name));
+                    if !matches!(refusal, Refusal::Blocked(_)) {
+                        shared.preferences.retry(&self.name);
+                    }
                     self.emit(Event::Start {
                         serial: self.serial,
                         token,

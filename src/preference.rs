@@ -188,12 +188,23 @@ impl Preferences {
         }
     }
 
+    fn in_play(&self, name: &str) -> bool {
+        self.own(name).is_some() || lock(&self.seen).contains_key(name)
+    }
+
     /// We were elected in `name`: once we led `min_term`, see whether someone should lead instead.
     pub fn elected(&self, name: &str) {
         lock(&self.declined).remove(name);
-        let in_play = self.own(name).is_some() || lock(&self.seen).contains_key(name);
-        if in_play {
+        if self.in_play(name) {
             self.look(name, self.min_term);
+        }
+    }
+
+    /// A handover of ours in `name` failed other than blocked (etcd away, the target gone, the
+    /// candidates kept changing) and we lead on: look again, no sooner than a term or a second.
+    pub fn retry(&self, name: &str) {
+        if self.in_play(name) {
+            self.look(name, self.min_term.max(Duration::from_secs(1)));
         }
     }
 

@@ -6,7 +6,7 @@
 // right after register, while the first campaign is in flight; close and reopen the locker,
 // awaited or at once; a locked@2.x node's start and stop; term(); observe and unobserve;
 // handover() to the next in line or to another host, from leaders and non-leaders alike; pause()
-// and resume()) while
+// and resume()), with priorities on some registrations and balance on two of the hosts, while
 // proxy cuts (both ways, or only etcd's answers lost) and etcd freezes (SIGSTOP/SIGCONT of the
 // etcd process) come and go, then everything heals and stays quiet. After each quiet period:
 // (a) at most one leader per name at any instant on the shared hrtime timeline (and, checked at
@@ -14,7 +14,8 @@
 // (b) every name with a registered candidate (not paused) has exactly one leader TTL + 2 s after
 //     the quiet began (none without a candidate), holding the lowest key with its create revision as
 //     token, and leadership does not change afterwards; every registration that is still meant to
-//     be campaigning has its key;
+//     be campaigning has its key; every leader is the candidate preferences pick (priority, then
+//     balance), and every candidate's preference key says what its registration prefers;
 // (c) no key in etcd belongs to a registration whose remove() (or its locker's close()) resolved,
 //     no term record outlives its leader's key, and every leader has its term record; no
 //     handover marker outlives its leader's term; a refused handover says why with a known code; term(),
@@ -45,6 +46,7 @@ const { startProxy, closeProxies } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
 const { uniquePrefix, quietWindow: sleep, until, seededRandom, metric } = require('../helpers/util')
 const { leadsNow, strayFns } = require('./common')
+const { preferredOf, priorityOf } = require('../helpers/preferences')
 
 const SEED = process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : crypto.randomInt(1, 2 ** 31)
 const ROUNDS = Number(process.env.CHAOS_OPS_ROUNDS || 7)
@@ -53,6 +55,7 @@ const HOSTS = 4
 const NAMES = Array.from({ length: 20 }, (_, i) => `n${String(i).padStart(2, '0')}`)
 const V2 = 'v2' // the name the 2.x node's select/deselect carry on the timeline
 const OPS_PER_ROUND = 24
+const MIN_TERM_MS = 500
 const FAULT_WINDOW_MS = 5000 // faults of a round begin within this long of its start
 const OP_TIMEOUT_MS = 20000 // an awaited remove/close: etcd may be away for up to ~2 TTL
 const IDLE_WINDOW_MS = 9000
@@ -163,10 +166,19 @@ function parseKeys (kvs, base) {
   const candidates = new Map() // name -> [kv] in create order
   const records = new Map() // name -> kv
   const markers = new Map() // name -> kv
+  const preferences = new Map() // name -> [kv]
   for (const kv of kvs) {
     const rest = kv.key.slice(base.length + 1)
     // `<base>//handover/<name>`: a handover's marker.
     if (rest.startsWith('/handover/')) { markers.set(rest.slice('/handover/'.length), kv); continue }
+    // `<base>//prefer/<name>/<lease hex>`: a candidate's priority or balance.
+    if (rest.startsWith('/prefer/')) {
+      const [name, lease] = rest.slice('/prefer/'.length).split('/')
+      kv.pathLease = lease
+      if (!preferences.has(name)) preferences.set(name, [])
+      preferences.get(name).push(kv)
+      continue
+    }
     const slash = rest.indexOf('/')
     if (slash < 0) { records.set(rest, kv); continue }
     const name = rest.slice(0, slash)
@@ -174,7 +186,7 @@ function parseKeys (kvs, base) {
     if (!candidates.has(name)) candidates.set(name, [])
     candidates.get(name).push(kv)
   }
-  return { candidates, records, markers }
+  return { candidates, records, markers, preferences }
 }
 
 // One run: the model (what the test asked for, and what the hosts reported), and its parts.
@@ -221,7 +233,9 @@ class OperationsRun {
         slot.intent.set(name, r)
         return { name, reg: r.reg }
       })
-      const config = { endpoints: [proxy.endpoint], ttl: TTL, prefix: this.prefix, v2Path: this.v2Path, nodeId: `${label}-node`, idBase: label, names: initial }
+      // The first two hosts balance; every host hands over to a preferred candidate after 500 ms.
+      slot.balance = i < 2
+      const config = { endpoints: [proxy.endpoint], ttl: TTL, prefix: this.prefix, v2Path: this.v2Path, nodeId: `${label}-node`, idBase: label, names: initial, balance: slot.balance, minTermMs: MIN_TERM_MS }
       slot.host = spawnHost(config, label, { script: SCRIPT, onEvent: (e, host) => this.onEvent(e, host) })
       this.allHosts.push(slot.host)
     }
@@ -703,6 +717,7 @@ class OperationsRun {
     this.checkCandidateKeys(main, leaders)
     this.checkRecords(main, (n) => n, leaders)
     this.checkMarkers(main)
+    this.checkPreferences(main, leaders)
     this.checkNodeKeys(v2, v2Leader, nodes, readAt)
   }
 
@@ -789,6 +804,37 @@ class OperationsRun {
       const token = Number(String(marker.value).split(' ')[0])
       if (!leader || leader.createRevision !== token || leader.lease !== marker.lease) {
         this.violation('c', name, `handover marker ${marker.key} = "${marker.value}" (lease ${marker.leaseHex}) outlives its leader's term; the lowest key is ${leader ? `${leader.key} (${leader.createRevision}, lease ${leader.leaseHex})` : 'none'}`)
+      }
+    }
+  }
+
+  // (c) every candidate's preference key says what its registration prefers, bound to its lease,
+  // and none outlives its candidate; (b) every leader is the one preferences pick (the hosts of
+  // the first slots balance; priorities follow from the registration numbers).
+  checkPreferences ({ candidates, preferences }, leaders) {
+    for (const name of NAMES) {
+      const keys = candidates.get(name) || []
+      const prefs = new Map((preferences.get(name) || []).map((kv) => [kv.pathLease, kv]))
+      for (const kv of prefs.values()) {
+        if (kv.pathLease !== kv.leaseHex || !keys.some((c) => c.pathLease === kv.pathLease)) {
+          this.violation('c', name, `preference ${kv.key} = "${kv.value}" (lease ${kv.leaseHex}) outlives its candidate`)
+        }
+      }
+      const queue = []
+      for (const c of keys) {
+        const owner = this.ownerOf(c.value)
+        if (!owner) continue // reported by checkKeysBelong
+        const reg = [...this.regs.values()].filter((r) => r.slot === owner.slot.index && r.gen === owner.gen.gen && r.name === name && r.state !== 'failed').pop()
+        const priority = reg ? priorityOf(reg.reg) : 0
+        const balance = owner.slot.balance
+        const want = priority !== 0 || balance ? `${priority}${balance ? ' balance' : ''}` : null
+        const got = prefs.has(c.pathLease) ? prefs.get(c.pathLease).value : null
+        if (got !== want) this.violation('c', name, `candidate ${c.key} (${owner.slot.label}, reg ${reg && reg.reg}) has preference ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`)
+        queue.push({ id: c.value, priority, balance, label: owner.slot.label })
+      }
+      const should = preferredOf(name, queue)
+      if (leaders.get(name) && should) {
+        this.violation('b', name, `${queue[0].label} leads, but ${should.label} should (${queue.map((q) => `${q.label}: ${q.priority}${q.balance ? ' balance' : ''}`).join(', ')}), ${TTL + 2} s into the quiet`)
       }
     }
   }

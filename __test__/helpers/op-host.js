@@ -6,7 +6,9 @@
 // generation (`gen`) it belongs to, so the test can tell an old registration's events from those
 // of its successor under the same name.
 //
-// Config (argv[2], JSON): { endpoints, ttl, prefix, v2Path, nodeId, idBase?, names: [{ name, reg }] }
+// Config (argv[2], JSON): { endpoints, ttl, prefix, v2Path, nodeId, idBase?, names: [{ name, reg }],
+//   balance?, minTermMs? (passed to locked()) }. Each registration's priority follows from its reg
+//   number (priorityOf, shared with the test).
 //
 // stdout: one JSON line per event: { t: <process.hrtime.bigint() as string>, ev, ...details }
 //   ready { gen, id }                 opened { gen, id }    (a locker was made)
@@ -40,6 +42,7 @@
 
 const config = JSON.parse(process.argv[2] || '{}')
 const locked = require(config.module || '../..')
+const { priorityOf } = require('./preferences')
 
 function emit (ev, fields) {
   process.stdout.write(JSON.stringify({ t: process.hrtime.bigint().toString(), ev, ...fields }) + '\n')
@@ -58,7 +61,8 @@ function open (names) {
   gen++
   const g = gen
   // The test names handover targets by id: `<idBase>-<generation>` when it gives an idBase.
-  const opts = { ttl: config.ttl, prefix: config.prefix, ...(config.idBase ? { id: `${config.idBase}-${g}` } : {}) }
+  const opts = { ttl: config.ttl, prefix: config.prefix, balance: config.balance === true, ...(config.idBase ? { id: `${config.idBase}-${g}` } : {}) }
+  if (config.minTermMs !== undefined) opts.minTermMs = config.minTermMs
   locker = locked(config.endpoints, opts)
   locker.on('error', (err) => emit('error', { scope: 'locker', gen: g, ...errFields(err) }))
   current.clear()
@@ -71,7 +75,7 @@ function register (name, reg) {
   const g = gen
   let s
   try {
-    s = locker(name, (remove, term) => { emit('fn', { name, reg, gen: g, token: term && term.token }) })
+    s = locker(name, (remove, term) => { emit('fn', { name, reg, gen: g, token: term && term.token }) }, { priority: priorityOf(reg) })
   } catch (err) {
     emit('register-failed', { name, reg, gen: g, ...errFields(err) })
     return

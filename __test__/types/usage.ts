@@ -51,6 +51,19 @@ const rtt: number | null = stats.keepalive.roundTripMs
 const guardianPid: number | null | undefined = stats.guardian?.pid
 void state; void rtt; void guardianPid; void handingTo
 void locked(['127.0.0.1:2379'], { guardian: true })
+// Preferred leaders: a priority per singleton, balance and the minimum term per locker.
+const balancer: locked.Locker = locked(['127.0.0.1:2379'], { balance: true, minTermMs: 2000 })
+const urgent: locked.Singleton = balancer('urgent', null, { priority: 10 })
+balancer('plain', async () => {}, {})
+const priority: number = stats.singletons.job.priority
+const selfStarted: boolean | undefined = stats.singletons.job.handover?.preferred
+const balancing: boolean = stats.balance
+const minTerm: number = stats.minTermMs
+void urgent; void priority; void selfStarted; void balancing; void minTerm
+// @ts-expect-error: a priority is a number
+balancer('x', null, { priority: 'high' })
+// @ts-expect-error: balance is a boolean
+void locked(['127.0.0.1:2379'], { balance: 'yes' })
 // A logger as pino and console take it: fields, then the message.
 const consoleLogger: locked.Logger = console
 type LogFn = (obj: object, msg?: string, ...args: unknown[]) => void
