@@ -80,6 +80,19 @@ describe('priority', { timeout: 120000 }, () => {
     assert.deepStrictEqual([...b.find({ ev: 'start' }), ...c.find({ ev: 'start' })], [])
   })
 
+  it('the next in line, elected when the leader died, passes the lead on to a higher priority before starting', async () => {
+    const prefix = uniquePrefix('pri-crash')
+    const [a, b, c] = await hostsInOrder(prefix, [['A', { priorities: { job: 5 } }], ['B', {}], ['C', { priorities: { job: 5 } }]])
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
+    a.killedAt = process.hrtime.bigint()
+    a.kill('SIGKILL')
+    const cStart = await c.waitFor({ ev: 'start', name: 'job' }, TTL * 1000 + 5000, 'C leads')
+    assert.ok(ms(cStart.t - a.killedAt) < TTL * 1000 + 2000, `C led ${ms(cStart.t - a.killedAt)} ms after the kill, not after a term of B`)
+    await quietWindow(MIN_TERM_MS + 1000)
+    assert.deepStrictEqual(b.find({ ev: 'start' }), [], `B, next in line, never started\n${formatTimeline([a, b, c])}`)
+    assertOneLeaderAtATime([a, b, c], 'job')
+  })
+
   it('a negative priority yields to a candidate without one', async () => {
     const prefix = uniquePrefix('pri-neg')
     const [a, b] = await hostsInOrder(prefix, [['A', { priorities: { job: -1 } }], ['B', {}]])
@@ -155,6 +168,11 @@ describe('balance', { timeout: 180000 }, () => {
       const stops = h.events.slice(marks[i]).filter((e) => e.ev === 'stop')
       for (const stop of stops) assert.ok(!kept.get(h).has(stop.name), `${h.label} gave up ${stop.name}, which it led before\n${formatTimeline(rest)}`)
     })
+    // Each of A's names started once, on its preferred survivor: whoever was next in line passed
+    // the lead on before starting.
+    const starts = rest.flatMap((h, i) => h.events.slice(marks[i]).filter((e) => e.ev === 'start'))
+    const movedNames = starts.map((e) => e.name).sort()
+    assert.deepStrictEqual(movedNames, [...new Set(movedNames)], `a name started twice after A died\n${formatTimeline(rest)}`)
     for (const name of NAMES) assertOneLeaderAtATime(hosts, name)
   })
 

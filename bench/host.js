@@ -4,7 +4,8 @@
 // machine-wide monotonic clock (`process.hrtime.bigint()`), to the harness over IPC.
 //
 // Started by bench/hosts.js with one argument, a JSON config:
-//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian?, reportRenewals? }
+//   { lib: 'locked' | 'etcd3', endpoint, ttl, prefix, quiet, register: [names]?, guardian?, reportRenewals?,
+//     balance?, minTermMs? (locked only) }
 // Commands (from the harness): register, remove, close, stats, exit, and with locked handover and
 // id; each answered with
 // { type: 'reply', id, ... }. Events (to the harness): start, stop, allStarted, firstStart, error,
@@ -68,7 +69,7 @@ function lockedDriver () {
   // A snapshot of the addon taken when the bench started (see run.js), else the working tree.
   const locked = require(config.lockedPath || '..')
   const tCreate = now()
-  const locker = locked([endpoint], { ttl, prefix, ...(config.guardian ? { guardian: true } : {}) })
+  const locker = locked([endpoint], { ttl, prefix, ...(config.guardian ? { guardian: true } : {}), ...(config.balance ? { balance: true, minTermMs: config.minTermMs } : {}) })
   locker.on('error', (err) => send({ type: 'error', where: 'locker', message: err.message }))
   // When each answered keepalive was sent: etcd renews the lease when it receives one, so the
   // last one sent before a crash tells when etcd may expire the lease at the earliest.

@@ -5,7 +5,7 @@
 //
 //   npm run bench                 # full run (~9 min on 2 cores), writes bench/results.md
 //   npm run bench:quick           # every scenario once, small sizes (CI smoke check, < 2 min)
-//   node bench/run.js --only=handoff,crash   # a subset (floor, first, handoff, crash, guardian, pause, scale)
+//   node bench/run.js --only=handoff,crash   # a subset (floor, first, handoff, crash, guardian, pause, scale, balance)
 //   node bench/run.js --out=path.md          # write the table elsewhere
 //
 // The full run writes bench/results.md and the summary table of docs/benchmarks.md (between its
@@ -26,7 +26,7 @@ const scenarios = require('./scenarios')
 const { summarize, fmtNum, fmtSummary, fmtRatio, fmtBytes, table } = require('./stats')
 
 const LIBS = ['locked', 'etcd3']
-const ALL = ['floor', 'first', 'handoff', 'crash', 'guardian', 'pause', 'scale']
+const ALL = ['floor', 'first', 'handoff', 'crash', 'guardian', 'pause', 'scale', 'balance']
 
 function parseArgs (argv) {
   const args = { quick: false, only: ALL, out: null }
@@ -201,7 +201,7 @@ async function main () {
     // The same cap for both libraries; a size that does not finish in time is reported so.
     capMs: (lib, n) => (args.quick ? 30000 : n >= 100000 ? 120000 : n >= 10000 ? 60000 : 30000)
   }
-  const results = { floor: null, first: {}, handoff: {}, crash: {}, guardian: { ttl10: {} }, pause: {}, scale: [] }
+  const results = { floor: null, first: {}, handoff: {}, crash: {}, guardian: { ttl10: {} }, pause: {}, scale: [], balance: null }
   const failures = []
 
   async function attempt (label, fn) {
@@ -257,6 +257,7 @@ async function main () {
         }
       }
     }
+    if (args.only.includes('balance')) results.balance = await attempt('balance locked', () => scenarios.balance(ctx))
   } finally {
     admin.close()
     await etcd.stop()
@@ -292,6 +293,7 @@ function gaps (results, args) {
   const out = []
   const empty = (values) => !Array.isArray(values) || values.filter(Number.isFinite).length === 0
   const want = (cond, what) => { if (cond) out.push(what) }
+  if (args.only.includes('balance')) want(!results.balance || results.balance.steps.length !== 5, 'balance: the five steps')
   if (args.only.includes('floor') && results.floor) {
     want(empty(results.floor.deleteToEvent), 'floor: delete → watch event')
     want(empty(results.floor.deleteRoundTrip), 'floor: delete round trip')
@@ -513,6 +515,21 @@ function render (results, info, args, seconds, failures) {
     }
   }
 
+  const bal = results.balance
+  if (bal) {
+    out.push(`## Balance (locked only: ${fmtNum(bal.names)} names, \`balance: true\`, minTermMs ${fmtNum(bal.minTermMs)}, TTL ${bal.ttl} s)`)
+    out.push('')
+    out.push(table(['Step', 'settled after', 'shares (N/M = fair)', 'share range / fair', 'names moved', 'fewest possible', 'moved / fewest', 'moves in the quiet after'],
+      bal.steps.map((s) => [s.label, `${fmtNum(s.settleMs)} ms`, `${s.shares.join(' / ')} (${fmtNum(s.fair)})`,
+        `${fmtNum(Math.min(...s.shares) / s.fair)}–${fmtNum(Math.max(...s.shares) / s.fair)}`, String(s.moves), String(s.minimum),
+        s.minimum ? fmtRatio(s.moves, s.minimum) : '–', `${s.movesAfter} in ${s.quietMs / 1000} s`])))
+    out.push('')
+    out.push('Settled: every name has a leader and no start or stop came for minTermMs + 2 s; the time is that of the step\'s last start. ' +
+      'A move is a start on another locker than the name\'s leader before the step; the fewest possible are the names the joiner leads after the step, or the names the killed locker led. ' +
+      'A name whose leader was killed goes to the next in line first, and moves once more when that is not the survivor balancing picks.')
+    out.push('')
+  }
+
   const targets = judgeTargets(results)
   if (args.quick) {
     out.push('## Findings')
@@ -634,6 +651,18 @@ function judgeTargets (results) {
     add('10 000 names in one process work', works
       ? `all started in ${fmtNum(tl.allStarted)} ms, RSS +${fmtBytes(tl.rssGrowth)}, ${fmtNum(tl.idle?.requestsPerSecond)} req/s idle, close ${fmtNum(tl.close)} ms, takeover ${fmtNum(tl.takeover)} ms; ${e3}`
       : `${tl.didNotFinish || tl.competitorDidNotFinish || tl.takeoverDidNotFinish || 'incomplete'}; ${e3}`, works)
+  }
+  const bal = results.balance
+  if (bal) {
+    const moving = bal.steps.filter((s) => s.minimum > 0)
+    const shareOk = bal.steps.every((s) => s.shares.every((x) => x >= 0.8 * s.fair && x <= 1.2 * s.fair))
+    const movesOk = moving.every((s) => s.moves <= 1.2 * s.minimum)
+    const quietOk = bal.steps.every((s) => s.movesAfter === 0)
+    add(`Balance, ${fmtNum(bal.names)} names, 1 → 4 lockers then one SIGKILLed: every share within 0.8–1.2 × N/M`,
+      bal.steps.map((s) => `${s.label}: ${s.shares.join('/')}`).join('; '), shareOk)
+    add('Balance: names moved ≤ 1.2 × the fewest possible at each step',
+      moving.map((s) => `${s.label}: ${s.moves} vs ${s.minimum}`).join('; '), movesOk)
+    add(`Balance: no move in the ${bal.steps[0]?.quietMs / 1000} s after settling`, bal.steps.map((s) => `${s.movesAfter}`).join(', ') + ' moves', quietOk)
   }
   return targets
 }

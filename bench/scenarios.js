@@ -630,4 +630,90 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
   }
 }
 
-module.exports = { floor, firstElection, handoff, handover, handoffUnderLoad, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }
+// ---- balance ---------------------------------------------------------------------------------
+
+/** How long a leader leads before it hands over to the preferred candidate, in the balance bench. */
+const BALANCE_MIN_TERM_MS = 1000
+
+/**
+ * locked(hosts, { balance: true }), locked only (etcd3 has nothing like it): 1000 names, lockers
+ * joining one by one up to four, then one of them SIGKILLed. After each step: how long until the
+ * spread settled (its last start; settled means no start or stop for minTermMs + 2 s), each
+ * locker's share against N/M, the names that moved (a start on a locker other than the name's
+ * leader before the step) against the fewest possible (the names the joiner leads after the step,
+ * or the names the killed locker led), and the moves in the quiet period after settling.
+ */
+async function balance (ctx) {
+  const n = ctx.quick ? 50 : 1000
+  const quietMs = ctx.quick ? 3000 : 30000
+  const prefix = unique('bench-balance')
+  const names = Array.from({ length: n }, (_, i) => `job${i}`)
+  const hosts = []
+  const steps = []
+  const settleQuietMs = BALANCE_MIN_TERM_MS + 2000
+  const leaders = () => {
+    const led = new Map()
+    for (const h of hosts) {
+      if (h.exited) continue
+      const leading = new Set()
+      for (const e of h.events) {
+        if (e.type === 'start') leading.add(e.name)
+        else if (e.type === 'stop') leading.delete(e.name)
+      }
+      for (const name of leading) led.set(name, h)
+    }
+    return led
+  }
+  const lastEventAt = () => hosts.reduce((t, h) => h.events.reduce((u, e) => ((e.type === 'start' || e.type === 'stop') && e.t > u ? e.t : u), t), 0n)
+  // Resolves once every name has a leader and nothing moved for settleQuietMs; bounded.
+  async function settled (t0, timeoutMs) {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      await delay(100)
+      const last = lastEventAt()
+      if (leaders().size === n && last > t0 && ms(last, now()) >= settleQuietMs) return last
+    }
+    throw new Error(`balance: the spread did not settle within ${timeoutMs} ms`)
+  }
+  async function step (label, act, minimumOf) {
+    const before = leaders()
+    const marks = hosts.map((h) => h.mark())
+    const t0 = now()
+    const victimLed = await act()
+    const last = await settled(t0, 60000)
+    const after = leaders()
+    const live = hosts.filter((h) => !h.exited)
+    let moves = 0
+    hosts.forEach((h, i) => {
+      for (const e of h.events.slice(marks[i] ?? 0)) if (e.type === 'start' && before.has(e.name) && e.t > t0) moves++
+    })
+    const shares = live.map((h) => [...after.values()].filter((x) => x === h).length)
+    const settleMarks = hosts.map((h) => h.mark())
+    await delay(quietMs)
+    const movesAfter = hosts.reduce((k, h, i) => k + h.events.slice(settleMarks[i]).filter((e) => e.type === 'start' || e.type === 'stop').length, 0)
+    const minimum = minimumOf(after, victimLed)
+    steps.push({ label, lockers: live.length, settleMs: ms(t0, last), shares, fair: n / live.length, moves, minimum, movesAfter, quietMs })
+    ctx.log(`balance ${label}: settled in ${ms(t0, last).toFixed(0)} ms, shares ${shares.join('/')}, moved ${moves} (fewest ${minimum}), ${movesAfter} moves in the ${quietMs / 1000} s after`)
+  }
+  try {
+    for (let i = 0; i < 4; i++) {
+      const h = spawnHost(ctx, 'locked', { prefix, balance: true, minTermMs: BALANCE_MIN_TERM_MS })
+      await h.ready()
+      hosts.push(h)
+      await step(`locker ${i + 1} joins`, async () => { await h.request('register', { names }, 60000) },
+        (after) => (i === 0 ? 0 : [...after.values()].filter((x) => x === h).length))
+    }
+    const victim = hosts[1]
+    await step('one of 4 SIGKILLed', async () => {
+      const led = [...leaders().values()].filter((x) => x === victim).length
+      victim.signal('SIGKILL')
+      await new Promise((resolve) => { const t = setInterval(() => { if (victim.exited) { clearInterval(t); resolve() } }, 10) })
+      return led
+    }, (after, victimLed) => victimLed)
+  } finally {
+    await stopAll(hosts)
+  }
+  return { names: n, minTermMs: BALANCE_MIN_TERM_MS, ttl: 5, steps }
+}
+
+module.exports = { balance, floor, firstElection, handoff, handover, handoffUnderLoad, crashFailover, crashGuardian, GUARDIAN_TTL, pause, idleAndScale, waitNoLeases }

@@ -354,6 +354,26 @@ impl Election {
                             revision: token,
                         });
                         if !self.leading && shared.session.is_valid(lease) {
+                            // Elected, not started: where someone else should lead (priority,
+                            // balance), the lead goes there before any work starts here.
+                            let passed = Box::pin(self.pass_on(
+                                lease,
+                                token,
+                                &mut wake,
+                                &mut resign,
+                                &mut closing,
+                                &mut lease_state,
+                            ))
+                            .await;
+                            match passed {
+                                Some(true) => {
+                                    held = None;
+                                    continue;
+                                }
+                                // Failed: the next look leads here (the target is declined).
+                                Some(false) => continue,
+                                None => {}
+                            }
                             self.leading = true;
                             self.leading_lease.store(lease, Ordering::SeqCst);
                             shared
@@ -485,6 +505,36 @@ impl Election {
             shared.watcher.release(&self.name);
             finished(self.name);
         }
+    }
+
+    /// Just elected with the key of `token`: passes the lead on to the candidate preferences pick,
+    /// if someone else should lead. `None`: nobody else should; else whether it was handed on.
+    #[allow(clippy::too_many_arguments)]
+    async fn pass_on(
+        &mut self,
+        lease: i64,
+        token: i64,
+        wake: &mut Listener<()>,
+        resign: &mut Listener<Control>,
+        closing: &mut watch::Receiver<bool>,
+        lease_state: &mut watch::Receiver<LeaseState>,
+    ) -> Option<bool> {
+        let shared = self.shared.clone();
+        let request = shared
+            .preferences
+            .pass_on(&shared.batcher, &self.name, lease)
+            .await?;
+        shared.events.log(|| {
+            format!(
+                "{}: elected; passing the lead on to {} before starting",
+                self.name,
+                request.to.as_deref().unwrap_or("?")
+            )
+        });
+        Some(
+            self.hand_over(request, lease, token, wake, resign, closing, lease_state)
+                .await,
+        )
     }
 
     /// Asked by a handover's marker to step behind its target: deletes our key (guarded by its
@@ -625,14 +675,17 @@ impl Election {
                     )
                 });
                 self.step_down(StopReason::Handover);
-                self.emit(Event::HandedOver {
-                    serial: request.answer,
-                    leader,
-                });
+                if !request.passing_on {
+                    self.emit(Event::HandedOver {
+                        serial: request.answer,
+                        leader,
+                    });
+                }
                 true
             }
             Err(refusal) => {
-                if let (Refusal::Blocked(_), Some(target)) = (&refusal, target) {
+                let blocked = matches!(refusal, Refusal::Blocked(_));
+                if let (true, Some(target)) = (blocked || request.passing_on, target) {
                     shared.preferences.declined(&self.name, target);
                 }
                 if marked.is_some() && !*closing.borrow() {
@@ -662,7 +715,9 @@ impl Election {
                         takeover: None,
                     });
                 }
-                self.refuse(request.answer, &refusal);
+                if !request.passing_on {
+                    self.refuse(request.answer, &refusal);
+                }
                 false
             }
         }

@@ -66,6 +66,9 @@ pub struct Request {
     /// What the check before the drain chose, if it checked the same target: the handover acts
     /// on it at once (its transactions are guarded) instead of reading the queue again.
     pub checked: Option<Choice>,
+    /// Nobody asked: a candidate just elected passes the lead on to the preferred one before its
+    /// work starts (see `preference`). Nothing is reported either way.
+    pub passing_on: bool,
 }
 
 /// A candidate as read: its key, its locker id, its create revision.

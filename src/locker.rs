@@ -350,6 +350,7 @@ impl Locker {
                 answer,
                 to,
                 checked,
+                passing_on: false,
             },
         );
         // Wakes the election without changing its control.

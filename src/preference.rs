@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::batch::Batcher;
 use crate::cluster::Cluster;
 use crate::events::{Event, EventSink};
-use crate::handover::Candidate;
+use crate::handover::{Candidate, Choice, Request};
 use crate::keys;
 use crate::term;
 use crate::util::lock;
@@ -315,35 +315,30 @@ pub async fn run(task: Task, synced: impl Future<Output = ()>, mut closing: watc
     }
 }
 
-/// Looks whether someone else should lead `name`, where we lead it; `Err` with when to look again.
-async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
-    let preferences = &task.preferences;
-    let Some((serial, lease)) = (task.leader_of)(name) else {
-        return Ok(());
-    };
-    let candidates_range = keys::candidates(&preferences.prefix, name);
+/// The candidates of `name` in line, and its term record's value, in one read.
+async fn read_queue(
+    batcher: &Batcher,
+    prefix: &str,
+    name: &str,
+) -> Result<(Vec<Candidate>, Option<Vec<u8>>), ()> {
     let read = Txn::new().and_then([
         TxnOp::get(
-            candidates_range.clone(),
+            keys::candidates(prefix, name),
             Some(
                 GetOptions::new()
                     .with_prefix()
                     .with_sort(SortTarget::Create, SortOrder::Ascend),
             ),
         ),
-        TxnOp::get(keys::record(&preferences.prefix, name), None),
+        TxnOp::get(keys::record(prefix, name), None),
     ]);
-    let response = task
-        .batcher
-        .txn(name, read)
-        .await
-        .map_err(|_| Duration::from_secs(1))?;
+    let response = batcher.txn(name, read).await.map_err(|_| ())?;
     let mut gets = response.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
     let (Some(queue), Some(record)) = (gets.next(), gets.next()) else {
-        return Err(Duration::from_secs(1));
+        return Err(());
     };
     let candidates: Vec<Candidate> = queue
         .kvs()
@@ -354,20 +349,72 @@ async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
             revision: kv.create_revision(),
         })
         .collect();
-    let own = keys::candidate(&candidates_range, lease);
-    let Some(first) = candidates.first().filter(|c| c.key == own.as_bytes()) else {
-        return Ok(());
-    };
-    let Some(target) = preferred(name, &candidates, &preferences.preferences_of(name)) else {
-        return Ok(());
-    };
-    if lock(&preferences.declined).get(name) == Some(&target.revision) {
-        return Ok(());
+    Ok((
+        candidates,
+        record.kvs().first().map(|kv| kv.value().to_vec()),
+    ))
+}
+
+impl Preferences {
+    /// The candidate we, first in line in `name` with our key under `lease`, should hand over to:
+    /// someone preferred, not declined this term.
+    fn target<'c>(
+        &self,
+        name: &str,
+        lease: i64,
+        candidates: &'c [Candidate],
+    ) -> Option<&'c Candidate> {
+        let own = keys::candidate(&keys::candidates(&self.prefix, name), lease);
+        candidates.first().filter(|c| c.key == own.as_bytes())?;
+        let target = preferred(name, candidates, &self.preferences_of(name))?;
+        (lock(&self.declined).get(name) != Some(&target.revision)).then_some(target)
     }
-    let since = record
-        .kvs()
-        .first()
-        .and_then(|kv| term::since_of(kv.value(), first.revision));
+
+    /// Just elected in `name` (our key under `lease`, not yet started): whether to pass the lead
+    /// on at once to the candidate that should lead, so that the work starts only there. Only
+    /// where preferences are in play, and only when every candidate between is one of ours (it
+    /// has a preference key): one of `etcdctl elect` would not step aside, and the name would wait
+    /// out the handover's limit without a leader.
+    pub async fn pass_on(&self, batcher: &Batcher, name: &str, lease: i64) -> Option<Request> {
+        if !self.in_play(name) {
+            return None;
+        }
+        let (candidates, _) = read_queue(batcher, &self.prefix, name).await.ok()?;
+        let target = self.target(name, lease, &candidates)?;
+        let seen = self.preferences_of(name);
+        let ours = |c: &Candidate| {
+            keys::candidate_lease(&c.key).is_some_and(|lease| seen.contains_key(&lease))
+        };
+        let between = candidates[1..].iter().take_while(|c| c.key != target.key);
+        if !between.clone().all(ours) {
+            return None;
+        }
+        Some(Request {
+            answer: 0,
+            to: Some(target.id.clone()),
+            checked: Some(Choice {
+                target: target.clone(),
+                between: between.cloned().collect(),
+            }),
+            passing_on: true,
+        })
+    }
+}
+
+/// Looks whether someone else should lead `name`, where we lead it; `Err` with when to look again.
+async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
+    let preferences = &task.preferences;
+    let Some((serial, lease)) = (task.leader_of)(name) else {
+        return Ok(());
+    };
+    let (candidates, record) = read_queue(&task.batcher, &preferences.prefix, name)
+        .await
+        .map_err(|_| Duration::from_secs(1))?;
+    let Some(target) = preferences.target(name, lease, &candidates) else {
+        return Ok(());
+    };
+    let token = candidates.first().map_or(0, |c| c.revision);
+    let since = record.and_then(|value| term::since_of(&value, token));
     let min_term = i64::try_from(preferences.min_term.as_millis()).unwrap_or(i64::MAX);
     let led = since.map(|s| term::now_ms().saturating_sub(s));
     match led {
