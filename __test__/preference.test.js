@@ -52,16 +52,20 @@ function ledBy (host) {
 const preferredHost = (name, hosts) => hosts.reduce((best, h) => (weight(name, h.id) > weight(name, best.id) ? h : best))
 
 describe('priority', { timeout: 120000 }, () => {
-  it('a higher-priority candidate leads once the leader led minTermMs, and the one between never leads', async () => {
+  it('a higher-priority candidate leads once the leader led minTermMs, and the one between never leads; etcdctl elect -l agrees', async (t) => {
     const prefix = uniquePrefix('pri-up')
     const [a, c] = await hostsInOrder(prefix, [['A', {}], ['C', {}]])
     const aStart = await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
+    // etcd's own observer (Go concurrency.Election.Observe): it prints each leader's key and value.
+    const observer = startEtcdctlElect(t, etcd, ['-l', `${prefix}/job`])
+    assert.strictEqual((await observer.lines(2, 5000))[1], a.id)
     const [b] = await hostsInOrder(prefix, [['B', { priorities: { job: 5 } }]])
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, MIN_TERM_MS + 5000, 'B (priority 5) leads')
     const [aStop] = a.find({ ev: 'stop', name: 'job' })
     assert.strictEqual(aStop.reason, 'handover')
     assert.ok(ms(aStop.t - aStart.t) >= MIN_TERM_MS, `A led ${ms(aStop.t - aStart.t)} ms, less than minTermMs`)
     assert.deepStrictEqual(c.find({ ev: 'start' }), [], `C never started\n${formatTimeline([a, b, c])}`)
+    assert.strictEqual((await observer.lines(4, 5000))[3], b.id, 'etcdctl elect -l shows B as the next leader')
     // Back in the queue, A and C stay there: B has the highest priority.
     await quietWindow(MIN_TERM_MS + 1000)
     assert.strictEqual(b.find({ ev: 'stop' }).length, 0, `B still leads\n${formatTimeline([a, b, c])}`)

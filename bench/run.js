@@ -526,7 +526,7 @@ function render (results, info, args, seconds, failures) {
     out.push('')
     out.push('Settled: every name has a leader and no start or stop came for minTermMs + 2 s; the time is that of the step\'s last start. ' +
       'A move is a start on another locker than the name\'s leader before the step; the fewest possible are the names the joiner leads after the step, or the names the killed locker led. ' +
-      'A name whose leader was killed goes to the next in line first, and moves once more when that is not the survivor balancing picks.')
+      'The next in line of a killed leader\'s name, once elected, passes the lead on to the survivor balancing picks before its work starts, so such a name moves once.')
     out.push('')
   }
 

@@ -2,7 +2,9 @@
 // Chaos: a randomized soak. Several host processes compete for several
 // names on a 3-member etcd cluster, each host behind its own TCP proxies (one per member), while
 // random faults (and handovers among them) are injected for a bounded time (CHAOS_SOAK_MS, default
-// 100 s), then everything heals and stays quiet. Checked on the shared hrtime timeline:
+// 100 s), then everything heals and stays quiet. Two of the hosts balance and the hosts have
+// different priorities on one name, so leaders also hand over, and pass the lead on when elected,
+// to the preferred candidate throughout. Checked on the shared hrtime timeline:
 // - the invariant: no two hosts lead one name at the same instant. Three overlaps are not the
 //   library's to prevent and are checked differently: a host frozen by SIGSTOP (it must stop
 //   within RESUME_PROMPT_MS of running time after SIGCONT, and runs fn again only after a new
@@ -276,7 +278,9 @@ class SoakRun {
 
   spawn (slot) {
     slot.generation++
-    const h = spawnHost({ endpoints: slot.proxies.map((p) => p.endpoint), ttl: TTL, prefix: this.prefix, names: NAMES }, `H${slot.index}.${slot.generation}`)
+    // Preferred leaders in play too: two hosts balance, and the hosts rank differently on n2.
+    const preferences = { balance: slot.index < 2, minTermMs: 500, priorities: { n2: slot.index % 3 } }
+    const h = spawnHost({ endpoints: slot.proxies.map((p) => p.endpoint), ttl: TTL, prefix: this.prefix, names: NAMES, ...preferences }, `H${slot.index}.${slot.generation}`)
     h.slotIndex = slot.index
     slot.host = h
     this.allHosts.push(h)
