@@ -36,6 +36,9 @@ use crate::keys;
 use crate::term;
 use crate::util::lock;
 
+/// Added to the minimum term as the record measures it (see `consider`).
+const MIN_TERM_SLACK_MS: i64 = 50;
+
 /// What a candidate prefers, as its preference key says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Preference {
@@ -415,7 +418,12 @@ async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
     };
     let token = candidates.first().map_or(0, |c| c.revision);
     let since = record.and_then(|value| term::since_of(&value, token));
-    let min_term = i64::try_from(preferences.min_term.as_millis()).unwrap_or(i64::MAX);
+    // The record holds the election time in whole ms, taken just before `start` went to
+    // JavaScript, which runs the work a moment later (more when its thread is busy): the slack
+    // keeps the work's own term at least `min_term` long.
+    let min_term = i64::try_from(preferences.min_term.as_millis())
+        .unwrap_or(i64::MAX)
+        .saturating_add(MIN_TERM_SLACK_MS);
     let led = since.map(|s| term::now_ms().saturating_sub(s));
     match led {
         Some(led) if led >= min_term => {
