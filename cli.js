@@ -487,9 +487,12 @@ function formatAge (ms) {
   return first === -1 ? '0s' : parts.slice(first, first + 2).map(([n, unit]) => `${n}${unit}`).join(' ')
 }
 
-// A term as status prints it: { name, leader, token, since } (since as ISO text; null when unknown).
+// A term as status prints it: { name, leader, token, since, priority, preferred, handover } (since
+// as ISO text; null when unknown; all null when nobody leads). preferred: who should lead by
+// priority and balance (the leader itself when it should); handover: { to } while one is under way.
 function termRecord (name, term) {
-  return { name, leader: term?.leader ?? null, token: term?.token ?? null, since: term?.since?.toISOString() ?? null }
+  if (!term) return { name, leader: null, token: null, since: null, priority: null, preferred: null, handover: null }
+  return { name, leader: term.leader, token: term.token, since: term.since?.toISOString() ?? null, priority: term.priority, preferred: term.preferred, handover: term.handover }
 }
 
 function termLine (record) {
@@ -497,7 +500,11 @@ function termLine (record) {
   const since = record.since === null
     ? 'since an unknown time (the election time is not published yet)'
     : `since ${record.since} (${formatAge(Date.now() - Date.parse(record.since))} ago)`
-  return `${record.name}: led by ${record.leader} ${since}, token ${record.token}`
+  const extra = [
+    record.priority ? `, priority ${record.priority}` : '',
+    record.handover ? `; handing over to ${record.handover.to}` : record.preferred !== record.leader ? `; ${record.preferred} is preferred` : ''
+  ].join('')
+  return `${record.name}: led by ${record.leader} ${since}, token ${record.token}${extra}`
 }
 
 function printTerm (opts, record) {

@@ -88,6 +88,15 @@ declare namespace locked {
      * (until the leader has published it), or when the leader cannot write it.
      */
     since: Date | null
+    /** The leader's `priority` (0 without one). */
+    priority: number
+    /**
+     * The locker id of the candidate that should lead by priority and balance: the leader's own
+     * id when it should, another one while the leader has yet to hand over (see `minTermMs`).
+     */
+    preferred: string
+    /** The handover the leader has under way, to the candidate of this locker id; else null. */
+    handover: { to: string } | null
   }
 
   /** Who leads after a handover: the new leader's locker id and fencing token. */

@@ -172,7 +172,8 @@ describe('locked run', { timeout: 60000 }, () => {
     const tokenA = Number(startA.line.split(' ')[2])
     // The leader publishes its election time right after its election: wait for it (bounded).
     const info = await statusUntil(prefix, (x) => x.since !== null, 'A\'s election time')
-    assert.deepStrictEqual(Object.keys(info), ['name', 'leader', 'token', 'since'])
+    assert.deepStrictEqual(Object.keys(info), ['name', 'leader', 'token', 'since', 'priority', 'preferred', 'handover'])
+    assert.deepStrictEqual([info.priority, info.preferred, info.handover], [0, 'host-a', null])
     assert.strictEqual(info.name, 'nightly')
     assert.strictEqual(info.leader, 'host-a')
     assert.strictEqual(info.token, tokenA, 'the token the command got in LOCKED_TOKEN')
@@ -220,6 +221,10 @@ describe('locked run', { timeout: 60000 }, () => {
     assert.ok(startB.wall - startA.wall >= 5000, `A led ${startB.wall - startA.wall} ms: at least the minimum term`)
     assert.deepStrictEqual(childStart(startB).alive, [], `A's command (pid ${childStart(startA).pid}) was gone when B's started`)
     assert.ok(a.has(/lost leadership of nightly \(handover\)/), a.lines.map((l) => l.line).join('\n'))
+    // status shows B's priority; B is where it should be.
+    const info = await statusUntil(prefix, (x) => x.leader === 'host-b', 'B in status')
+    assert.deepStrictEqual([info.priority, info.preferred, info.handover], [5, 'host-b', null])
+    assert.match(await status(prefix), /^nightly: led by host-b .*, token \d+, priority 5\n$/)
     assert.strictEqual(a.proc.exitCode, null, 'A stays, queued behind B')
     for (const r of [a, b]) r.proc.kill('SIGTERM')
     await Promise.all([a.exited, b.exited])
@@ -316,7 +321,7 @@ describe('locked run', { timeout: 60000 }, () => {
   it('status: nobody leads (text and JSON); etcd not answering exits 1', async () => {
     const prefix = uniquePrefix('cli4')
     assert.strictEqual(await status(prefix), 'nightly: no leader\n')
-    assert.deepStrictEqual(JSON.parse(await status(prefix, ['--json'])), { name: 'nightly', leader: null, token: null, since: null })
+    assert.deepStrictEqual(JSON.parse(await status(prefix, ['--json'])), { name: 'nightly', leader: null, token: null, since: null, priority: null, preferred: null, handover: null })
     const [port] = await freePorts(1)
     const r = spawnSync(process.execPath, [CLI, 'status', '--hosts', `127.0.0.1:${port}`, '--name', 'nightly'], { encoding: 'utf8', timeout: 15000 })
     assert.strictEqual(r.status, 1, r.stderr)
@@ -397,7 +402,7 @@ describe('locked status', { timeout: 60000 }, () => {
     }, 5000, 'both election times')
     const json = await statusRun(prefix, ['--json'])
     assert.strictEqual(json.code, 0, json.stderr)
-    assert.deepStrictEqual(JSON.parse(json.stdout), terms.map((term) => ({ name: term.name, leader: 'host-s', token: term.token, since: term.since.toISOString() })))
+    assert.deepStrictEqual(JSON.parse(json.stdout), terms.map((term) => ({ name: term.name, leader: 'host-s', token: term.token, since: term.since.toISOString(), priority: 0, preferred: 'host-s', handover: null })))
     assert.deepStrictEqual(JSON.parse(json.stdout).map((x) => x.name), ['alpha', 'beta'])
     const text = await statusRun(prefix, [])
     assert.strictEqual(text.code, 0, text.stderr)

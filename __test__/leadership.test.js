@@ -533,7 +533,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     assert.strictEqual(record.leaseHex, bKey.leaseHex, 'the record is bound to the leader\'s lease')
     // A record of an earlier term (as an outside write puts it back here) is not B's time.
     await etcd.etcdctl(['put', `${prefix}/job`, `${termA.token} ${infoA.since.getTime()}`])
-    assert.deepStrictEqual(await reader.term('job'), { leader: 'host-b', token: termB.token, since: null })
+    assert.deepStrictEqual(await reader.term('job'), { leader: 'host-b', token: termB.token, since: null, priority: 0, preferred: 'host-b', handover: null })
     await etcd.del(`${prefix}/job`)
 
     // The last candidate leaves: nobody leads, and its resign took the record with it.

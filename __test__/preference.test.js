@@ -60,12 +60,21 @@ describe('priority', { timeout: 120000 }, () => {
     const observer = startEtcdctlElect(t, etcd, ['-l', `${prefix}/job`])
     assert.strictEqual((await observer.lines(2, 5000))[1], a.id)
     const [b] = await hostsInOrder(prefix, [['B', { priorities: { job: 5 } }]])
+    // While A serves its minimum term, term() says who should lead.
+    const reader = locked(etcd.endpoints, { prefix })
+    t.after(() => reader.close())
+    const early = await until(async () => { const x = await reader.term('job'); return x && x.preferred === b.id && x }, MIN_TERM_MS, 'term() naming B as preferred while A leads')
+    assert.deepStrictEqual([early.leader, early.priority, early.handover], [a.id, 0, null])
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, MIN_TERM_MS + 5000, 'B (priority 5) leads')
     const [aStop] = a.find({ ev: 'stop', name: 'job' })
     assert.strictEqual(aStop.reason, 'handover')
     assert.ok(ms(aStop.t - aStart.t) >= MIN_TERM_MS, `A led ${ms(aStop.t - aStart.t)} ms, less than minTermMs`)
     assert.deepStrictEqual(c.find({ ev: 'start' }), [], `C never started\n${formatTimeline([a, b, c])}`)
     assert.strictEqual((await observer.lines(4, 5000))[3], b.id, 'etcdctl elect -l shows B as the next leader')
+    const late = await until(async () => { const x = await reader.term('job'); return x && x.leader === b.id && x }, 5000, 'term() naming B')
+    assert.deepStrictEqual([late.token, late.priority, late.preferred, late.handover], [bStart.token, 5, b.id, null])
+    const [listed] = await reader.terms()
+    assert.deepStrictEqual(listed, { name: 'job', ...late }, 'terms() agrees with term()')
     // Back in the queue, A and C stay there: B has the highest priority.
     await quietWindow(MIN_TERM_MS + 1000)
     assert.strictEqual(b.find({ ev: 'stop' }).length, 0, `B still leads\n${formatTimeline([a, b, c])}`)
@@ -129,7 +138,12 @@ describe('priority', { timeout: 120000 }, () => {
     startEtcdctlElect(t, etcd, [`${prefix}/job`, 'plain'])
     await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.some((kv) => kv.value === 'plain'), 5000, 'etcdctl queued')
     const [b] = await hostsInOrder(prefix, [['B', { priorities: { job: 5 } }]])
-    // The handover is asked once A led minTermMs, and refused after 5 s (src/handover.rs, WAIT).
+    // The handover is asked once A led minTermMs, and refused after 5 s (src/handover.rs, WAIT);
+    // meanwhile term() shows it under way.
+    const reader = locked(etcd.endpoints, { prefix })
+    t.after(() => reader.close())
+    const handing = await until(async () => { const x = await reader.term('job'); return x && x.handover && x }, MIN_TERM_MS + 3000, 'term() showing the handover')
+    assert.deepStrictEqual([handing.leader, handing.handover, handing.preferred], [a.id, { to: b.id }, b.id])
     const restart = await a.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.i > a.find({ ev: 'start' })[0].i, MIN_TERM_MS + 10000, 'A leads again after the blocked handover')
     // Another preference written makes A look again: the blocked target is not asked for again.
     const [d] = await hostsInOrder(prefix, [['D', { priorities: { job: 1 } }]])

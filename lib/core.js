@@ -25,8 +25,17 @@ function reportError (emitter, err) {
 // so are worth a warning; the others were asked for.
 const ASKED = new Set(['removed', 'closed', 'handover', 'paused'])
 
-// A term as term() and terms() answer it, from the native core's { leader, token, sinceMs }.
-const termInfo = ({ leader, token, sinceMs }) => ({ leader, token, since: sinceMs == null ? null : new Date(sinceMs) })
+// A term as term() and terms() answer it, from the native core's event: who leads, since when,
+// with which priority, who should lead instead by priority and balance (the leader itself when
+// nobody), and the handover under way, if any.
+const termInfo = ({ leader, token, sinceMs, priority, preferred, handoverTo }) => ({
+  leader,
+  token,
+  since: sinceMs == null ? null : new Date(sinceMs),
+  priority: priority ?? 0,
+  preferred: preferred ?? leader,
+  handover: handoverTo == null ? null : { to: handoverTo }
+})
 
 // How the native locker starts the guardian (guardian.js), when asked for one. Hosts, TLS
 // settings and credentials reach it through its stdin, never its command line or environment.

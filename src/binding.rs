@@ -94,6 +94,12 @@ pub struct LockerEvent {
     pub message: Option<String>,
     /// For `terms` events: every election under the prefix that has a leader.
     pub terms: Option<Vec<NamedTerm>>,
+    /// For `term` events: the leader's priority.
+    pub priority: Option<f64>,
+    /// For `term` events: the candidate that should lead instead (priority, balance), if any.
+    pub preferred: Option<String>,
+    /// For `term` events: the candidate the leader is handing over to, if it is.
+    pub handover_to: Option<String>,
 }
 
 /// One election's term in a `terms` event.
@@ -103,6 +109,9 @@ pub struct NamedTerm {
     pub leader: String,
     pub token: f64,
     pub since_ms: Option<f64>,
+    pub priority: f64,
+    pub preferred: Option<String>,
+    pub handover_to: Option<String>,
 }
 
 impl LockerEvent {
@@ -145,16 +154,25 @@ impl From<Event> for LockerEvent {
                             leader: term.leader.id,
                             token: term.leader.token as f64,
                             since_ms: term.since_ms.map(|ms| ms as f64),
+                            priority: term.priority as f64,
+                            preferred: term.preferred,
+                            handover_to: term.handover,
                         })
                         .collect(),
                 ),
                 ..LockerEvent::of("terms", Some(serial))
             },
-            Event::Term { serial, term } => LockerEvent {
-                token: term.as_ref().map(|t| t.leader.token as f64),
-                since_ms: term.as_ref().and_then(|t| t.since_ms).map(|ms| ms as f64),
-                leader: term.map(|t| t.leader.id),
-                ..LockerEvent::of("term", Some(serial))
+            Event::Term { serial, term } => match term {
+                Some(term) => LockerEvent {
+                    token: Some(term.leader.token as f64),
+                    since_ms: term.since_ms.map(|ms| ms as f64),
+                    leader: Some(term.leader.id),
+                    priority: Some(term.priority as f64),
+                    preferred: term.preferred,
+                    handover_to: term.handover,
+                    ..LockerEvent::of("term", Some(serial))
+                },
+                None => LockerEvent::of("term", Some(serial)),
             },
             Event::Removed { serial } => LockerEvent::of("removed", Some(serial)),
             Event::Paused { serial } => LockerEvent::of("paused", Some(serial)),

@@ -45,6 +45,13 @@ pub struct Term {
     /// When the leader was elected, in milliseconds since the Unix epoch by the leader's clock;
     /// `None` until the leader's record is written (or if it could not be).
     pub since_ms: Option<i64>,
+    /// The leader's priority (0 without one).
+    pub priority: i64,
+    /// The locker id of the candidate that should lead instead, by priority and balance (see
+    /// `rank`); `None` when the leader should.
+    pub preferred: Option<String>,
+    /// The locker id of the candidate the leader is handing over to, if its marker is there.
+    pub handover: Option<String>,
 }
 
 #[derive(Debug, Clone)]

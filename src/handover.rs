@@ -21,41 +21,12 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use etcd_client::{TxnOpResponse, TxnResponse};
 
-use crate::keys::LeaderInfo;
+pub use crate::keys::{Candidate, Marker};
 use crate::term;
 
 /// How long a leader waits for the candidates ahead of its target to step behind it. Ours do so
 /// within milliseconds; one that has not by then is not going to.
 pub const WAIT: Duration = Duration::from_secs(5);
-
-/// What the marker says: the leader of token `leader` hands over to the candidate created at
-/// revision `target`. Written as "<leader token> <target revision>", readable with `etcdctl get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Marker {
-    pub leader: i64,
-    pub target: i64,
-}
-
-impl Marker {
-    pub fn encode(self) -> String {
-        format!("{} {}", self.leader, self.target)
-    }
-
-    pub fn decode(value: &[u8]) -> Option<Marker> {
-        let text = std::str::from_utf8(value).ok()?;
-        let (leader, target) = text.split_once(' ')?;
-        Some(Marker {
-            leader: leader.parse().ok()?,
-            target: target.parse().ok()?,
-        })
-    }
-
-    /// Whether a candidate created at `revision`, waiting behind the leader of token `leader`,
-    /// is asked to step behind the target.
-    pub fn asks_to_yield(self, leader: i64, revision: i64) -> bool {
-        self.leader == leader && revision < self.target
-    }
-}
 
 /// A handover asked of an election: to whom (`None`: the next in line), and the serial its
 /// answer carries.
@@ -69,23 +40,6 @@ pub struct Request {
     /// Nobody asked: a candidate just elected passes the lead on to the preferred one before its
     /// work starts (see `preference`). Nothing is reported either way.
     pub passing_on: bool,
-}
-
-/// A candidate as read: its key, its locker id, its create revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub key: Vec<u8>,
-    pub id: String,
-    pub revision: i64,
-}
-
-impl Candidate {
-    pub fn leader(&self) -> LeaderInfo {
-        LeaderInfo {
-            id: self.id.clone(),
-            token: self.revision,
-        }
-    }
 }
 
 /// Why a handover cannot go on; each has the code JavaScript gets.

@@ -32,6 +32,52 @@ impl LeaderInfo {
     }
 }
 
+/// What the marker says: the leader of token `leader` hands over to the candidate created at
+/// revision `target`. Written as "<leader token> <target revision>", readable with `etcdctl get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub leader: i64,
+    pub target: i64,
+}
+
+impl Marker {
+    pub fn encode(self) -> String {
+        format!("{} {}", self.leader, self.target)
+    }
+
+    pub fn decode(value: &[u8]) -> Option<Marker> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (leader, target) = text.split_once(' ')?;
+        Some(Marker {
+            leader: leader.parse().ok()?,
+            target: target.parse().ok()?,
+        })
+    }
+
+    /// Whether a candidate created at `revision`, waiting behind the leader of token `leader`,
+    /// is asked to step behind the target.
+    pub fn asks_to_yield(self, leader: i64, revision: i64) -> bool {
+        self.leader == leader && revision < self.target
+    }
+}
+
+/// A candidate as read: its key, its locker id, its create revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub key: Vec<u8>,
+    pub id: String,
+    pub revision: i64,
+}
+
+impl Candidate {
+    pub fn leader(&self) -> LeaderInfo {
+        LeaderInfo {
+            id: self.id.clone(),
+            token: self.revision,
+        }
+    }
+}
+
 /// `<prefix>/`: every key of a locker's elections.
 pub fn all(prefix: &str) -> String {
     format!("{prefix}/")

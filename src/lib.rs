@@ -20,7 +20,8 @@
 //!         survey     where candidates stand: one check, or all of them in one read
 //!         batch      many elections' transactions in one request
 //!           events   what the core reports (Event, StopReason, Term)
-//!             keys   the key layout, LeaderInfo
+//!             rank   who should lead by priority and balance (pure)
+//!             keys   the key layout, LeaderInfo, candidates and handover markers as read
 //!             cluster  members, failover, the request retry layer, Failure
 //!               retry, clock, signal, util
 //! allocator          the native heap (mimalloc), set up when the addon loads
@@ -40,6 +41,7 @@ mod keys;
 mod locker;
 mod observer;
 mod preference;
+mod rank;
 mod retry;
 mod session;
 mod signal;

@@ -8,12 +8,12 @@
 //! successor's record. A reader trusts a record only when it names the token of the key that
 //! leads; until the new leader's record is written, the time is unknown, never the predecessor's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -21,7 +21,8 @@ use crate::batch::Batcher;
 use crate::cluster::{Cluster, Failure};
 use crate::events::EventSink;
 use crate::events::Term;
-use crate::keys::{self, LeaderInfo};
+use crate::keys::{self, Candidate, Marker};
+use crate::rank::{self, Preference};
 use crate::retry::Backoff;
 
 /// Milliseconds since the Unix epoch, now.
@@ -168,70 +169,126 @@ pub fn withdraw(record: &str, lease: i64) -> TxnOp {
     )
 }
 
-/// Reads who leads `name`, and since when, in one consistent read.
+/// What one election's keys say of its term: its candidates, their preferences, the record, a
+/// handover marker.
+#[derive(Default)]
+struct Queue {
+    candidates: Vec<Candidate>,
+    preferences: HashMap<i64, Preference>,
+    record: Option<(i64, i64)>,
+    marker: Option<Marker>,
+}
+
+impl Queue {
+    fn candidate(&mut self, key: &[u8], value: &[u8], create_revision: i64) {
+        self.candidates.push(Candidate {
+            key: key.to_vec(),
+            id: String::from_utf8_lossy(value).into_owned(),
+            revision: create_revision,
+        });
+    }
+
+    /// Who leads, since when, with which priority; who should lead instead; to whom it hands over.
+    fn term(mut self, name: &str) -> Option<Term> {
+        self.candidates.sort_by_key(|c| c.revision);
+        let first = self.candidates.first()?;
+        let token = first.revision;
+        let priority = keys::candidate_lease(&first.key)
+            .and_then(|lease| self.preferences.get(&lease))
+            .map_or(0, |p| p.priority);
+        let preferred =
+            rank::preferred(name, &self.candidates, &self.preferences).map(|c| c.id.clone());
+        let handover = self
+            .marker
+            .filter(|m| m.leader == token)
+            .and_then(|m| self.candidates.iter().find(|c| c.revision == m.target))
+            .map(|c| c.id.clone());
+        Some(Term {
+            leader: first.leader(),
+            since_ms: self
+                .record
+                .filter(|(published, _)| *published == token)
+                .map(|(_, since)| since),
+            priority,
+            preferred,
+            handover,
+        })
+    }
+}
+
+/// Reads who leads `name`, since when, and what its candidates prefer, in one consistent read.
 pub async fn read(batcher: &Batcher, prefix: &str, name: &str) -> Result<Option<Term>, Failure> {
-    let lowest = keys::first_created_op(&keys::candidates(prefix, name));
-    let txn = Txn::new().and_then([lowest, TxnOp::get(keys::record(prefix, name), None)]);
+    let txn = Txn::new().and_then([
+        TxnOp::get(
+            keys::candidates(prefix, name),
+            Some(GetOptions::new().with_prefix()),
+        ),
+        TxnOp::get(keys::record(prefix, name), None),
+        TxnOp::get(
+            format!("{}{name}/", keys::preferences(prefix)),
+            Some(GetOptions::new().with_prefix()),
+        ),
+        TxnOp::get(keys::handover(prefix, name), None),
+    ]);
     let response = batcher.txn(name, txn).await?;
     let mut gets = response.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
-    let (Some(lowest), Some(record)) = (gets.next(), gets.next()) else {
+    let (Some(candidates), Some(record), Some(preferences), Some(marker)) =
+        (gets.next(), gets.next(), gets.next(), gets.next())
+    else {
         return Err(Failure::Unavailable(
             "etcd answered the read without its results".into(),
         ));
     };
-    let Some(first) = lowest.kvs().first() else {
-        return Ok(None);
-    };
-    let token = first.create_revision();
-    let since_ms = record
+    let all = keys::all(prefix);
+    let mut queue = Queue::default();
+    for kv in candidates.kvs() {
+        queue.candidate(kv.key(), kv.value(), kv.create_revision());
+    }
+    queue.record = record.kvs().first().and_then(|kv| decode(kv.value()));
+    for kv in preferences.kvs() {
+        if let (Some((_, lease)), Some(p)) = (
+            keys::prefer_of(&all, kv.key()),
+            Preference::decode(kv.value()),
+        ) {
+            queue.preferences.insert(lease, p);
+        }
+    }
+    queue.marker = marker
         .kvs()
         .first()
-        .and_then(|kv| decode(kv.value()))
-        .filter(|(published, _)| *published == token)
-        .map(|(_, since)| since);
-    Ok(Some(Term {
-        leader: LeaderInfo::of(first),
-        since_ms,
-    }))
+        .and_then(|kv| Marker::decode(kv.value()));
+    Ok(queue.term(name))
 }
 
 /// Keys read per request by `list`: enough to be quick, and well inside the client's 4 MB
 /// message limit even with long prefixes.
 const LIST_PAGE: i64 = 1000;
 
-/// What a listing found of one election: its first created candidate, and its term record's
-/// token and time.
-#[derive(Default)]
-struct Found {
-    first: Option<LeaderInfo>,
-    record: Option<(i64, i64)>,
-}
-
 /// The election of every key under `all`, in key order, as `list` sorts them out.
 #[derive(Default)]
 struct Listing {
-    names: BTreeMap<String, Found>,
+    names: BTreeMap<String, Queue>,
 }
 
 impl Listing {
+    fn queue(&mut self, name: &str) -> &mut Queue {
+        self.names.entry(name.to_string()).or_default()
+    }
+
     fn add(&mut self, all: &str, key: &[u8], value: &[u8], create_revision: i64) {
         if let Some(name) = keys::election_of(all, key) {
-            let entry = self.names.entry(name.to_string()).or_default();
-            if entry
-                .first
-                .as_ref()
-                .is_none_or(|l| create_revision < l.token)
-            {
-                entry.first = Some(LeaderInfo {
-                    id: String::from_utf8_lossy(value).into_owned(),
-                    token: create_revision,
-                });
-            }
+            self.queue(name).candidate(key, value, create_revision);
         } else if let Some(name) = keys::record_of(all, key) {
-            self.names.entry(name.to_string()).or_default().record = decode(value);
+            self.queue(name).record = decode(value);
+        } else if let Some((name, lease)) = keys::prefer_of(all, key) {
+            if let Some(p) = Preference::decode(value) {
+                self.queue(name).preferences.insert(lease, p);
+            }
+        } else if let Some(name) = keys::handover_of(all, key) {
+            self.queue(name).marker = Marker::decode(value);
         }
     }
 
@@ -240,12 +297,9 @@ impl Listing {
     fn terms(self) -> Vec<(String, Term)> {
         self.names
             .into_iter()
-            .filter_map(|(name, Found { first, record })| {
-                let leader = first?;
-                let since_ms = record
-                    .filter(|(token, _)| *token == leader.token)
-                    .map(|(_, since)| since);
-                Some((name, Term { leader, since_ms }))
+            .filter_map(|(name, queue)| {
+                let term = queue.term(&name)?;
+                Some((name, term))
             })
             .collect()
     }
@@ -268,6 +322,7 @@ pub async fn list(cluster: &Cluster, prefix: &str) -> Result<Vec<(String, Term)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::LeaderInfo;
 
     #[test]
     fn a_record_reads_back() {
@@ -301,6 +356,26 @@ mod tests {
         assert_eq!(terms[0].1.since_ms, Some(1000));
         // b's record names token 3, its leader has token 5: the time is unknown.
         assert_eq!(terms[1].1.since_ms, None);
+        assert_eq!((terms[0].1.priority, &terms[0].1.preferred), (0, &None));
+    }
+
+    #[test]
+    fn a_listing_shows_priorities_the_preferred_candidate_and_a_handover() {
+        let mut listing = Listing::default();
+        listing.add("p/", b"p//handover/a", b"7 9", 0);
+        listing.add("p/", b"p//prefer/a/1e", b"5", 0);
+        listing.add("p/", b"p//prefer/a/2e", b"2", 0);
+        listing.add("p/", b"p/a/1e", b"later", 9);
+        listing.add("p/", b"p/a/2e", b"first", 7);
+        listing.add("p/", b"p/b/3", b"alone", 4);
+        listing.add("p/", b"p//handover/b", b"3 4", 0); // not b's leader's token
+        let terms = listing.terms();
+        let a = &terms[0].1;
+        assert_eq!((a.leader.id.as_str(), a.priority), ("first", 2));
+        assert_eq!(a.preferred.as_deref(), Some("later"));
+        assert_eq!(a.handover.as_deref(), Some("later"));
+        let b = &terms[1].1;
+        assert_eq!((b.priority, &b.preferred, &b.handover), (0, &None, &None));
     }
 
     #[test]
