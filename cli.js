@@ -599,7 +599,8 @@ class StatusWatch {
 
   #follow (name) {
     const follow = { name, observer: this.#locker.observe(name), shown: null, dirty: false, reading: false }
-    follow.observer.on('leader', () => this.#changed(follow))
+    // Every change: a new leader or token, and also who should lead or a handover under way.
+    follow.observer.on('term', () => this.#changed(follow))
     follow.observer.on('error', (err) => this.#failed(err))
     this.#follows.set(name, follow)
     return follow
@@ -627,7 +628,8 @@ class StatusWatch {
         this.#ok()
       } catch (err) {
         this.#failed(err)
-        return { name: follow.name, leader: follow.observer.leader(), token: follow.observer.token(), since: null }
+        const seen = follow.observer.term()
+        return termRecord(follow.name, seen && { ...seen, since: null })
       }
       if (term === null || term.since !== null || attempt >= SINCE_TRIES || follow.dirty || this.#closing) return termRecord(follow.name, term)
       await delay(SINCE_RETRY_MS)
@@ -637,9 +639,10 @@ class StatusWatch {
     }
   }
 
-  // Prints a name's term when its leader or token differs from the last one printed.
+  // Prints a name's term when its leader, token, priority, preferred candidate or handover differs
+  // from the last one printed.
   #show (follow, record) {
-    const shown = `${record.leader} ${record.token}`
+    const shown = JSON.stringify([record.leader, record.token, record.priority, record.preferred, record.handover])
     if (shown === follow.shown || this.#closing) return
     follow.shown = shown
     printTerm(this.#opts, record)

@@ -99,6 +99,9 @@ declare namespace locked {
     handover: { to: string } | null
   }
 
+  /** What an observer reports: a `TermInfo` without the election time (not followed). */
+  type ObservedTerm = Omit<TermInfo, 'since'>
+
   /** Who leads after a handover: the new leader's locker id and fencing token. */
   interface Handover {
     readonly leader: string
@@ -150,6 +153,11 @@ declare namespace locked {
   interface ObserverEvents {
     /** The first event reports the current state, then one per change; null when nobody leads. */
     leader: (leader: string | null, token: number | null) => void
+    /**
+     * The first event reports the current state, then one per change of the leader, its
+     * priority, who should lead, or a handover under way; null when nobody leads.
+     */
+    term: (term: ObservedTerm | null) => void
     /** etcd trouble; observing resumes by itself. */
     error: (err: LockedError) => void
   }
@@ -279,6 +287,8 @@ declare namespace locked {
     leader (): string | null
     /** The current leader's fencing token (its key's create revision), or null. */
     token (): number | null
+    /** What the last `'term'` event reported: null when nobody leads, or before the first. */
+    term (): ObservedTerm | null
     /** Stops observing. */
     close (): void
 

@@ -60,9 +60,12 @@ describe('priority', { timeout: 120000 }, () => {
     const observer = startEtcdctlElect(t, etcd, ['-l', `${prefix}/job`])
     assert.strictEqual((await observer.lines(2, 5000))[1], a.id)
     const [b] = await hostsInOrder(prefix, [['B', { priorities: { job: 5 } }]])
-    // While A serves its minimum term, term() says who should lead.
+    // While A serves its minimum term, term() and an observer say who should lead.
     const reader = locked(etcd.endpoints, { prefix })
     t.after(() => reader.close())
+    const watching = reader.observe('job')
+    const seen = []
+    watching.on('term', (x) => seen.push(x))
     const early = await until(async () => { const x = await reader.term('job'); return x && x.preferred === b.id && x }, MIN_TERM_MS, 'term() naming B as preferred while A leads')
     assert.deepStrictEqual([early.leader, early.priority, early.handover], [a.id, 0, null])
     const bStart = await b.waitFor({ ev: 'start', name: 'job' }, MIN_TERM_MS + 5000, 'B (priority 5) leads')
@@ -75,6 +78,11 @@ describe('priority', { timeout: 120000 }, () => {
     assert.deepStrictEqual([late.token, late.priority, late.preferred, late.handover], [bStart.token, 5, b.id, null])
     const [listed] = await reader.terms()
     assert.deepStrictEqual(listed, { name: 'job', ...late }, 'terms() agrees with term()')
+    await until(() => watching.leader() === b.id, 5000, 'the observer following B')
+    const { since, ...observed } = late
+    assert.ok(since instanceof Date, 'term() has the election time; an observer does not follow it')
+    assert.deepStrictEqual(watching.term(), observed)
+    assert.ok(seen.some((x) => x && x.leader === a.id && x.preferred === b.id), `the observer saw B preferred while A led: ${JSON.stringify(seen)}`)
     // Back in the queue, A and C stay there: B has the highest priority.
     await quietWindow(MIN_TERM_MS + 1000)
     assert.strictEqual(b.find({ ev: 'stop' }).length, 0, `B still leads\n${formatTimeline([a, b, c])}`)
@@ -142,8 +150,11 @@ describe('priority', { timeout: 120000 }, () => {
     // meanwhile term() shows it under way.
     const reader = locked(etcd.endpoints, { prefix })
     t.after(() => reader.close())
+    const observer = reader.observe('job')
     const handing = await until(async () => { const x = await reader.term('job'); return x && x.handover && x }, MIN_TERM_MS + 3000, 'term() showing the handover')
     assert.deepStrictEqual([handing.leader, handing.handover, handing.preferred], [a.id, { to: b.id }, b.id])
+    await until(() => observer.term()?.handover, 3000, 'the observer showing the handover')
+    assert.deepStrictEqual(observer.term().handover, { to: b.id })
     const restart = await a.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.i > a.find({ ev: 'start' })[0].i, MIN_TERM_MS + 10000, 'A leads again after the blocked handover')
     // Another preference written makes A look again: the blocked target is not asked for again.
     const [d] = await hostsInOrder(prefix, [['D', { priorities: { job: 1 } }]])

@@ -386,6 +386,7 @@ class LockerCore {
       case 'start': this.#onStart(ev); break
       case 'stop': this.#onStop(ev); break
       case 'leader': this.#onLeader(ev); break
+      case 'observed': this.#onObserved(ev); break
       case 'removed': this.#onRemoved(ev); break
       case 'handover': this.#onHandover(ev); break
       case 'paused': this.#onPaused(ev); break
@@ -453,14 +454,25 @@ class LockerCore {
     if (registration) this.#stopLeading(registration, ev.reason)
   }
 
-  #onLeader (ev) {
+  // An observer's election changed: who leads, or what its candidates prefer, or a handover. The
+  // 'leader' event follows the leader; 'term' every change.
+  #onObserved (ev) {
     const observation = this.#observationOf(ev)
-    if (observation) {
-      observation.leader = ev.leader ?? null
-      observation.token = ev.token ?? null
-      observation.observer.emit('leader', observation.leader, observation.token)
-      return
+    if (!observation) return
+    const leader = ev.leader ?? null
+    const token = ev.token ?? null
+    const first = observation.term === undefined
+    const { since, ...term } = leader === null ? { since: null } : termInfo(ev)
+    observation.term = leader === null ? null : term
+    if (first || leader !== observation.leader || token !== observation.token) {
+      observation.leader = leader
+      observation.token = token
+      observation.observer.emit('leader', leader, token)
     }
+    observation.observer.emit('term', observation.term)
+  }
+
+  #onLeader (ev) {
     const registration = this.#registrationOf(ev)
     if (!registration) return
     // This locker's own id is kept once, not once per singleton it leads.

@@ -79,6 +79,14 @@ class Observer extends EventEmitter {
     return this.#observation.token
   }
 
+  /**
+   * Who leads and what the candidates prefer, as last seen: { leader, token, priority, preferred,
+   * handover }, null when nobody leads or before the first report.
+   */
+  term () {
+    return this.#observation.term ?? null
+  }
+
   /** Stops observing. */
   close () {
     this.#observation.core.unobserve(this.#observation)

@@ -44,6 +44,7 @@ class Observation {
   serial = null
   leader = null
   token = null
+  term = undefined // the last 'term' reported: an object, null (nobody leads), undefined (none yet)
   closed = false
 
   constructor (core, name) {

@@ -10,7 +10,7 @@ use napi_derive::napi;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::cluster::Security;
-use crate::events::{self, Event};
+use crate::events::{self, Event, Term};
 use crate::locker::{Locker, Options, RegisterError};
 
 /// How long process exit may wait for the lease revoke.
@@ -122,6 +122,21 @@ impl LockerEvent {
             ..LockerEvent::default()
         }
     }
+
+    fn of_term(kind: &str, serial: u32, term: Option<Term>) -> LockerEvent {
+        match term {
+            Some(term) => LockerEvent {
+                token: Some(term.leader.token as f64),
+                since_ms: term.since_ms.map(|ms| ms as f64),
+                leader: Some(term.leader.id),
+                priority: Some(term.priority as f64),
+                preferred: term.preferred,
+                handover_to: term.handover,
+                ..LockerEvent::of(kind, Some(serial))
+            },
+            None => LockerEvent::of(kind, Some(serial)),
+        }
+    }
 }
 
 impl From<Event> for LockerEvent {
@@ -162,18 +177,8 @@ impl From<Event> for LockerEvent {
                 ),
                 ..LockerEvent::of("terms", Some(serial))
             },
-            Event::Term { serial, term } => match term {
-                Some(term) => LockerEvent {
-                    token: Some(term.leader.token as f64),
-                    since_ms: term.since_ms.map(|ms| ms as f64),
-                    leader: Some(term.leader.id),
-                    priority: Some(term.priority as f64),
-                    preferred: term.preferred,
-                    handover_to: term.handover,
-                    ..LockerEvent::of("term", Some(serial))
-                },
-                None => LockerEvent::of("term", Some(serial)),
-            },
+            Event::Term { serial, term } => LockerEvent::of_term("term", serial, term),
+            Event::Observed { serial, term } => LockerEvent::of_term("observed", serial, term),
             Event::Removed { serial } => LockerEvent::of("removed", Some(serial)),
             Event::Paused { serial } => LockerEvent::of("paused", Some(serial)),
             Event::HandedOver { serial, leader } => LockerEvent {

@@ -73,6 +73,12 @@ pub enum Event {
         serial: u32,
         leader: Option<LeaderInfo>,
     },
+    /// What an observer saw of its election after a change: who leads and what its candidates
+    /// prefer (`None`: nobody leads). Its `since_ms` is not followed (the record is not watched).
+    Observed {
+        serial: u32,
+        term: Option<Term>,
+    },
     /// The answer to a query of who leads, and since when (`None`: nobody leads).
     Term {
         serial: u32,

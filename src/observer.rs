@@ -1,38 +1,34 @@
 //! Observing an election without taking part: who leads, and every change, including "nobody".
 //!
-//! The leader is always the key with the lowest create revision, re-read after every change of
-//! the name's keys (so a batch of events can never leave a stale answer), and the shared watch
-//! resumes from the last seen revision after errors and compactions.
+//! The leader is always the key with the lowest create revision, re-read (with what the
+//! candidates prefer and a handover under way, see `term::read`) after every change of the
+//! name's keys, its candidates' preferences or its handover marker (so a batch of events can
+//! never leave a stale answer), and the shared watch resumes from the last seen revision after
+//! errors and compactions.
 
 use std::sync::Arc;
 
-use etcd_client::Client;
 use tokio::sync::watch;
 
-use crate::cluster::Failure;
 use crate::context::Context;
-use crate::events::Event;
-use crate::keys::{self, LeaderInfo};
+use crate::events::{Event, Term};
 use crate::retry::Backoff;
 use crate::retry::Throttle;
+use crate::term;
 use crate::util::changed;
 
 pub struct Observer {
     shared: Arc<Context>,
     serial: u32,
     name: String,
-    /// `<prefix>/<name>/`
-    prefix: String,
 }
 
 impl Observer {
     pub fn new(shared: Arc<Context>, serial: u32, name: String) -> Observer {
-        let prefix = keys::candidates(&shared.prefix, &name);
         Observer {
             shared,
             serial,
             name,
-            prefix,
         }
     }
 
@@ -41,7 +37,7 @@ impl Observer {
         let shared = self.shared.clone();
         let mut closing = shared.closing.subscribe();
         let mut changes = shared.watcher.changes(&self.name);
-        let mut reported: Option<Option<LeaderInfo>> = None;
+        let mut reported: Option<Option<Term>> = None;
         let mut backoff = Backoff::rounds();
         let mut recovered = shared.cluster.recoveries();
         let mut errors = Throttle::new();
@@ -55,19 +51,25 @@ impl Observer {
             recovered.borrow_and_update();
             // Boxed: a request future is some 14 KB, and an idle observer should not carry it.
             let read = tokio::select! {
-                r = Box::pin(self.leader()) => r,
+                r = Box::pin(term::read(&shared.batcher, &shared.prefix, &self.name)) => r,
                 _ = changed(&mut cancel) => break,
                 _ = changed(&mut closing) => break,
             };
             match read {
-                Ok(leader) => {
+                Ok(term) => {
                     backoff.reset();
                     errors.reset();
-                    if reported.as_ref() != Some(&leader) {
-                        reported = Some(leader.clone());
-                        shared.events.emit(Event::Leader {
+                    // The election time is not followed (its record is not watched): a change of
+                    // it alone is no change.
+                    let term = term.map(|t| Term {
+                        since_ms: None,
+                        ..t
+                    });
+                    if reported.as_ref() != Some(&term) {
+                        reported = Some(term.clone());
+                        shared.events.emit(Event::Observed {
                             serial: self.serial,
-                            leader,
+                            term,
                         });
                     }
                     tokio::select! {
@@ -92,18 +94,5 @@ impl Observer {
         }
         drop(changes);
         shared.watcher.release(&self.name);
-    }
-
-    async fn leader(&self) -> Result<Option<LeaderInfo>, Failure> {
-        let prefix = self.prefix.clone();
-        let response = self
-            .shared
-            .cluster
-            .request(|mut c: Client| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(keys::first_created())).await }
-            })
-            .await?;
-        Ok(response.kvs().first().map(LeaderInfo::of))
     }
 }

@@ -126,6 +126,10 @@ impl Watcher {
                 Preference::decode(value)
             };
             self.preferences.saw(name, lease, preference);
+            // Observers report what the candidates prefer.
+            if let Some(counter) = self.names().get(name).and_then(|c| c.changed.as_ref()) {
+                counter.bump();
+            }
             return;
         }
         if let Some(name) = keys::handover_of(&self.prefix, key) {
@@ -137,9 +141,12 @@ impl Watcher {
                     None => markers.remove(name),
                 };
             }
-            // The candidates of the name look again, and those ahead of the target step aside.
-            if let Some(counter) = self.names().get(name).and_then(|c| c.deleted.as_ref()) {
-                counter.bump();
+            // The candidates of the name look again, and those ahead of the target step aside;
+            // observers report the handover.
+            if let Some(counters) = self.names().get(name) {
+                for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
+                    counter.bump();
+                }
             }
             return;
         }
@@ -392,7 +399,7 @@ mod tests {
         watcher.changed(b"p//handover/build", b"5 9", false, false);
         assert!(build.has_changed());
         assert!(!other.has_changed());
-        assert!(!observer.has_changed(), "observers follow candidates only");
+        assert!(observer.has_changed(), "observers report a handover");
         assert_eq!(
             watcher.handover("build"),
             Some(Marker {
@@ -405,6 +412,24 @@ mod tests {
         watcher.changed(b"p//handover/build", b"", true, false);
         assert!(build.has_changed());
         assert_eq!(watcher.handover("build"), None);
+    }
+
+    #[test]
+    fn a_preference_wakes_the_observers_of_its_name_only() {
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
+        let build = watcher.deletions("build");
+        let observer = watcher.changes("build");
+        let other = watcher.changes("other");
+        watcher.changed(b"p//prefer/build/1f", b"5", false, false);
+        assert!(observer.has_changed());
+        assert!(
+            !build.has_changed(),
+            "elections do not look again for a preference"
+        );
+        assert!(!other.has_changed());
     }
 
     #[test]

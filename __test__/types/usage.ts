@@ -73,6 +73,11 @@ void locked(['127.0.0.1:2379'], { logger: pinoLike })
 void locked(['127.0.0.1:2379'], { logger: { debug (fields, message) { const m: string = message; void fields; void m }, info () {}, warn () {}, error () {} } })
 const observer: locked.Observer = locker.observe('job')
 observer.on('leader', (id) => { const s: string | null = id; void s })
+observer.on('term', (term) => { const p: number | undefined = term?.priority; const to: string | undefined = term?.handover?.to; const pref: string | undefined = term?.preferred; void p; void to; void pref })
+const observedTerm: locked.ObservedTerm | null = observer.term()
+void observedTerm
+// @ts-expect-error: an observer does not follow the election time
+void observer.term()?.since
 observer.close()
 void locker.term('job').then((info: locked.TermInfo | null) => {
   if (info !== null) {
