@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::batch::Batcher;
@@ -223,14 +224,28 @@ pub async fn run(task: Task, synced: impl Future<Output = ()>, mut closing: watc
     }
     load(&task).await;
     let preferences = task.preferences.clone();
+    let task = std::sync::Arc::new(task);
     loop {
         let (ready, next) = preferences.take_due();
+        // Side by side: a locker joining a balanced fleet makes hundreds of names due at once, and
+        // their reads go to etcd batched; one after the other, each would wait for the last.
+        let mut looking = JoinSet::new();
         for name in ready {
-            if *closing.borrow() {
-                return;
-            }
-            if let Err(retry) = consider(&task, &name).await {
-                preferences.look(&name, retry);
+            let task = task.clone();
+            looking.spawn(async move {
+                let result = consider(&task, &name).await;
+                (name, result)
+            });
+        }
+        loop {
+            tokio::select! {
+                done = looking.join_next() => match done {
+                    Some(Ok((name, Err(retry)))) => preferences.look(&name, retry),
+                    Some(_) => {}
+                    None => break,
+                },
+                // Dropping the set ends what is still looking.
+                _ = closing.wait_for(|c| *c) => return,
             }
         }
         let sleep = async {

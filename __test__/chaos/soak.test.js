@@ -1,7 +1,7 @@
 'use strict'
 // Chaos: a randomized soak. Several host processes compete for several
 // names on a 3-member etcd cluster, each host behind its own TCP proxies (one per member), while
-// random faults (and handovers among them) are injected for a bounded time (CHAOS_SOAK_MS, default
+// random faults (and handovers and pauses among them) are injected for a bounded time (CHAOS_SOAK_MS, default
 // 100 s), then everything heals and stays quiet. Two of the hosts balance and the hosts have
 // different priorities on one name, so leaders also hand over, and pass the lead on when elected,
 // to the preferred candidate throughout. Checked on the shared hrtime timeline:
@@ -175,6 +175,23 @@ const KINDS = [
       // Answered within the wait for candidates that step aside (5 s), or the host died meanwhile.
       const answer = await h.waitFor((e) => e.name === name && (e.ev === 'handedOver' || (e.ev === 'error' && e.scope === 'command')), 10000, `${h.label}'s handover answered`, { since }).catch(() => null)
       f.detail += answer ? (answer.ev === 'handedOver' ? ` -> ${answer.leader}` : ` refused: ${answer.code}`) : ' (no answer)'
+    }
+  },
+  // Also an operation: the host pauses a name (mostly one it leads: the next in line, or the
+  // preferred candidate, takes over) and resumes it after a while, while other faults go on.
+  {
+    kind: 'standby',
+    weight: 2,
+    slot: true,
+    dur: (r) => r.between(500, S(TTL) * 2),
+    pick: (r) => r.rnd.int(0, NAMES.length - 1),
+    run: async (r, f, slot) => {
+      const h = slot.host
+      const name = NAMES.find((n) => leadsNow(h, n)) || NAMES[f.choice]
+      f.detail = `${name} of ${h.label}`
+      h.send({ cmd: 'pause', name })
+      await quietWindow(f.duration)
+      h.send({ cmd: 'resume', name })
     }
   },
   { kind: 'member-pause', weight: 1, etcd: true, dur: (r) => r.between(1000, 4000), pick: (r) => r.rnd.chance(0.5) ? 'raft-leader' : r.rnd.int(0, r.etcd.members.length - 1), run: pauseMember },
