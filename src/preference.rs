@@ -53,6 +53,8 @@ pub struct Preferences {
     due: Mutex<HashMap<String, Instant>>,
     /// A handover to this candidate (create revision) was blocked: not asked again this term.
     declined: Mutex<HashMap<String, i64>>,
+    /// `seen` is to be read again from etcd: at the start, after a watch gap, after a failed read.
+    stale: std::sync::atomic::AtomicBool,
     wake: Notify,
 }
 
@@ -66,6 +68,7 @@ impl Preferences {
             seen: Mutex::new(HashMap::new()),
             due: Mutex::new(HashMap::new()),
             declined: Mutex::new(HashMap::new()),
+            stale: std::sync::atomic::AtomicBool::new(true),
             wake: Notify::new(),
         }
     }
@@ -90,6 +93,17 @@ impl Preferences {
             priority,
             balance: self.balance,
         })
+    }
+
+    /// The watch may have missed events (a compaction, etcd back without its history): what it
+    /// kept is read again, and every name where preferences are in play is looked at.
+    pub fn resync(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<String> = lock(&self.seen).keys().cloned().collect();
+        for name in names {
+            self.look(&name, Duration::ZERO);
+        }
+        self.wake.notify_one();
     }
 
     /// The watch saw the preference of `lease` in `name` written (`Some`) or deleted.
@@ -146,11 +160,6 @@ impl Preferences {
         lock(&self.declined).insert(name.to_string(), target);
     }
 
-    /// What each lease prefers in `name`.
-    fn preferences_of(&self, name: &str) -> HashMap<i64, Preference> {
-        lock(&self.seen).get(name).cloned().unwrap_or_default()
-    }
-
     fn look(&self, name: &str, after: Duration) {
         let at = Instant::now() + after;
         let mut due = lock(&self.due);
@@ -190,8 +199,10 @@ pub struct Task {
     pub leader_of: LeaderOf,
 }
 
-/// Reads the preference keys under the prefix that were there before the watch began.
-async fn load(task: &Task) {
+/// Reads the preference keys under the prefix, for what the watch did not see (those written
+/// before it began, or during a gap). Entries are added, never dropped: a stale one only makes a
+/// name look (decisions read the name's keys again). False when etcd did not answer.
+async fn load(task: &Task) -> bool {
     let from = keys::preferences(&task.preferences.prefix);
     let end = keys::range_end(&from);
     let all = keys::all(&task.preferences.prefix);
@@ -207,12 +218,21 @@ async fn load(task: &Task) {
             }
         })
         .await;
-    if read.is_ok() {
+    if read.is_err() {
+        return false;
+    }
+    let names: Vec<String> = {
         let mut seen = lock(&task.preferences.seen);
         for (name, lease, p) in found {
             seen.entry(name).or_default().entry(lease).or_insert(p);
         }
+        seen.keys().cloned().collect()
+    };
+    // What was missed may call for a handover where we lead.
+    for name in names {
+        task.preferences.look(&name, Duration::ZERO);
     }
+    true
 }
 
 /// Looks at the names that are due, and asks JavaScript to hand over where someone else should
@@ -222,11 +242,25 @@ pub async fn run(task: Task, synced: impl Future<Output = ()>, mut closing: watc
         _ = synced => {}
         _ = closing.wait_for(|c| *c) => return,
     }
-    load(&task).await;
     let preferences = task.preferences.clone();
     let task = std::sync::Arc::new(task);
     loop {
+        let mut reload_at = None;
+        if preferences
+            .stale
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && !load(&task).await
+        {
+            preferences
+                .stale
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            reload_at = Some(Instant::now() + Duration::from_secs(1));
+        }
         let (ready, next) = preferences.take_due();
+        let next = match (next, reload_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Side by side: a locker joining a balanced fleet makes hundreds of names due at once, and
         // their reads go to etcd batched; one after the other, each would wait for the last.
         let mut looking = JoinSet::new();
@@ -262,12 +296,17 @@ pub async fn run(task: Task, synced: impl Future<Output = ()>, mut closing: watc
     }
 }
 
-/// The candidates of `name` in line, and its term record's value, in one read.
-async fn read_queue(
-    batcher: &Batcher,
-    prefix: &str,
-    name: &str,
-) -> Result<(Vec<Candidate>, Option<Vec<u8>>), ()> {
+/// What one read of an election says: its candidates in line, what they prefer (by lease), and
+/// its term record's value.
+struct Queue {
+    candidates: Vec<Candidate>,
+    preferences: HashMap<i64, Preference>,
+    record: Option<Vec<u8>>,
+}
+
+/// Reads `name`'s queue. Decisions rest on this read, not on what the watch kept (which only
+/// says where to look): a watch that missed events (a compaction) cannot make them wrong.
+async fn read_queue(batcher: &Batcher, prefix: &str, name: &str) -> Result<Queue, ()> {
     let read = Txn::new().and_then([
         TxnOp::get(
             keys::candidates(prefix, name),
@@ -278,15 +317,21 @@ async fn read_queue(
             ),
         ),
         TxnOp::get(keys::record(prefix, name), None),
+        TxnOp::get(
+            format!("{}{name}/", keys::preferences(prefix)),
+            Some(GetOptions::new().with_prefix()),
+        ),
     ]);
     let response = batcher.txn(name, read).await.map_err(|_| ())?;
     let mut gets = response.op_responses().into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
-    let (Some(queue), Some(record)) = (gets.next(), gets.next()) else {
+    let (Some(queue), Some(record), Some(preferences)) = (gets.next(), gets.next(), gets.next())
+    else {
         return Err(());
     };
+    let all = keys::all(prefix);
     let candidates: Vec<Candidate> = queue
         .kvs()
         .iter()
@@ -296,24 +341,30 @@ async fn read_queue(
             revision: kv.create_revision(),
         })
         .collect();
-    Ok((
+    Ok(Queue {
         candidates,
-        record.kvs().first().map(|kv| kv.value().to_vec()),
-    ))
+        preferences: preferences
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let (_, lease) = keys::prefer_of(&all, kv.key())?;
+                Some((lease, Preference::decode(kv.value())?))
+            })
+            .collect(),
+        record: record.kvs().first().map(|kv| kv.value().to_vec()),
+    })
 }
 
 impl Preferences {
     /// The candidate we, first in line in `name` with our key under `lease`, should hand over to:
     /// someone preferred, not declined this term.
-    fn target<'c>(
-        &self,
-        name: &str,
-        lease: i64,
-        candidates: &'c [Candidate],
-    ) -> Option<&'c Candidate> {
+    fn target<'q>(&self, name: &str, lease: i64, queue: &'q Queue) -> Option<&'q Candidate> {
         let own = keys::candidate(&keys::candidates(&self.prefix, name), lease);
-        candidates.first().filter(|c| c.key == own.as_bytes())?;
-        let target = preferred(name, candidates, &self.preferences_of(name))?;
+        queue
+            .candidates
+            .first()
+            .filter(|c| c.key == own.as_bytes())?;
+        let target = preferred(name, &queue.candidates, &queue.preferences)?;
         (lock(&self.declined).get(name) != Some(&target.revision)).then_some(target)
     }
 
@@ -326,13 +377,15 @@ impl Preferences {
         if !self.in_play(name) {
             return None;
         }
-        let (candidates, _) = read_queue(batcher, &self.prefix, name).await.ok()?;
-        let target = self.target(name, lease, &candidates)?;
-        let seen = self.preferences_of(name);
+        let queue = read_queue(batcher, &self.prefix, name).await.ok()?;
+        let target = self.target(name, lease, &queue)?;
         let ours = |c: &Candidate| {
-            keys::candidate_lease(&c.key).is_some_and(|lease| seen.contains_key(&lease))
+            keys::candidate_lease(&c.key)
+                .is_some_and(|lease| queue.preferences.contains_key(&lease))
         };
-        let between = candidates[1..].iter().take_while(|c| c.key != target.key);
+        let between = queue.candidates[1..]
+            .iter()
+            .take_while(|c| c.key != target.key);
         if !between.clone().all(ours) {
             return None;
         }
@@ -354,14 +407,17 @@ async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
     let Some((serial, lease)) = (task.leader_of)(name) else {
         return Ok(());
     };
-    let (candidates, record) = read_queue(&task.batcher, &preferences.prefix, name)
+    let queue = read_queue(&task.batcher, &preferences.prefix, name)
         .await
         .map_err(|_| Duration::from_secs(1))?;
-    let Some(target) = preferences.target(name, lease, &candidates) else {
+    let Some(target) = preferences.target(name, lease, &queue) else {
         return Ok(());
     };
-    let token = candidates.first().map_or(0, |c| c.revision);
-    let since = record.and_then(|value| term::since_of(&value, token));
+    let token = queue.candidates.first().map_or(0, |c| c.revision);
+    let since = queue
+        .record
+        .as_deref()
+        .and_then(|value| term::since_of(value, token));
     // The record holds the election time in whole ms, taken just before `start` went to
     // JavaScript, which runs the work a moment later (more when its thread is busy): the slack
     // keeps the work's own term at least `min_term` long.

@@ -172,6 +172,7 @@ impl Watcher {
                 counter.bump();
             }
         }
+        self.preferences.resync();
     }
 
     pub async fn run(
