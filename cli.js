@@ -407,9 +407,22 @@ async function run (opts) {
     return child ? stopCommand(child, graceMs) : Promise.resolve()
   }
 
+  // A command stopped while this host still holds the lease (a handover to a host of higher
+  // priority, or SIGTERM) runs out its --grace only while the lease is sure to hold: should the
+  // leadership deadline come first (etcd unreachable meanwhile), another host may start its own
+  // copy then, so it is killed at the deadline. Checked against the clock every 100 ms, no etcd.
+  function killByDeadline () {
+    const current = child
+    if (!current) return
+    const timer = setInterval(() => stopCommand(current, locker.stats().validForMs), 100)
+    current.exited.then(() => clearInterval(timer))
+  }
+
   async function exit (code) {
     shuttingDown = true
-    await terminate()
+    const stopping = terminate()
+    killByDeadline()
+    await stopping
     await locker.close().catch((err) => log(`close: ${err.message}`))
     process.exit(code)
   }
@@ -467,6 +480,7 @@ async function run (opts) {
       const left = reason === 'handover' ? opts.grace : Math.min(opts.grace, Math.max(0, lastTerm.validUntil - performance.now()))
       log(`lost leadership of ${opts.name} (${reason}); stopping the command${child ? (left > 0 ? ` (SIGKILL in ${Math.ceil(left)} ms at the latest)` : ' with SIGKILL') : ''}`)
       terminate(left)
+      if (reason === 'handover') killByDeadline()
     })
   }
 

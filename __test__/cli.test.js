@@ -303,6 +303,23 @@ describe('locked run', { timeout: 60000 }, () => {
     assert.strictEqual(a.lines.filter((l) => /^child-start/.test(l.line)).length, 1, 'A started its command once')
   })
 
+  it('--priority: a leader cut off from etcd while its command (ignoring SIGTERM) winds down for a handover: killed by the leadership deadline, before the other host starts one', async (t) => {
+    const prefix = uniquePrefix('cliprid')
+    const { dir, runner } = scope(t)
+    const proxy = await startProxy(etcd.endpoints[0])
+    t.after(() => proxy.close())
+    const a = runner('A', runArgs(prefix, ['--id', 'host-a', '--grace', '60s'], command(dir, { ignoreTerm: true }), proxy.endpoint))
+    const pidA = childStart(await a.waitLine(/^child-start/, 10000, 'A child start')).pid
+    const b = runner('B', runArgs(prefix, ['--id', 'host-b', '--priority', '5'], command(dir)))
+    // After A's minimum term (5 s) it hands over: its command gets SIGTERM, ignores it, and the
+    // handover waits for it.
+    await a.waitLine(/^child-term/, 15000, 'A\'s command got SIGTERM for the handover')
+    proxy.mode('blackhole')
+    const startedB = await b.waitLine(/^child-start/, TTL * 1000 + 10000, 'B child start')
+    assert.deepStrictEqual(childStart(startedB).alive, [], `A's command (pid ${pidA}) was gone when B's started`)
+    assert.ok(!pidAlive(pidA), 'A\'s command is gone')
+  })
+
   it('re-elected while the old command ignores SIGTERM: no second command until the old one is gone', async (t) => {
     const prefix = uniquePrefix('cli6')
     const { dir, runner } = scope(t)

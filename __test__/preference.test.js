@@ -114,6 +114,25 @@ describe('priority', { timeout: 120000 }, () => {
     assertOneLeaderAtATime([a, b, c], 'job')
   })
 
+  it('a leader that could not act on the handover (paused and resumed during its drain) is asked again', async () => {
+    const prefix = uniquePrefix('pri-again')
+    // A's work winds down 3 s after its term ends, so a pause and resume fall within one drain.
+    const [a] = await hostsInOrder(prefix, [['A', { work: { job: { settleAfterAbortMs: 3000 } } }]])
+    const aStart = await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
+    const [b] = await hostsInOrder(prefix, [['B', { priorities: { job: 5 } }]])
+    // Paused before its minimum term ends: the handover is due while A drains, not leading.
+    a.send({ cmd: 'pause', name: 'job' })
+    await a.waitFor({ ev: 'stop', name: 'job', reason: 'paused' }, 2000, 'A paused')
+    assert.ok(ms(process.hrtime.bigint() - aStart.t) < MIN_TERM_MS, 'paused within the minimum term')
+    await quietWindow(MIN_TERM_MS)
+    a.send({ cmd: 'resume', name: 'job' })
+    // The resume within the drain keeps A's place: it leads again, same token.
+    const again = await a.waitFor((e) => e.ev === 'start' && e.name === 'job' && e.i > aStart.i, 6000, 'A leads again after its drain')
+    assert.strictEqual(again.token, aStart.token)
+    await b.waitFor({ ev: 'start', name: 'job' }, 15000, 'B (priority 5) leads in the end')
+    assertOneLeaderAtATime([a, b], 'job')
+  })
+
   it('a negative priority yields to a candidate without one', async () => {
     const prefix = uniquePrefix('pri-neg')
     const [a, b] = await hostsInOrder(prefix, [['A', { priorities: { job: -1 } }], ['B', {}]])

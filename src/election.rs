@@ -583,6 +583,8 @@ impl Election {
         let mut marked: Option<i64> = None;
         // The target of the last pass, for a preference not to ask again for a blocked one.
         let mut target: Option<i64> = None;
+        // A commit was sent and no answer came: etcd may have applied it, and the target lead.
+        let mut unanswered_commit = false;
         // What the next pass acts on without reading: the check's choice at first, then the
         // choice a wait began with (a wake-up is worth a guarded attempt before a read).
         let mut known = request.checked.take();
@@ -629,7 +631,10 @@ impl Election {
             if choice.between.is_empty() || (asked && !fresh) {
                 // Nobody between, or those asked may have stepped aside: the guard tells.
                 let commit = handover::commit(&own, token, &choice, &marker_key, &record, lease);
-                if ask!(commit).succeeded() {
+                unanswered_commit = true;
+                let committed = ask!(commit).succeeded();
+                unanswered_commit = false;
+                if committed {
                     break Ok(choice.target.leader());
                 }
                 // Someone between is still there, or our key or the target's changed: read.
@@ -702,13 +707,17 @@ impl Election {
                     && !resign.get().resigning()
                     && !*closing.borrow()
                     && shared.session.is_valid(lease);
-                if resumes {
+                if resumes && unanswered_commit {
+                    // Whether our key is still first only a read can tell: no `start` before it.
+                    // Stepped down, the next look elects us again (a new `start`) if it is.
+                    shared.events.log(|| {
+                        format!("{}: handover's commit unanswered; looking again", self.name)
+                    });
+                    self.step_down(StopReason::Handover);
+                } else if resumes {
                     shared
                         .events
                         .log(|| format!("{}: handover failed; leading on", self.name));
-                    if !matches!(refusal, Refusal::Blocked(_)) {
-                        shared.preferences.retry(&self.name);
-                    }
                     self.emit(Event::Start {
                         serial: self.serial,
                         token,
@@ -746,7 +755,8 @@ impl Election {
             TxnOp::get(key.clone(), None),
             lowest.clone(),
         ];
-        // Written with the key, so that whoever sees the candidate sees what it prefers.
+        // Written with the key, so that whoever sees the candidate sees what it prefers. (None is
+        // left under this lease by an earlier candidate of the name: every resign deletes it.)
         if let Some(preference) = self.shared.preferences.own(&self.name) {
             create.push(TxnOp::put(
                 keys::prefer(&self.shared.prefix, &self.name, lease),
@@ -796,14 +806,22 @@ impl Election {
             // exists under this lease is ours to delete.
             _ => Compare::lease(key.clone(), CompareOp::Equal, lease),
         };
-        let txn = Txn::new().when([guard]).and_then([
-            TxnOp::delete(key, None),
-            term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
-            handover::withdraw(&keys::handover(&self.shared.prefix, &self.name), lease),
-            // Ours (the key holds our lease), whatever this registration's priority: one of an
-            // earlier registration of the name under this lease may still be there.
-            TxnOp::delete(keys::prefer(&self.shared.prefix, &self.name, lease), None),
-        ]);
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([
+                TxnOp::delete(key, None),
+                term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
+                handover::withdraw(&keys::handover(&self.shared.prefix, &self.name), lease),
+                // Ours (the key holds our lease), whatever this registration's priority: one of an
+                // earlier registration of the name under this lease may still be there.
+                TxnOp::delete(keys::prefer(&self.shared.prefix, &self.name, lease), None),
+            ])
+            // Our key already gone (stepped aside, deleted from outside): the preference goes all
+            // the same, or it would rank whatever candidate of ours comes next under this lease.
+            .or_else([TxnOp::delete(
+                keys::prefer(&self.shared.prefix, &self.name, lease),
+                None,
+            )]);
         let mut backoff = Backoff::rounds();
         let mut recovered = self.shared.cluster.recoveries();
         let mut errors = Throttle::new();

@@ -41,6 +41,10 @@ use crate::util::lock;
 /// Added to the minimum term as the record measures it (see `consider`).
 const MIN_TERM_SLACK_MS: i64 = 50;
 
+/// The least time before a leader looks again after asking for a handover, or while its term
+/// record is missing: each look is a read, and each handover stops and restarts its work.
+const RETRY: Duration = Duration::from_secs(2);
+
 pub struct Preferences {
     prefix: String,
     balance: bool,
@@ -144,14 +148,6 @@ impl Preferences {
         lock(&self.declined).remove(name);
         if self.in_play(name) {
             self.look(name, self.min_term);
-        }
-    }
-
-    /// A handover of ours in `name` failed other than blocked (etcd away, the target gone, the
-    /// candidates kept changing) and we lead on: look again, no sooner than a term or a second.
-    pub fn retry(&self, name: &str) {
-        if self.in_play(name) {
-            self.look(name, self.min_term.max(Duration::from_secs(1)));
         }
     }
 
@@ -433,10 +429,12 @@ async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
                 serial,
                 to: target.id.clone(),
             });
-            Ok(())
+            // Looked at again: JavaScript may not act on it (busy with a handover of the user's,
+            // a pause undone) or the handover may fail; once it happened, we no longer lead.
+            Err(preferences.min_term.max(RETRY))
         }
-        // Our record is not written yet: we were elected just now.
-        None => Err(preferences.min_term),
+        // Our record is not written yet: we were elected just now (or it could not be written).
+        None => Err(preferences.min_term.max(RETRY)),
         Some(led) => Err(Duration::from_millis(
             u64::try_from(min_term - led).unwrap_or(0),
         )),
