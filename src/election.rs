@@ -628,8 +628,18 @@ impl Election {
             };
             target = Some(choice.target.revision);
             let asked = marked == Some(choice.target.revision);
-            if choice.between.is_empty() || (asked && !fresh) {
-                // Nobody between, or those asked may have stepped aside: the guard tells.
+            if choice.between.is_empty()
+                || (asked
+                    && !fresh
+                    && shared.watcher.worth_committing(
+                        own.as_bytes(),
+                        token,
+                        &choice.target,
+                        &choice.between,
+                    ))
+            {
+                // Nobody between, or the watch saw those asked step aside (or cannot tell): the
+                // guard tells.
                 let commit = handover::commit(&own, token, &choice, &marker_key, &record, lease);
                 unanswered_commit = true;
                 let committed = ask!(commit).succeeded();

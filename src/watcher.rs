@@ -9,7 +9,7 @@
 //! reconnecting loses nothing; after a compaction, when events may have been lost, everyone looks
 //! again, and so they do when etcd comes back behind the revisions already seen (its data lost).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use etcd_client::{EventType, WatchOptions};
@@ -17,8 +17,8 @@ use tokio::sync::watch;
 
 use crate::cluster::{self, Cluster, Failure, REQUEST_TIMEOUT};
 use crate::events::{Event, EventSink};
-use crate::handover::Marker;
 use crate::keys;
+use crate::keys::{Candidate, Marker};
 use crate::preference::Preferences;
 use crate::rank::Preference;
 use crate::retry::Backoff;
@@ -46,6 +46,48 @@ impl NameWatch {
     }
 }
 
+/// Candidate keys deleted lately, with the revision of each deletion: a leader handing over
+/// learns from them when the candidates it asked have stepped aside, and commits only then (each
+/// commit before that fails its guard, and the read after it only adds to what etcd must answer
+/// while the candidates step aside).
+struct Deletions {
+    recent: VecDeque<(i64, Box<[u8]>)>,
+    /// Deletions up to this revision may be missing: dropped from `recent`, missed in a gap of
+    /// the watch, or before it first started.
+    unknown_to: i64,
+}
+
+/// Deletions kept: a handover needs the last few of its name; a mass deletion (a locker of
+/// thousands of names closing) passes through and leaves "unknown", where the guard decides.
+const RECENT_DELETIONS: usize = 256;
+
+impl Deletions {
+    fn record(&mut self, revision: i64, key: &[u8]) {
+        if self.recent.len() == RECENT_DELETIONS {
+            let dropped = self
+                .recent
+                .pop_front()
+                .map_or(i64::MIN, |(revision, _)| revision);
+            self.unknown_to = self.unknown_to.max(dropped);
+        }
+        self.recent.push_back((revision, key.into()));
+    }
+
+    /// Whether the candidate key `key` created at `created` has been deleted; `None` when the
+    /// watch cannot tell.
+    fn gone(&self, key: &[u8], created: i64) -> Option<bool> {
+        let seen = self
+            .recent
+            .iter()
+            .any(|(revision, deleted)| *revision > created && **deleted == *key);
+        match seen {
+            true => Some(true),
+            false if self.unknown_to <= created => Some(false),
+            false => None,
+        }
+    }
+}
+
 pub struct Watcher {
     /// `<prefix>/`
     prefix: String,
@@ -53,6 +95,7 @@ pub struct Watcher {
     /// The handover markers seen, by name (a handful at most: one per handover under way).
     markers: Mutex<HashMap<String, Marker>>,
     synced: watch::Sender<bool>,
+    deletions: Mutex<Deletions>,
     /// Told of every preference key, and of candidates created (see `preference`).
     preferences: Arc<Preferences>,
 }
@@ -65,6 +108,10 @@ impl Watcher {
             names: Mutex::new(HashMap::new()),
             markers: Mutex::new(HashMap::new()),
             synced: watch::channel(false).0,
+            deletions: Mutex::new(Deletions {
+                recent: VecDeque::with_capacity(RECENT_DELETIONS),
+                unknown_to: i64::MAX,
+            }),
         }
     }
 
@@ -118,7 +165,25 @@ impl Watcher {
         crate::util::lock(&self.markers).get(name).copied()
     }
 
-    fn changed(&self, key: &[u8], value: &[u8], deleted: bool, created: bool) {
+    /// Whether a handover by the leader with key `own` (created at `token`) to `target` past
+    /// `between` is worth committing now: each candidate between is gone, or the leader's or the
+    /// target's key is (the guard then fails and a read tells what happened), or the watch cannot
+    /// tell (the guard decides).
+    pub fn worth_committing(
+        &self,
+        own: &[u8],
+        token: i64,
+        target: &Candidate,
+        between: &[Candidate],
+    ) -> bool {
+        let deletions = crate::util::lock(&self.deletions);
+        let maybe_gone = |key: &[u8], created| deletions.gone(key, created) != Some(false);
+        maybe_gone(own, token)
+            || maybe_gone(&target.key, target.revision)
+            || between.iter().all(|c| maybe_gone(&c.key, c.revision))
+    }
+
+    fn changed(&self, key: &[u8], value: &[u8], revision: i64, deleted: bool, created: bool) {
         if let Some((name, lease)) = keys::prefer_of(&self.prefix, key) {
             let preference = if deleted {
                 None
@@ -156,6 +221,10 @@ impl Watcher {
         if created {
             self.preferences.created(name);
         }
+        if deleted {
+            // Before the wake-up below: a leader it wakes sees the deletion.
+            crate::util::lock(&self.deletions).record(revision, key);
+        }
         if let Some(counters) = self.names().get(name) {
             if let (true, Some(counter)) = (deleted, &counters.deleted) {
                 counter.bump();
@@ -167,6 +236,8 @@ impl Watcher {
     }
 
     fn wake_all(&self) {
+        // Until the next watch is up, and for what came before it, nobody can tell.
+        crate::util::lock(&self.deletions).unknown_to = i64::MAX;
         for counters in self.names().values() {
             for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
                 counter.bump();
@@ -300,6 +371,13 @@ impl Watcher {
                         if std::mem::take(&mut history_lost) {
                             self.wake_all();
                         }
+                        {
+                            // Every deletion from here on arrives.
+                            let mut deletions = crate::util::lock(&self.deletions);
+                            if deletions.unknown_to == i64::MAX {
+                                deletions.unknown_to = next_revision - 1;
+                            }
+                        }
                         events.log(|| {
                             format!("watching {} from revision {next_revision}", self.prefix)
                         });
@@ -315,6 +393,7 @@ impl Watcher {
                             self.changed(
                                 kv.key(),
                                 kv.value(),
+                                kv.mod_revision(),
                                 event.event_type() == EventType::Delete,
                                 kv.version() == 1,
                             );
@@ -358,14 +437,14 @@ mod tests {
         let mut build = watcher.deletions("build");
         let build2 = watcher.deletions("build2");
         let mut observer = watcher.changes("build");
-        watcher.changed(b"p/build/694da2166b8e6d66", b"", true, false);
+        watcher.changed(b"p/build/694da2166b8e6d66", b"", 11, true, false);
         assert!(build.has_changed());
         assert!(observer.has_changed());
         assert!(!build2.has_changed());
         build.get_and_update();
         observer.get_and_update();
         // A new candidate changes who observers see queued, never who is ahead of an election.
-        watcher.changed(b"p/build/694da2166b8e6d67", b"id", false, false);
+        watcher.changed(b"p/build/694da2166b8e6d67", b"id", 12, false, false);
         assert!(!build.has_changed());
         assert!(observer.has_changed());
     }
@@ -379,11 +458,11 @@ mod tests {
         let build = watcher.deletions("build");
         let observer = watcher.changes("build");
         // The leader's term record `<prefix>/<name>`, written and deleted.
-        watcher.changed(b"p/build", b"1 2", false, false);
-        watcher.changed(b"p/build", b"", true, false);
+        watcher.changed(b"p/build", b"1 2", 13, false, false);
+        watcher.changed(b"p/build", b"", 14, true, false);
         // Keys outside the prefix, and a key whose name is not UTF-8.
-        watcher.changed(b"q/build/1", b"", true, false);
-        watcher.changed(b"p/\xff/1", b"", true, false);
+        watcher.changed(b"q/build/1", b"", 15, true, false);
+        watcher.changed(b"p/\xff/1", b"", 16, true, false);
         assert!(!build.has_changed());
         assert!(!observer.has_changed());
     }
@@ -397,7 +476,7 @@ mod tests {
         let mut build = watcher.deletions("build");
         let other = watcher.deletions("other");
         let observer = watcher.changes("build");
-        watcher.changed(b"p//handover/build", b"5 9", false, false);
+        watcher.changed(b"p//handover/build", b"5 9", 17, false, false);
         assert!(build.has_changed());
         assert!(!other.has_changed());
         assert!(observer.has_changed(), "observers report a handover");
@@ -410,9 +489,65 @@ mod tests {
         );
         assert_eq!(watcher.handover("other"), None);
         build.get_and_update();
-        watcher.changed(b"p//handover/build", b"", true, false);
+        watcher.changed(b"p//handover/build", b"", 18, true, false);
         assert!(build.has_changed());
         assert_eq!(watcher.handover("build"), None);
+    }
+
+    #[test]
+    fn a_leader_commits_its_handover_once_the_candidates_it_asked_are_gone() {
+        let watcher = Watcher::new(
+            "p/".into(),
+            Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+        );
+        let candidate = |key: &str, revision| Candidate {
+            key: key.as_bytes().to_vec(),
+            id: "c".into(),
+            revision,
+        };
+        let (own, target) = (b"p/build/1".as_slice(), candidate("p/build/4", 9));
+        let between = [candidate("p/build/2", 7), candidate("p/build/3", 8)];
+        let worth = |w: &Watcher| w.worth_committing(own, 5, &target, &between);
+        assert!(worth(&watcher), "before the watch is up nobody can tell");
+        watcher.deletions.lock().unwrap().unknown_to = 4;
+        assert!(!worth(&watcher));
+        // Another election's key, one behind the target, and a deletion of the first key
+        // between from before it was created (an earlier campaign of the same locker).
+        watcher.changed(b"p/other/2", b"", 10, true, false);
+        watcher.changed(b"p/build/5", b"", 11, true, false);
+        watcher.changed(b"p/build/2", b"", 6, true, false);
+        watcher.changed(b"p/build/2", b"", 12, true, false);
+        assert!(!worth(&watcher), "one of the two is still there");
+        watcher.changed(b"p/build/3", b"", 13, true, false);
+        assert!(worth(&watcher));
+
+        // The target leaving, or the leader's own key going, is worth a look too.
+        let fresh = || {
+            let w = Watcher::new(
+                "p/".into(),
+                Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+            );
+            w.deletions.lock().unwrap().unknown_to = 4;
+            w
+        };
+        let w = fresh();
+        w.changed(b"p/build/4", b"", 10, true, false);
+        assert!(worth(&w));
+        let w = fresh();
+        w.changed(b"p/build/1", b"", 10, true, false);
+        assert!(worth(&w));
+
+        // Deletions pushed out by a flood of others, or a gap in the watch: the guard decides.
+        let w = fresh();
+        for i in 0..RECENT_DELETIONS as i64 {
+            w.changed(format!("p/n{i}/1").as_bytes(), b"", 10 + i, true, false);
+        }
+        assert!(!worth(&w), "all kept: still known");
+        w.changed(b"p/n/1", b"", 10_000, true, false);
+        assert!(worth(&w));
+        let w = fresh();
+        w.wake_all();
+        assert!(worth(&w));
     }
 
     #[test]
@@ -424,7 +559,7 @@ mod tests {
         let build = watcher.deletions("build");
         let observer = watcher.changes("build");
         let other = watcher.changes("other");
-        watcher.changed(b"p//prefer/build/1f", b"5", false, false);
+        watcher.changed(b"p//prefer/build/1f", b"5", 19, false, false);
         assert!(observer.has_changed());
         assert!(
             !build.has_changed(),
