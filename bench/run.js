@@ -207,6 +207,8 @@ async function main () {
   async function attempt (label, fn) {
     const t = Date.now()
     try {
+      const clean = await scenarios.cleanEtcd(admin)
+      log(`${label}: etcd compacted at revision ${clean.revision}${clean.leases ? `, ${clean.leases} lease(s) left by earlier scenarios revoked` : ''}`)
       const r = await fn()
       log(`${label}: done in ${((Date.now() - t) / 1000).toFixed(1)} s`)
       return r
@@ -369,7 +371,7 @@ function render (results, info, args, seconds, failures) {
   const cmd = args.quick ? 'npm run bench:quick' : (args.only === ALL ? 'npm run bench' : `node bench/run.js ${process.argv.slice(2).join(' ')}`)
   out.push(`# locked vs etcd3: benchmark results${args.quick ? ' (quick mode: one round each, small sizes, not for comparison)' : ''}`)
   out.push('')
-  out.push(`Command: \`${cmd}\` (${(seconds / 60).toFixed(1)} min). One throwaway single-member etcd on loopback (data dir on tmpfs), ` +
+  out.push(`Command: \`${cmd}\` (${(seconds / 60).toFixed(1)} min). One throwaway single-member etcd on loopback (data dir on tmpfs), compacted before each scenario, leftover leases revoked; ` +
     'every competing host a separate Node process; times from `process.hrtime.bigint()` (CLOCK_MONOTONIC, one clock for all processes). ' +
     'Cells are min / median / p90 / max; ratios compare medians.')
   out.push('')
