@@ -9,7 +9,8 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { startEtcd, keyOf } = require('./helpers/etcd')
 const { startEtcdctlElect } = require('./helpers/etcdctl')
-const { killAll, formatTimeline, assertOneLeaderAtATime, queueHosts } = require('./helpers/hosts')
+const { killAll, formatTimeline, assertOneLeaderAtATime, queueHosts, queued, spawnHost } = require('./helpers/hosts')
+const { startProxy, closeProxies } = require('./helpers/proxy')
 const { uniquePrefix, quietWindow, nextEvent, WRONG_START_WINDOW_MS } = require('./helpers/util')
 const { lockerSet } = require('./helpers/lockers')
 
@@ -24,6 +25,7 @@ before(async () => { etcd = await startEtcd({ members: 1 }) })
 after(async () => {
   await lockers.closeAll({ waitAtMostMs: 3000 })
   await killAll()
+  await closeProxies()
   if (etcd) await etcd.close()
 })
 afterEach(killAll)
@@ -203,6 +205,42 @@ describe('handover racing etcdctl elect, remove(), close() and its target', { ti
     const [, goValue] = await go.lines(2, 5000)
     assert.strictEqual(goValue, 'go-candidate')
     assert.deepStrictEqual(await etcd.keys(`${prefix}//handover/`), [], 'the marker went with the lease')
+  })
+})
+
+describe('handover whose commit goes unanswered', { timeout: 60000 }, () => {
+  // etcd may apply a commit whose answer never arrives: the leader's key is then gone and the
+  // target leads. The old leader must not start again on its own say; it steps down, and the next
+  // read tells it where it stands (behind the target).
+  it('the leader steps down instead of leading on, and the target leads alone', async () => {
+    const prefix = uniquePrefix('ho-unanswered')
+    const proxy = await startProxy(etcd.endpoints[0])
+    // A long TTL: the commit's request times out (2 s) long before A's leadership deadline, so
+    // what A decides comes from the unanswered commit, not from losing its lease.
+    const ttl = 20
+    const a = spawnHost({ endpoints: [proxy.endpoint], ttl, prefix, names: ['job'], id: `A-${prefix}`, work: { job: { settleAfterAbortMs: 1000 } } }, 'A')
+    await queued(etcd, a, { prefix, names: ['job'] })
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A leads')
+    const t = spawnHost({ endpoints: etcd.endpoints, ttl, prefix, names: ['job'], id: `T-${prefix}` }, 'T')
+    await queued(etcd, t, { prefix, names: ['job'] })
+    const since = a.mark()
+    a.send({ cmd: 'handover', name: 'job' })
+    await a.waitFor((e) => e.ev === 'aborted' && e.i >= since, 5000, "A's drain began")
+    // A's requests still reach etcd; nothing comes back. The drain ends, the commit goes out.
+    proxy.mode('blackhole', 'down')
+    await t.waitFor({ ev: 'start', name: 'job' }, 10000, 'T leads: etcd applied the commit')
+    const answer = await a.waitFor((e) => e.name === 'job' && (e.ev === 'handedOver' || (e.ev === 'error' && e.scope === 'command')),
+      10000, "A's handover answered", { since })
+    proxy.mode('pass')
+    // A reads again once etcd answers, finds T ahead, and queues behind it.
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.some((kv) => kv.value === a.id && kv.createRevision > keyOf(kvs, t.id).createRevision) && kvs,
+      10000, 'A queued again behind T')
+    await quietWindow(WRONG_START_WINDOW_MS)
+    assert.deepStrictEqual(a.find((e) => e.ev === 'start' && e.i > since), [],
+      `A never started again (answer: ${show(answer)})\n${formatTimeline([a, t])}`)
+    const [stop] = a.find((e) => e.ev === 'stop' && e.i > since)
+    assert.ok(stop, 'A reported its stop')
+    assertOneLeaderAtATime([a, t], 'job')
   })
 })
 
