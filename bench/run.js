@@ -207,7 +207,7 @@ async function main () {
   async function attempt (label, fn) {
     const t = Date.now()
     try {
-      const clean = await scenarios.cleanEtcd(admin)
+      const clean = await scenarios.cleanEtcd(ctx)
       log(`${label}: etcd compacted at revision ${clean.revision}${clean.leases ? `, ${clean.leases} lease(s) left by earlier scenarios revoked` : ''}`)
       const r = await fn()
       log(`${label}: done in ${((Date.now() - t) / 1000).toFixed(1)} s`)
