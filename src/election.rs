@@ -3,11 +3,15 @@
 //! The recipe of etcd's Go `concurrency.Election`: the key `<prefix>/<name>/<lease hex>` holds the
 //! locker id, bound to the locker's lease and created only if absent (so a retried campaign
 //! keeps its place). Candidates are ordered by create revision and the lowest leads. Every check
-//! reads our own key and the lowest key in one transaction, so that:
+//! reads our own key and the two lowest keys in one transaction, so that:
 //! - a candidate leads only when no key with a lower create revision is left (not merely when the
 //!   key right ahead of it went away);
 //! - a candidate leads only while its own key still exists and is bound to its current lease (a
 //!   candidate whose lease expired while it waited never leads on the stale key).
+//!
+//! The one exception to "read before leading" reads nothing because a read could tell nothing
+//! new: a candidate that read itself next in line leads on the deletion of the key ahead when the
+//! watch saw no other change of the name since our key was created (`survey::Ahead`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -24,9 +28,10 @@ use crate::retry::Backoff;
 use crate::retry::Throttle;
 use crate::session::LeaseState;
 use crate::signal::Listener;
-use crate::survey::{Standing, standing_after};
+use crate::survey::{Ahead, Standing, standing_after};
 use crate::term;
 use crate::util::changed;
+use crate::watcher::Deletion;
 
 /// Where a registration is in its life; one channel per registration, shared by the registry
 /// (which asks for the resign and waits for the end) and the election task.
@@ -76,6 +81,8 @@ impl Retrying {
 struct Held {
     lease: i64,
     revision: i64,
+    /// The one key ahead of ours, when we are next in line.
+    ahead: Option<Ahead>,
 }
 
 pub struct Election {
@@ -252,12 +259,14 @@ impl Election {
                     self.step_down(StopReason::Deadline);
                 }
                 if let Some(request) = shared.take_handover(self.serial) {
-                    match held {
-                        Some(h) if self.leading && h.lease == lease => {
+                    // Only the revision is kept across the wait: an election's task is as large
+                    // as the state it carries across its largest wait.
+                    match held.filter(|h| h.lease == lease).map(|h| h.revision) {
+                        Some(revision) if self.leading => {
                             let handed = Box::pin(self.hand_over(
                                 request,
                                 lease,
-                                h.revision,
+                                revision,
                                 &mut wake,
                                 &mut resign,
                                 &mut closing,
@@ -277,23 +286,31 @@ impl Election {
                 // Woken by a handover's marker that asks us, behind the leader we last saw, to step
                 // behind its target: do so at once rather than read first. The delete is guarded by
                 // our key's create revision; at worst a stale marker costs us our place.
-                if let (Some(h), false, Some(Some(leader))) =
-                    (held, self.leading, &self.reported_leader)
-                {
+                if let (Some(revision), false, Some(Some(leader))) = (
+                    held.filter(|h| h.lease == lease).map(|h| h.revision),
+                    self.leading,
+                    &self.reported_leader,
+                ) {
                     let asked = shared
                         .watcher
                         .handover(&self.name)
-                        .is_some_and(|m| m.asks_to_yield(leader.token, h.revision));
-                    if asked
-                        && h.lease == lease
-                        && Box::pin(self.step_aside(lease, h.revision)).await
-                    {
+                        .is_some_and(|m| m.asks_to_yield(leader.token, revision));
+                    if asked && Box::pin(self.step_aside(lease, revision)).await {
                         held = None;
                         continue;
                     }
                 }
 
-                wake.get_and_update();
+                // Next in line, and the one key ahead was deleted with nothing else of the name
+                // changed since our key was created: we lead, as a read at that deletion would
+                // tell (see `Ahead`). After a gap in the watch, or any other change, we read.
+                let next_in_line = {
+                    let woke = wake.get_and_update();
+                    held.and_then(|h| Some((h.ahead?, h.revision)))
+                        .is_some_and(|(a, created)| {
+                            woke.only_deletion_since(a.lease.get(), created)
+                        })
+                };
                 recovered.borrow_and_update();
                 let campaigning = held.is_none();
                 // A read can be dropped whenever the picture changes: the round starts over. A
@@ -306,6 +323,16 @@ impl Election {
                 let look = Box::pin(async {
                     let look = async {
                         match held {
+                            Some(h) if next_in_line => {
+                                shared.events.log(|| {
+                                    format!(
+                                        "{}: the key ahead was deleted, nothing else changed: \
+                                         leads without a read",
+                                        self.name
+                                    )
+                                });
+                                Ok(Standing::Leader { token: h.revision })
+                            }
                             Some(_) => self.check(lease).await,
                             None => self.campaign(lease).await,
                         }
@@ -327,8 +354,15 @@ impl Election {
                         Ok(Standing::Leader { token }) => Some(Held {
                             lease,
                             revision: token,
+                            ahead: None,
                         }),
-                        Ok(Standing::Waiting { revision, .. }) => Some(Held { lease, revision }),
+                        Ok(Standing::Waiting {
+                            revision, ahead, ..
+                        }) => Some(Held {
+                            lease,
+                            revision,
+                            ahead,
+                        }),
                         Ok(Standing::Gone) => None,
                         Err(_) => held,
                     };
@@ -352,6 +386,7 @@ impl Election {
                         held = Some(Held {
                             lease,
                             revision: token,
+                            ahead: None,
                         });
                         if !self.leading && shared.session.is_valid(lease) {
                             // Elected, not started: where someone else should lead (priority,
@@ -408,7 +443,11 @@ impl Election {
                             });
                         }
                     }
-                    Ok(Standing::Waiting { revision, leader }) => {
+                    Ok(Standing::Waiting {
+                        revision,
+                        leader,
+                        ahead,
+                    }) => {
                         retrying = None;
                         waited_behind_other = leader.id != shared.id;
                         // A lower key can only appear ahead of a leader whose own key was replaced.
@@ -418,7 +457,11 @@ impl Election {
                             .handover(&self.name)
                             .is_some_and(|m| m.asks_to_yield(leader.token, revision));
                         self.report_leader(Some(leader));
-                        held = Some(Held { lease, revision });
+                        held = Some(Held {
+                            lease,
+                            revision,
+                            ahead,
+                        });
                         if asked_to_yield {
                             // Should the delete fail, the next look finds the marker still there
                             // and tries again.
@@ -514,7 +557,7 @@ impl Election {
         &mut self,
         lease: i64,
         token: i64,
-        wake: &mut Listener<()>,
+        wake: &mut Listener<Deletion>,
         resign: &mut Listener<Control>,
         closing: &mut watch::Receiver<bool>,
         lease_state: &mut watch::Receiver<LeaseState>,
@@ -566,7 +609,7 @@ impl Election {
         request: handover::Request,
         lease: i64,
         token: i64,
-        wake: &mut Listener<()>,
+        wake: &mut Listener<Deletion>,
         resign: &mut Listener<Control>,
         closing: &mut watch::Receiver<bool>,
         lease_state: &mut watch::Receiver<LeaseState>,
@@ -791,7 +834,7 @@ impl Election {
     }
 
     fn lowest_key(&self) -> TxnOp {
-        keys::first_created_op(&self.candidates())
+        keys::first_two_created_op(&self.candidates())
     }
 
     /// Deletes our key, guarded so that only our own key of this term can go. Keeps trying

@@ -183,17 +183,15 @@ pub fn range_end(prefix: &str) -> Vec<u8> {
     end
 }
 
-/// Reads the first created key of the range `candidates`: the leader.
-pub fn first_created() -> GetOptions {
-    GetOptions::new()
+/// Reads the first two created keys of the range `candidates`: the leader, and who is next. A
+/// candidate that finds itself next knows the one deletion that makes it the leader, and can
+/// tell it from the watch alone.
+pub fn first_two_created_op(candidates: &str) -> TxnOp {
+    let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1)
-}
-
-/// `first_created` as an operation of a transaction.
-pub fn first_created_op(candidates: &str) -> TxnOp {
-    TxnOp::get(candidates, Some(first_created()))
+        .with_limit(2);
+    TxnOp::get(candidates, Some(options))
 }
 
 #[cfg(test)]

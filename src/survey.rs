@@ -26,15 +26,38 @@ use crate::util::changed;
 pub enum Standing {
     /// Our key is the lowest: `token` is its create revision.
     Leader { token: i64 },
-    /// Keys with lower create revisions exist; the lowest holds `leader`'s id.
-    Waiting { revision: i64, leader: LeaderInfo },
+    /// Keys with lower create revisions exist; the lowest holds `leader`'s id. `ahead`: the only
+    /// one, where the read told.
+    Waiting {
+        revision: i64,
+        leader: LeaderInfo,
+        ahead: Option<Ahead>,
+    },
     /// Our key is gone, or no longer bound to our lease.
     Gone,
 }
 
+/// The one candidate ahead of a waiting one, as a read after the waiting one's key was created
+/// found it. No key created later can get ahead, and one created earlier that went away since
+/// shows as a deletion: so once the watch shows this key deleted, with no other change of the
+/// election after our key's creation, we lead. That is what a read at the deletion's revision
+/// would tell, known without making it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ahead {
+    /// The lease in the key's last part, as the watch tells deleted keys apart. (Never 0, which
+    /// keeps an election's `Option<Ahead>` as small as this.)
+    pub lease: std::num::NonZeroI64,
+}
+
 /// Where the candidate with `key` under `lease` stands, given that key as read (`own`) and the
-/// first created key of its election (`lowest`), both from one snapshot.
-fn standing(key: &str, lease: i64, own: Option<&KeyValue>, lowest: Option<&KeyValue>) -> Standing {
+/// first two created keys of its election (`lowest`, `next`), all from one snapshot.
+fn standing(
+    key: &str,
+    lease: i64,
+    own: Option<&KeyValue>,
+    lowest: Option<&KeyValue>,
+    next: Option<&KeyValue>,
+) -> Standing {
     let Some(own) = own else {
         return Standing::Gone;
     };
@@ -45,10 +68,18 @@ fn standing(key: &str, lease: i64, own: Option<&KeyValue>, lowest: Option<&KeyVa
         Some(first) if first.key() == own.key() => Standing::Leader {
             token: own.create_revision(),
         },
-        Some(first) => Standing::Waiting {
-            revision: own.create_revision(),
-            leader: LeaderInfo::of(first),
-        },
+        Some(first) => {
+            let next_in_line = next.is_some_and(|kv| kv.key() == own.key());
+            let ahead = keys::candidate_lease(first.key())
+                .and_then(std::num::NonZeroI64::new)
+                .filter(|_| next_in_line)
+                .map(|lease| Ahead { lease });
+            Standing::Waiting {
+                revision: own.create_revision(),
+                leader: LeaderInfo::of(first),
+                ahead,
+            }
+        }
         // Our key exists, so the range cannot be empty; treat it as "not first" to be safe.
         None => Standing::Waiting {
             revision: own.create_revision(),
@@ -56,12 +87,13 @@ fn standing(key: &str, lease: i64, own: Option<&KeyValue>, lowest: Option<&KeyVa
                 id: String::new(),
                 token: 0,
             },
+            ahead: None,
         },
     }
 }
 
 /// Where a candidate stands after a transaction whose last two reads were its own key and the
-/// first created key of its election (a campaign, or a check).
+/// first two created keys of its election (a campaign, or a check).
 pub fn standing_after(key: &str, lease: i64, response: &TxnResponse) -> Standing {
     let gets: Vec<_> = response
         .op_responses()
@@ -71,10 +103,11 @@ pub fn standing_after(key: &str, lease: i64, response: &TxnResponse) -> Standing
             _ => None,
         })
         .collect();
-    let [own, lowest] = gets.as_slice() else {
+    let [own, first] = gets.as_slice() else {
         return Standing::Gone;
     };
-    standing(key, lease, own.kvs().first(), lowest.kvs().first())
+    let first = first.kvs();
+    standing(key, lease, own.kvs().first(), first.first(), first.get(1))
 }
 
 /// Below this many elections looking at once, each reads on its own.
@@ -218,7 +251,7 @@ async fn run(
 async fn check_alone(prefix: Arc<str>, batcher: Arc<Batcher>, mut ask: Ask) {
     let txn = Txn::new().and_then([
         TxnOp::get(ask.key.clone(), None),
-        keys::first_created_op(&keys::candidates(&prefix, &ask.name)),
+        keys::first_two_created_op(&keys::candidates(&prefix, &ask.name)),
     ]);
     let result = tokio::select! {
         r = batcher.txn(&ask.name, txn) => r,
@@ -230,10 +263,12 @@ async fn check_alone(prefix: Arc<str>, batcher: Arc<Batcher>, mut ask: Ask) {
         .send(result.map(|response| standing_after(&ask.key, ask.lease, &response)));
 }
 
-/// For each election asked about: its first created candidate, and the asking candidate's key.
+/// For each election asked about: its first two created candidates, and the asking candidate's
+/// key.
 #[derive(Default)]
 struct Seen {
     lowest: Option<KeyValue>,
+    next: Option<KeyValue>,
     own: Option<KeyValue>,
 }
 
@@ -292,12 +327,14 @@ async fn survey_part(prefix: Arc<str>, cluster: Arc<Cluster>, asks: Vec<Ask>) ->
             let Some(entry) = seen.get_mut(name) else {
                 return;
             };
-            if entry
-                .lowest
-                .as_ref()
-                .is_none_or(|l| kv.create_revision() < l.create_revision())
-            {
-                entry.lowest = Some(kv.clone());
+            let before = |seen: &Option<KeyValue>| {
+                seen.as_ref()
+                    .is_none_or(|s| kv.create_revision() < s.create_revision())
+            };
+            if before(&entry.lowest) {
+                entry.next = entry.lowest.replace(kv.clone());
+            } else if before(&entry.next) {
+                entry.next = Some(kv.clone());
             }
             if own_keys.contains(kv.key()) {
                 entry.own = Some(kv.clone());
@@ -318,6 +355,7 @@ async fn survey_part(prefix: Arc<str>, cluster: Arc<Cluster>, asks: Vec<Ask>) ->
                     ask.lease,
                     own,
                     entry.and_then(|e| e.lowest.as_ref()),
+                    entry.and_then(|e| e.next.as_ref()),
                 ))
             }
             Err(failure) => Err(failure.clone()),

@@ -29,20 +29,55 @@ use crate::util::changed;
 /// The largest watch message accepted: a revoke of a lease that holds a million keys fits.
 const MAX_WATCH_MESSAGE: usize = 1 << 30;
 
+/// The last change of a name that woke its elections, and the revision of the one before: a
+/// candidate next in line leads once the deletion of the key ahead is the first change of the
+/// name after its own key was created (see `survey::Ahead`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deletion {
+    pub revision: i64,
+    /// The lease in the deleted candidate key's last part; 0 for any other change (a handover
+    /// marker, or a gap in the watch).
+    pub lease: i64,
+    pub before: i64,
+}
+
+/// The revision given to a gap in the watch: later than any key's creation, so that no
+/// deletion seen after it counts as the first change since.
+const GAP: i64 = i64::MAX;
+
+impl Deletion {
+    fn then(self, revision: i64, lease: i64) -> Deletion {
+        Deletion {
+            revision,
+            lease,
+            before: self.revision,
+        }
+    }
+
+    /// Whether this was the deletion of the candidate key of `lease`, with no other change of
+    /// the election after revision `since`.
+    pub fn only_deletion_since(self, lease: i64, since: i64) -> bool {
+        lease != 0
+            && self.lease == lease
+            && self.revision != GAP
+            && self.revision > since
+            && self.before <= since
+    }
+}
+
 /// Counters of one name, each made when first asked for (most names have no observer).
 #[derive(Default)]
 struct NameWatch {
     /// Moves when a key of the name is deleted.
-    deleted: Option<Signal<()>>,
+    deleted: Option<Signal<Deletion>>,
     /// Moves when a key of the name is created, changed or deleted.
     changed: Option<Signal<()>>,
 }
 
 impl NameWatch {
     fn unused(&self) -> bool {
-        [&self.deleted, &self.changed]
-            .iter()
-            .all(|c| c.as_ref().is_none_or(|s| s.listeners() == 0))
+        self.deleted.as_ref().is_none_or(|s| s.listeners() == 0)
+            && self.changed.as_ref().is_none_or(|s| s.listeners() == 0)
     }
 }
 
@@ -119,13 +154,14 @@ impl Watcher {
         crate::util::lock(&self.names)
     }
 
-    /// A counter that moves whenever a key of election `name` is deleted.
-    pub fn deletions(&self, name: &str) -> Listener<()> {
+    /// Moves whenever a key of election `name` is deleted (or a handover marker changes), and
+    /// tells which.
+    pub fn deletions(&self, name: &str) -> Listener<Deletion> {
         let mut names = self.names();
         let entry = names.entry(name.to_string()).or_default();
         entry
             .deleted
-            .get_or_insert_with(|| Signal::new(()))
+            .get_or_insert_with(|| Signal::new(Deletion::default()))
             .subscribe()
     }
 
@@ -209,8 +245,14 @@ impl Watcher {
             // The candidates of the name look again, and those ahead of the target step aside;
             // observers report the handover.
             if let Some(counters) = self.names().get(name) {
-                for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
-                    counter.bump();
+                if let Some(deleted) = &counters.deleted {
+                    deleted.modify(|d| {
+                        *d = d.then(revision, 0);
+                        true
+                    });
+                }
+                if let Some(changed) = &counters.changed {
+                    changed.bump();
                 }
             }
             return;
@@ -226,8 +268,22 @@ impl Watcher {
             crate::util::lock(&self.deletions).record(revision, key);
         }
         if let Some(counters) = self.names().get(name) {
-            if let (true, Some(counter)) = (deleted, &counters.deleted) {
-                counter.bump();
+            if let Some(counter) = &counters.deleted {
+                if deleted {
+                    let lease = keys::candidate_lease(key).unwrap_or(0);
+                    counter.modify(|d| {
+                        *d = d.then(revision, lease);
+                        true
+                    });
+                } else if !created {
+                    // A candidate key written over from outside (ours, perhaps, now bound to
+                    // another lease): no reason to look now, but the next deletion is not the
+                    // only change since, and whoever it wakes reads.
+                    counter.modify(|d| {
+                        *d = d.then(revision, 0);
+                        false
+                    });
+                }
             }
             if let Some(counter) = &counters.changed {
                 counter.bump();
@@ -239,8 +295,14 @@ impl Watcher {
         // Until the next watch is up, and for what came before it, nobody can tell.
         crate::util::lock(&self.deletions).unknown_to = i64::MAX;
         for counters in self.names().values() {
-            for counter in [&counters.deleted, &counters.changed].into_iter().flatten() {
-                counter.bump();
+            if let Some(deleted) = &counters.deleted {
+                deleted.modify(|d| {
+                    *d = d.then(GAP, 0);
+                    true
+                });
+            }
+            if let Some(changed) = &counters.changed {
+                changed.bump();
             }
         }
         self.preferences.resync();
@@ -548,6 +610,74 @@ mod tests {
         let w = fresh();
         w.wake_all();
         assert!(worth(&w));
+    }
+
+    #[test]
+    fn a_candidate_next_in_line_leads_on_the_deletion_ahead_only_when_nothing_else_changed() {
+        let fresh = || {
+            Watcher::new(
+                "p/".into(),
+                Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
+            )
+        };
+        // Our key (lease 2) was created at revision 10; the key ahead is lease 1's.
+        let leads = |w: &Watcher| w.deletions("build").get().only_deletion_since(1, 10);
+        let w = fresh();
+        let _election = w.deletions("build");
+        // Deletions up to our key's creation are in what we read after it.
+        w.changed(b"p/build/3", b"", 9, true, false);
+        w.changed(b"p/other/1", b"", 11, true, false);
+        assert!(!leads(&w), "nothing of ours deleted yet");
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(leads(&w));
+
+        // Our own key gone in the same revision as the one ahead (one request deleted both),
+        // in either order; another key of the name, or a handover marker, changed before it.
+        for (first, second) in [("p/build/2", "p/build/1"), ("p/build/1", "p/build/2")] {
+            let w = fresh();
+            let _election = w.deletions("build");
+            w.changed(first.as_bytes(), b"", 12, true, false);
+            w.changed(second.as_bytes(), b"", 12, true, false);
+            assert!(!leads(&w), "{first} and {second} in one revision");
+        }
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/3", b"", 11, true, false);
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(!leads(&w), "another candidate went first");
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p//handover/build", b"5 9", 11, false, false);
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(!leads(&w), "a handover marker came first");
+        // Our key written over from outside (bound to another lease, or none) wakes nobody, but
+        // whoever the next deletion wakes reads; a new candidate behind us changes nothing.
+        let w = fresh();
+        let election = w.deletions("build");
+        w.changed(b"p/build/5", b"x", 11, false, true);
+        w.changed(b"p/build/2", b"x", 11, false, false);
+        assert!(!election.has_changed());
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(!leads(&w), "our key was written over first");
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/5", b"x", 11, false, true);
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(leads(&w), "a new candidate behind us");
+
+        // A gap in the watch may hide our key's deletion: the next deletion does not count.
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.wake_all();
+        w.changed(b"p/build/1", b"", 12, true, false);
+        assert!(!leads(&w), "after a gap");
+        // Nor does the deletion of some other lease's key, or a marker's own change.
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/4", b"", 12, true, false);
+        assert!(!leads(&w));
+        w.changed(b"p//handover/build", b"", 13, true, false);
+        assert!(!leads(&w));
     }
 
     #[test]
