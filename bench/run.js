@@ -501,9 +501,10 @@ function render (results, info, args, seconds, failures) {
       r.allStarted !== undefined ? `${fmtNum(r.allStarted)} ms` : r.didNotFinish,
       r.rssGrowth !== undefined ? `${fmtBytes(r.rssGrowth)} (${fmtNum(r.rssGrowth / r.n / 1024)} KB/name)` : '–',
       r.close !== undefined ? `${fmtNum(r.close)} ms` : (r.competitorDidNotFinish || '–'),
+      r.takeoverFirst !== undefined ? `${fmtNum(r.takeoverFirst)} ms` : '–',
       r.takeover !== undefined ? `${fmtNum(r.takeover)} ms` : (r.takeoverDidNotFinish || '–'),
       r.errors ? `${fmtNum(r.errors)}: "${r.firstError}"${r.recampaigns ? `; ${fmtNum(r.recampaigns)} campaigns retried after 5 s` : ''}` : '0'])
-    out.push(table(['Names', 'Library', 'all started', 'RSS growth', 'close()', 'close() → competitor started on all', 'error events (first message)'], scaleRows))
+    out.push(table(['Names', 'Library', 'all started', 'RSS growth', 'close()', 'close() → competitor started the first', 'close() → competitor started on all', 'error events (first message)'], scaleRows))
     out.push('')
     const reqRows = scale.filter((r) => r.startupRequests && r.n > 1).map((r) => {
       const total = Object.values(r.startupRequests).reduce((a, b) => a + b, 0)

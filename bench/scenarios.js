@@ -640,11 +640,14 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
       }
       out.competitorQueued = ms(creply.t0, now())
       await delay(ctx.quick ? 300 : 1000)
+      const mark = competitor.mark()
       const closed = await host.request('close', {}, cap)
       out.close = ms(closed.t0, closed.t1)
       try {
         const all = await competitor.waitEvent('allStarted', undefined, cap)
         out.takeover = ms(closed.t0, all.t)
+        const first = await competitor.waitEventAfter(mark, 'firstStart', undefined, 1000).catch(() => null)
+        if (first) out.takeoverFirst = ms(closed.t0, first.t)
       } catch (err) {
         if (!(err instanceof TimeoutError)) throw err
         const s = await competitor.request('stats', {}, 30000).catch(() => null)
