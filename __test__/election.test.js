@@ -128,6 +128,25 @@ describe('election between host processes', { timeout: 120000 }, () => {
     assertOneLeaderAtATime(hosts, 'job')
   })
 
+  it('the last candidate removes itself: the next in line must not start, the first still leads', async () => {
+    // B, next in line, leads on the deletion of A's key as its watch delivers it
+    // (docs/election-safety.md, item 14); the deletion of C's key, behind it, must not count.
+    const prefix = uniquePrefix('behind')
+    const hosts = await queue(['A', 'B', 'C'], { prefix, names: ['job'] })
+    const [a, b, c] = hosts
+    await a.waitFor({ ev: 'start', name: 'job' }, 5000, 'A start')
+    await c.request({ cmd: 'remove', name: 'job' }, { ev: 'removed', name: 'job' }, 5000)
+    const kvs = await etcd.keys(`${prefix}/job/`)
+    assert.deepStrictEqual(kvs.map((kv) => kv.value), [a.id, b.id], 'C\'s key is gone, A and B remain')
+    await quietWindow(TTL * 1000) // time for a wrong start to show
+    assert.deepStrictEqual(b.find({ ev: 'start' }), [], 'B must not start while A leads\n' + formatTimeline(hosts))
+    assert.deepStrictEqual(a.find({ ev: 'stop' }), [], 'A still leads')
+    // And B still takes over when A goes.
+    a.send({ cmd: 'remove', name: 'job' })
+    await b.waitFor({ ev: 'start', name: 'job' }, 5000, 'B start after A removed')
+    assertOneLeaderAtATime(hosts, 'job')
+  })
+
   it('pitfall 2: a candidate whose lease was revoked must not start on its stale key, and rejoins with a fresh lease', async () => {
     const prefix = uniquePrefix('p2')
     const hosts = await queue(['A', 'B', 'C'], { prefix, names: ['job'] })

@@ -31,29 +31,41 @@ const MUTANTS = [
     edits: [
       ['lib/core.js', "    this.#stopLeading(registration, 'removed')\n    this.#drained(", '    this.#drained('],
       ['lib/core.js', '    if (registration) this.#stopLeading(registration, ev.reason)', "    if (registration && ev.reason !== 'removed') this.#stopLeading(registration, ev.reason)"],
-      ['lib/core.js', '    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    registration.resolveRemove()', "    this.#stopLeading(registration, 'removed')\n    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    registration.resolveRemove()"],
-      ['lib/core.js', 'if (!registration || registration.removing || this.#closing || !this.#native.isLeading(registration.serial)) return', 'if (!registration || this.#closing || !this.#native.isLeading(registration.serial)) return']
+      ['lib/core.js', '    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    this.#pauseSettled(registration)\n    registration.resolveRemove()', "    this.#stopLeading(registration, 'removed')\n    this.#registrations.delete(ev.serial)\n    this.#updateActive()\n    this.#pauseSettled(registration)\n    registration.resolveRemove()"],
+      ['lib/core.js', 'if (!registration || registration.removing || registration.paused', 'if (!registration || registration.paused']
     ],
     tests: ['__test__/election.test.js']
   },
   {
     name: 'leader-if-own-key-exists',
     what: 'a candidate leads as soon as its own key exists, whatever is ahead of it',
-    edits: [['src/election.rs', 'Some(first) if first.key() == own.key() => Standing::Leader {', 'Some(_) => Standing::Leader {']],
+    edits: [['src/survey.rs', '        Some(first) if first.key() == own.key() => Standing::Leader {', '        Some(_) => Standing::Leader {']],
     tests: ['__test__/election.test.js']
   },
   {
     name: 'watch-ignores-deletions',
     what: 'the watch never wakes an election when a key ahead of it is deleted',
-    edits: [['src/watcher.rs', '            if let (true, Some(counter)) = (deleted, &counters.deleted) {\n                bump(counter);', '            if let (true, Some(_counter)) = (deleted, &counters.deleted) {']],
+    edits: [['src/watcher.rs', '                        *d = d.then(revision, lease);\n                        true', '                        *d = d.then(revision, lease);\n                        false']],
     tests: ['__test__/election.test.js']
+  },
+  {
+    name: 'next-in-line-on-any-deletion',
+    what: 'a candidate next in line leads on the deletion of any key of its name, not only the one ahead',
+    edits: [['src/watcher.rs', '            && self.lease == lease\n', '']],
+    tests: ['__test__/election.test.js']
+  },
+  {
+    name: 'next-in-line-ignores-earlier-changes',
+    what: 'a candidate next in line leads on the deletion of the key ahead even when its own key changed before',
+    edits: [['src/watcher.rs', '            && self.before <= since', '']],
+    tests: ['__test__/interleavings.test.js']
   },
   {
     name: 'cli-no-sigkill',
     what: 'locked run never SIGKILLs a command that ignores SIGTERM',
     edits: [
-      ['cli.js', "      current.proc.kill('SIGKILL')", '      current.proc.kill(0)'],
-      ['cli.js', "current.killTimer = setTimeout(() => current.proc.kill('SIGKILL'), graceMs)", 'current.killTimer = setTimeout(() => {}, graceMs)']
+      ['cli.js', "    current.signal('SIGKILL')\n  } else {", '  } else {'],
+      ['cli.js', "current.killTimer = setTimeout(() => current.signal('SIGKILL'), graceMs)", 'current.killTimer = setTimeout(() => {}, graceMs)']
     ],
     tests: ['__test__/cli.test.js']
   }
