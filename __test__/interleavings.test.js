@@ -323,8 +323,8 @@ describe('interleavings', { timeout: 120000 }, () => {
 
   it('a candidate whose key goes in the same request as the key ahead of it campaigns again before it leads', async () => {
     // A candidate next in line leads on the watch alone when the key ahead is deleted and nothing
-    // else of the name changed since its own key was created (docs/how-it-works.md). Here one
-    // request deletes both: B's key first (its lease is older, so its key sorts first), A's key
+    // else of the name changed since the read that found it next in line (docs/how-it-works.md).
+    // Here one request deletes both: B's key first (its lease is older, so its key sorts first), A's key
     // last. Leading on A's deletion would make B lead on a key that is gone, beside A, which
     // campaigns again and leads on its new key.
     const prefix = uniquePrefix('bothgone')
@@ -357,6 +357,33 @@ describe('interleavings', { timeout: 120000 }, () => {
     const kvs = await etcd.keys(`${prefix}/job/`)
     assert.strictEqual(kvs[0].value, term.id, `${term.id} leads on the first key in etcd`)
     assert.strictEqual(kvs[0].createRevision, term.token, `${term.id} leads on the key it holds now`)
+  })
+
+  it('in a queue of three, each next in line leads on the watch alone, also after the queue moved', async () => {
+    // The read that C makes when A's key goes finds C next in line behind B; B's deletion is the
+    // only change after that read, so C needs no read to lead (docs/how-it-works.md).
+    const prefix = uniquePrefix('chain')
+    const narration = { A: [], B: [], C: [] }
+    const make = (id) => locker({ prefix, ttl: 10, id, logger: { debug: (fields, message) => narration[id].push(message), info () {}, warn () {}, error () {} } })
+    const sa = make('A')('job')
+    await nextEvent(sa, 'start', 10000, 'A elected')
+    const sb = make('B')('job')
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 2, 5000, 'B queued')
+    const sc = make('C')('job')
+    await etcd.waitKeys(`${prefix}/job/`, (kvs) => kvs.length === 3, 5000, 'C queued')
+    const bStarts = nextEvent(sb, 'start', 5000, 'B leads after A left')
+    const cSeesB = new Promise((resolve) => sc.on('leader', (id) => { if (id === 'B') resolve() }))
+    await sa.remove()
+    await bStarts
+    await within(cSeesB, 5000, 'C read that B leads')
+    const cStarts = nextEvent(sc, 'start', 5000, 'C leads after B left')
+    await sb.remove()
+    await cStarts
+    const onWatch = (id) => narration[id].filter((m) => /leads without a read$/.test(m)).length
+    assert.strictEqual(onWatch('B'), 1, 'B led on the deletion of A\'s key alone')
+    assert.strictEqual(onWatch('C'), 1, 'C led on the deletion of B\'s key alone')
+    const kvs = await etcd.keys(`${prefix}/job/`)
+    assert.deepStrictEqual(kvs.map((kv) => kv.value), ['C'])
   })
 
   it('process.exit() during an asynchronous close() still revokes the lease at once', async () => {

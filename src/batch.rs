@@ -31,7 +31,10 @@ const MAX_BATCH: usize = 120;
 /// Batches in flight at once.
 const MAX_BATCHES: usize = 8;
 
-type Reply = oneshot::Sender<Result<TxnResponse, Failure>>;
+/// The answer, and the revision etcd answered at (0 when it did not say): the reads of a
+/// transaction see its election's keys as of that revision, batched or not (a batch holds one
+/// transaction per election).
+type Reply = oneshot::Sender<Result<(TxnResponse, i64), Failure>>;
 
 struct Request {
     /// The election the transaction belongs to.
@@ -59,6 +62,12 @@ impl Batcher {
     /// Sends `txn`, which reads or writes only keys of the election `name`. Dropping the
     /// returned future before it is sent takes the transaction out of the queue.
     pub async fn txn(&self, name: &str, txn: Txn) -> Result<TxnResponse, Failure> {
+        self.txn_at(name, txn).await.map(|(response, _)| response)
+    }
+
+    /// `txn`, with the revision its reads saw: a nested transaction's answer carries no header
+    /// of its own, so the batch's revision is handed on.
+    pub async fn txn_at(&self, name: &str, txn: Txn) -> Result<(TxnResponse, i64), Failure> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request {
@@ -149,8 +158,16 @@ async fn send_one(cluster: &Cluster, request: Request) {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
-        .await;
+        .await
+        .map(|response| {
+            let revision = revision_of(&response);
+            (response, revision)
+        });
     let _ = reply.send(result);
+}
+
+fn revision_of(response: &TxnResponse) -> i64 {
+    response.header().map_or(0, |h| h.revision())
 }
 
 async fn send(cluster: Arc<Cluster>, mut batch: Vec<Request>) {
@@ -170,10 +187,11 @@ async fn send(cluster: Arc<Cluster>, mut batch: Vec<Request>) {
         .await;
     match result {
         Ok(response) => {
+            let revision = revision_of(&response);
             let answers = response.op_responses();
             for (request, answer) in batch.into_iter().zip(answers) {
                 let _ = request.reply.send(match answer {
-                    TxnOpResponse::Txn(inner) => Ok(inner),
+                    TxnOpResponse::Txn(inner) => Ok((inner, revision)),
                     _ => Err(Failure::Rejected("unexpected batched answer".into())),
                 });
             }
@@ -204,7 +222,9 @@ async fn send(cluster: Arc<Cluster>, mut batch: Vec<Request>) {
 mod tests {
     use super::*;
 
-    fn request(name: &str) -> (Request, oneshot::Receiver<Result<TxnResponse, Failure>>) {
+    type Answer = oneshot::Receiver<Result<(TxnResponse, i64), Failure>>;
+
+    fn request(name: &str) -> (Request, Answer) {
         let (reply, answer) = oneshot::channel();
         (
             Request {

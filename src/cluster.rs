@@ -342,6 +342,7 @@ impl Cluster {
 
     /// Reads every key from `from` up to `end`, `page` keys at a time, in pages pinned to the
     /// revision of the first (one consistent snapshot), handing each key to `each` in key order.
+    /// Returns that revision.
     /// Pages are read through a client that accepts large messages, so that long keys cannot
     /// push a page past the default 4 MB limit.
     pub async fn read_pages(
@@ -350,7 +351,7 @@ impl Cluster {
         end: Vec<u8>,
         page: i64,
         mut each: impl FnMut(&KeyValue),
-    ) -> Result<(), Failure> {
+    ) -> Result<i64, Failure> {
         let mut revision = 0;
         loop {
             let response = self
@@ -377,7 +378,7 @@ impl Cluster {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok(()),
+                _ => return Ok(revision),
             }
         }
     }

@@ -11,7 +11,7 @@
 //!
 //! The one exception to "read before leading" reads nothing because a read could tell nothing
 //! new: a candidate that read itself next in line leads on the deletion of the key ahead when the
-//! watch saw no other change of the name since our key was created (`survey::Ahead`).
+//! watch saw no other change of the name since that read (`survey::Ahead`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -81,7 +81,8 @@ impl Retrying {
 struct Held {
     lease: i64,
     revision: i64,
-    /// The one key ahead of ours, when we are next in line.
+    /// The one key ahead of ours, when our last read found us next in line (the revision of
+    /// that read is kept by the watcher, see `Watcher::read_next_in_line`).
     ahead: Option<Ahead>,
 }
 
@@ -302,14 +303,14 @@ impl Election {
                 }
 
                 // Next in line, and the one key ahead was deleted with nothing else of the name
-                // changed since our key was created: we lead, as a read at that deletion would
-                // tell (see `Ahead`). After a gap in the watch, or any other change, we read.
+                // changed since the read that told us so: we lead, as a read at that deletion
+                // would tell (see `Ahead`). After a gap in the watch, or any other change, we
+                // read.
                 let next_in_line = {
                     let woke = wake.get_and_update();
-                    held.and_then(|h| Some((h.ahead?, h.revision)))
-                        .is_some_and(|(a, created)| {
-                            woke.only_deletion_since(a.lease.get(), created)
-                        })
+                    held.and_then(|h| Some((h.ahead?, h.revision))).is_some_and(
+                        |(ahead, created)| woke.only_deletion_ahead(ahead.lease.get(), created),
+                    )
                 };
                 recovered.borrow_and_update();
                 let campaigning = held.is_none();
@@ -356,12 +357,11 @@ impl Election {
                             revision: token,
                             ahead: None,
                         }),
-                        Ok(Standing::Waiting {
-                            revision, ahead, ..
-                        }) => Some(Held {
+                        // Leaving the queue: no lead on the watch alone.
+                        Ok(Standing::Waiting { revision, .. }) => Some(Held {
                             lease,
                             revision,
-                            ahead,
+                            ahead: None,
                         }),
                         Ok(Standing::Gone) => None,
                         Err(_) => held,
@@ -821,16 +821,41 @@ impl Election {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then(create)
             .or_else([TxnOp::get(key.clone(), None), lowest]);
-        let response = self.shared.batcher.txn(&self.name, txn).await?;
-        Ok(standing_after(&key, lease, &response))
+        let (response, read_at) = self.shared.batcher.txn_at(&self.name, txn).await?;
+        let standing = standing_after(&key, lease, &response);
+        self.note_read(&standing, read_at);
+        Ok(standing)
     }
 
     /// Reads where we stand without writing.
     async fn check(&self, lease: i64) -> Result<Standing, Failure> {
-        self.shared
+        let (standing, read_at) = self
+            .shared
             .surveyor
             .check(&self.name, self.key(lease), lease)
-            .await
+            .await?;
+        self.note_read(&standing, read_at);
+        Ok(standing)
+    }
+
+    /// Tells the watcher when a read found us next in line, so that changes up to it do not keep
+    /// us from leading on the deletion of the key ahead. Noted even if the round that made the
+    /// read is cut short: the note names our key's create revision, and a read of that key that
+    /// found one key ahead stays true of it.
+    fn note_read(&self, standing: &Standing, read_at: i64) {
+        if let (
+            Standing::Waiting {
+                revision,
+                ahead: Some(_),
+                ..
+            },
+            true,
+        ) = (standing, read_at > 0)
+        {
+            self.shared
+                .watcher
+                .read_next_in_line(&self.name, read_at, *revision);
+        }
     }
 
     fn lowest_key(&self) -> TxnOp {

@@ -37,11 +37,10 @@ pub enum Standing {
     Gone,
 }
 
-/// The one candidate ahead of a waiting one, as a read after the waiting one's key was created
-/// found it. No key created later can get ahead, and one created earlier that went away since
-/// shows as a deletion: so once the watch shows this key deleted, with no other change of the
-/// election after our key's creation, we lead. That is what a read at the deletion's revision
-/// would tell, known without making it.
+/// The one candidate ahead of a waiting one, as a read found it. No key created later can get
+/// ahead, so once the watch shows this key deleted, with no other change of the election after
+/// that read (the watcher keeps its revision, see `Watcher::read_next_in_line`), the waiting one
+/// leads: that is what a read at the deletion's revision would tell, known without making it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ahead {
     /// The lease in the key's last part, as the watch tells deleted keys apart. (Never 0, which
@@ -129,7 +128,8 @@ struct Ask {
     /// Our candidate key.
     key: String,
     lease: i64,
-    reply: oneshot::Sender<Result<Standing, Failure>>,
+    /// Where it stands, and the revision it was read at.
+    reply: oneshot::Sender<Result<(Standing, i64), Failure>>,
 }
 
 pub struct Surveyor {
@@ -154,8 +154,13 @@ impl Surveyor {
     }
 
     /// Where the candidate of election `name` with `key` under `lease` stands, read without
-    /// writing.
-    pub async fn check(&self, name: &str, key: String, lease: i64) -> Result<Standing, Failure> {
+    /// writing, and the revision it was read at.
+    pub async fn check(
+        &self,
+        name: &str,
+        key: String,
+        lease: i64,
+    ) -> Result<(Standing, i64), Failure> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Ask {
@@ -254,13 +259,13 @@ async fn check_alone(prefix: Arc<str>, batcher: Arc<Batcher>, mut ask: Ask) {
         keys::first_two_created_op(&keys::candidates(&prefix, &ask.name)),
     ]);
     let result = tokio::select! {
-        r = batcher.txn(&ask.name, txn) => r,
+        r = batcher.txn_at(&ask.name, txn) => r,
         // Nobody waits any more: dropping the transaction takes it out of the batcher's queue.
         _ = ask.reply.closed() => return,
     };
-    let _ = ask
-        .reply
-        .send(result.map(|response| standing_after(&ask.key, ask.lease, &response)));
+    let _ = ask.reply.send(
+        result.map(|(response, read_at)| (standing_after(&ask.key, ask.lease, &response), read_at)),
+    );
 }
 
 /// For each election asked about: its first two created candidates, and the asking candidate's
@@ -344,19 +349,20 @@ async fn survey_part(prefix: Arc<str>, cluster: Arc<Cluster>, asks: Vec<Ask>) ->
     drop(own_keys);
     for ask in asks {
         let answer = match &outcome {
-            Ok(()) => {
+            Ok(read_at) => {
                 let entry = seen.get(&ask.name);
                 // Only a key equal to ours is ours (an ask with a stale lease has another key).
                 let own = entry
                     .and_then(|e| e.own.as_ref())
                     .filter(|kv| kv.key() == ask.key.as_bytes());
-                Ok(standing(
+                let standing = standing(
                     &ask.key,
                     ask.lease,
                     own,
                     entry.and_then(|e| e.lowest.as_ref()),
                     entry.and_then(|e| e.next.as_ref()),
-                ))
+                );
+                Ok((standing, *read_at))
             }
             Err(failure) => Err(failure.clone()),
         };

@@ -31,7 +31,7 @@ const MAX_WATCH_MESSAGE: usize = 1 << 30;
 
 /// The last change of a name that woke its elections, and the revision of the one before: a
 /// candidate next in line leads once the deletion of the key ahead is the first change of the
-/// name after its own key was created (see `survey::Ahead`).
+/// name after the read that found it next in line (see `survey::Ahead`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deletion {
     pub revision: i64,
@@ -39,10 +39,15 @@ pub struct Deletion {
     /// marker, or a gap in the watch).
     pub lease: i64,
     pub before: i64,
+    /// The revision of the election's last read that found exactly one key ahead of its own,
+    /// and that own key's create revision (`Watcher::read_next_in_line`): changes up to then
+    /// are in what it read.
+    read_at: i64,
+    read_own: i64,
 }
 
-/// The revision given to a gap in the watch: later than any key's creation, so that no
-/// deletion seen after it counts as the first change since.
+/// The revision given to a gap in the watch: later than any read, so that no deletion seen
+/// after it counts as the first change since.
 const GAP: i64 = i64::MAX;
 
 impl Deletion {
@@ -51,12 +56,19 @@ impl Deletion {
             revision,
             lease,
             before: self.revision,
+            ..self
         }
     }
 
     /// Whether this was the deletion of the candidate key of `lease`, with no other change of
-    /// the election after revision `since`.
-    pub fn only_deletion_since(self, lease: i64, since: i64) -> bool {
+    /// the election since the candidate, whose key was created at `created`, read that this key
+    /// alone was ahead of it.
+    pub fn only_deletion_ahead(self, lease: i64, created: i64) -> bool {
+        // A read of another incarnation of our key tells nothing of this one.
+        let since = match self.read_own == created {
+            true => created.max(self.read_at),
+            false => created,
+        };
         lease != 0
             && self.lease == lease
             && self.revision != GAP
@@ -178,6 +190,20 @@ impl Watcher {
     /// How many names elections or observers listen to.
     pub fn len(&self) -> usize {
         self.names().len()
+    }
+
+    /// The election of `name` read at `revision` that exactly one key is ahead of its own key,
+    /// created at `own` (see `survey::Ahead`). Wakes nobody.
+    pub fn read_next_in_line(&self, name: &str, revision: i64, own: i64) {
+        if let Some(deleted) = self.names().get(name).and_then(|w| w.deleted.as_ref()) {
+            deleted.modify(|d| {
+                if revision > d.read_at {
+                    d.read_at = revision;
+                    d.read_own = own;
+                }
+                false
+            });
+        }
     }
 
     /// Forgets `name` once nobody listens to it any more.
@@ -621,7 +647,7 @@ mod tests {
             )
         };
         // Our key (lease 2) was created at revision 10; the key ahead is lease 1's.
-        let leads = |w: &Watcher| w.deletions("build").get().only_deletion_since(1, 10);
+        let leads = |w: &Watcher| w.deletions("build").get().only_deletion_ahead(1, 10);
         let w = fresh();
         let _election = w.deletions("build");
         // Deletions up to our key's creation are in what we read after it.
@@ -664,6 +690,37 @@ mod tests {
         w.changed(b"p/build/5", b"x", 11, false, true);
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(leads(&w), "a new candidate behind us");
+
+        // A change after our key's creation, then a read that found us next in line again: what
+        // changed up to that read is in it.
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/0", b"", 11, true, false);
+        w.changed(b"p/build/1", b"", 13, true, false);
+        assert!(
+            !leads(&w),
+            "a change after our key's creation, and no read since"
+        );
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/0", b"", 11, true, false);
+        w.read_next_in_line("build", 12, 10);
+        w.changed(b"p/build/1", b"", 13, true, false);
+        assert!(leads(&w), "the change at 11 is in the read at 12");
+        // ... but not what came after the read, even when the watch delivers it later.
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.read_next_in_line("build", 12, 10);
+        w.changed(b"p/build/0", b"", 13, true, false);
+        w.changed(b"p/build/1", b"", 14, true, false);
+        assert!(!leads(&w), "a change after the read");
+        // A read of another incarnation of our key (created at 11) says nothing of ours.
+        let w = fresh();
+        let _election = w.deletions("build");
+        w.changed(b"p/build/0", b"", 11, true, false);
+        w.read_next_in_line("build", 12, 11);
+        w.changed(b"p/build/1", b"", 13, true, false);
+        assert!(!leads(&w), "a read of another key");
 
         // A gap in the watch may hide our key's deletion: the next deletion does not count.
         let w = fresh();
