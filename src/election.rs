@@ -31,7 +31,7 @@ use crate::signal::Listener;
 use crate::survey::{Ahead, Standing, standing_after};
 use crate::term;
 use crate::util::changed;
-use crate::watcher::Deletion;
+use crate::watcher::LastChange;
 
 /// Where a registration is in its life; one channel per registration, shared by the registry
 /// (which asks for the resign and waits for the end) and the election task.
@@ -557,7 +557,7 @@ impl Election {
         &mut self,
         lease: i64,
         token: i64,
-        wake: &mut Listener<Deletion>,
+        wake: &mut Listener<LastChange>,
         resign: &mut Listener<Control>,
         closing: &mut watch::Receiver<bool>,
         lease_state: &mut watch::Receiver<LeaseState>,
@@ -609,7 +609,7 @@ impl Election {
         request: handover::Request,
         lease: i64,
         token: i64,
-        wake: &mut Listener<Deletion>,
+        wake: &mut Listener<LastChange>,
         resign: &mut Listener<Control>,
         closing: &mut watch::Receiver<bool>,
         lease_state: &mut watch::Receiver<LeaseState>,
@@ -843,14 +843,11 @@ impl Election {
     /// read is cut short: the note names our key's create revision, and a read of that key that
     /// found one key ahead stays true of it.
     fn note_read(&self, standing: &Standing, read_at: i64) {
-        if let (
-            Standing::Waiting {
-                revision,
-                ahead: Some(_),
-                ..
-            },
-            true,
-        ) = (standing, read_at > 0)
+        if let Standing::Waiting {
+            revision,
+            ahead: Some(_),
+            ..
+        } = standing
         {
             self.shared
                 .watcher

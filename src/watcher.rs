@@ -33,7 +33,7 @@ const MAX_WATCH_MESSAGE: usize = 1 << 30;
 /// candidate next in line leads once the deletion of the key ahead is the first change of the
 /// name after the read that found it next in line (see `survey::Ahead`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deletion {
+pub struct LastChange {
     pub revision: i64,
     /// The lease in the deleted candidate key's last part; 0 for any other change (a handover
     /// marker, or a gap in the watch).
@@ -50,9 +50,9 @@ pub struct Deletion {
 /// after it counts as the first change since.
 const GAP: i64 = i64::MAX;
 
-impl Deletion {
-    fn then(self, revision: i64, lease: i64) -> Deletion {
-        Deletion {
+impl LastChange {
+    fn then(self, revision: i64, lease: i64) -> LastChange {
+        LastChange {
             revision,
             lease,
             before: self.revision,
@@ -81,7 +81,7 @@ impl Deletion {
 #[derive(Default)]
 struct NameWatch {
     /// Moves when a key of the name is deleted.
-    deleted: Option<Signal<Deletion>>,
+    deleted: Option<Signal<LastChange>>,
     /// Moves when a key of the name is created, changed or deleted.
     changed: Option<Signal<()>>,
 }
@@ -168,12 +168,12 @@ impl Watcher {
 
     /// Moves whenever a key of election `name` is deleted (or a handover marker changes), and
     /// tells which.
-    pub fn deletions(&self, name: &str) -> Listener<Deletion> {
+    pub fn deletions(&self, name: &str) -> Listener<LastChange> {
         let mut names = self.names();
         let entry = names.entry(name.to_string()).or_default();
         entry
             .deleted
-            .get_or_insert_with(|| Signal::new(Deletion::default()))
+            .get_or_insert_with(|| Signal::new(LastChange::default()))
             .subscribe()
     }
 
@@ -193,7 +193,8 @@ impl Watcher {
     }
 
     /// The election of `name` read at `revision` that exactly one key is ahead of its own key,
-    /// created at `own` (see `survey::Ahead`). Wakes nobody.
+    /// created at `own` (see `survey::Ahead`). Wakes nobody; a read whose revision etcd did not
+    /// give (0) notes nothing.
     pub fn read_next_in_line(&self, name: &str, revision: i64, own: i64) {
         if let Some(deleted) = self.names().get(name).and_then(|w| w.deleted.as_ref()) {
             deleted.modify(|d| {
@@ -640,16 +641,18 @@ mod tests {
 
     #[test]
     fn a_candidate_next_in_line_leads_on_the_deletion_ahead_only_when_nothing_else_changed() {
+        // A watcher, and the election of "build" listening to it.
         let fresh = || {
-            Watcher::new(
+            let w = Watcher::new(
                 "p/".into(),
                 Arc::new(Preferences::new("p".into(), false, Duration::ZERO)),
-            )
+            );
+            let election = w.deletions("build");
+            (w, election)
         };
         // Our key (lease 2) was created at revision 10; the key ahead is lease 1's.
         let leads = |w: &Watcher| w.deletions("build").get().only_deletion_ahead(1, 10);
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         // Deletions up to our key's creation are in what we read after it.
         w.changed(b"p/build/3", b"", 9, true, false);
         w.changed(b"p/other/1", b"", 11, true, false);
@@ -660,77 +663,66 @@ mod tests {
         // Our own key gone in the same revision as the one ahead (one request deleted both),
         // in either order; another key of the name, or a handover marker, changed before it.
         for (first, second) in [("p/build/2", "p/build/1"), ("p/build/1", "p/build/2")] {
-            let w = fresh();
-            let _election = w.deletions("build");
+            let (w, _election) = fresh();
             w.changed(first.as_bytes(), b"", 12, true, false);
             w.changed(second.as_bytes(), b"", 12, true, false);
             assert!(!leads(&w), "{first} and {second} in one revision");
         }
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/3", b"", 11, true, false);
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(!leads(&w), "another candidate went first");
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p//handover/build", b"5 9", 11, false, false);
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(!leads(&w), "a handover marker came first");
         // Our key written over from outside (bound to another lease, or none) wakes nobody, but
         // whoever the next deletion wakes reads; a new candidate behind us changes nothing.
-        let w = fresh();
-        let election = w.deletions("build");
+        let (w, election) = fresh();
         w.changed(b"p/build/5", b"x", 11, false, true);
         w.changed(b"p/build/2", b"x", 11, false, false);
         assert!(!election.has_changed());
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(!leads(&w), "our key was written over first");
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/5", b"x", 11, false, true);
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(leads(&w), "a new candidate behind us");
 
         // A change after our key's creation, then a read that found us next in line again: what
         // changed up to that read is in it.
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/0", b"", 11, true, false);
         w.changed(b"p/build/1", b"", 13, true, false);
         assert!(
             !leads(&w),
             "a change after our key's creation, and no read since"
         );
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/0", b"", 11, true, false);
         w.read_next_in_line("build", 12, 10);
         w.changed(b"p/build/1", b"", 13, true, false);
         assert!(leads(&w), "the change at 11 is in the read at 12");
         // ... but not what came after the read, even when the watch delivers it later.
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.read_next_in_line("build", 12, 10);
         w.changed(b"p/build/0", b"", 13, true, false);
         w.changed(b"p/build/1", b"", 14, true, false);
         assert!(!leads(&w), "a change after the read");
         // A read of another incarnation of our key (created at 11) says nothing of ours.
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/0", b"", 11, true, false);
         w.read_next_in_line("build", 12, 11);
         w.changed(b"p/build/1", b"", 13, true, false);
         assert!(!leads(&w), "a read of another key");
 
         // A gap in the watch may hide our key's deletion: the next deletion does not count.
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.wake_all();
         w.changed(b"p/build/1", b"", 12, true, false);
         assert!(!leads(&w), "after a gap");
         // Nor does the deletion of some other lease's key, or a marker's own change.
-        let w = fresh();
-        let _election = w.deletions("build");
+        let (w, _election) = fresh();
         w.changed(b"p/build/4", b"", 12, true, false);
         assert!(!leads(&w));
         w.changed(b"p//handover/build", b"", 13, true, false);
