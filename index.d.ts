@@ -5,7 +5,7 @@ declare namespace locked {
   interface LockerOptions {
     /** Lease TTL in seconds (whole number, 2 to 3600). Default 10. */
     ttl?: number
-    /** Key prefix in etcd: candidates are `<prefix>/<name>/<lease id hex>`, the leader's term record `<prefix>/<name>`. Default `'locked'`. */
+    /** Key prefix in etcd: candidates are `<prefix>/<name>/<lease id hex>`, the leaders' term records `<prefix>//terms/<bucket>/<lease id hex>`. Default `'locked'`. */
     prefix?: string
     /** This locker's id, stored as the value of its keys. Default: a random UUID v4. */
     id?: string

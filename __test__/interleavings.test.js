@@ -10,7 +10,7 @@ const fs = require('node:fs')
 const v8 = require('node:v8')
 const vm = require('node:vm')
 const locked = require('..')
-const { startEtcd, httpJson } = require('./helpers/etcd')
+const { startEtcd, httpJson, termBucket, termLines } = require('./helpers/etcd')
 const { startProxy, closeProxies } = require('./helpers/proxy')
 const { spawnHost, killAll, ms, formatTimeline } = require('./helpers/hosts')
 const { uniquePrefix, nextEvent, within, quietWindow, until } = require('./helpers/util')
@@ -289,7 +289,7 @@ describe('interleavings', { timeout: 120000 }, () => {
     await a.waitFor({ ev: 'blocking' }, 5000, 'A blocking')
     await b.request({ cmd: 'remove', name: 'job' }, { ev: 'removed', name: 'job' }, 5000)
     // A's core was elected (it publishes its term record right after), while A's thread is blocked.
-    await etcd.waitKeys(`${prefix}/job`, (kvs) => kvs.some((kv) => kv.key === `${prefix}/job` && kv.value.startsWith(`${kvs.find((k) => k.value === a.id)?.createRevision} `)), 3000, 'A\'s term record')
+    await etcd.waitKeys(`${prefix}/`, (kvs) => termLines(kvs, prefix).some((l) => l.name === 'job' && l.token === kvs.find((k) => k.value === a.id)?.createRevision), 3000, 'A\'s term record')
     // Then A is cut off: its lease is not renewed again, and its deadline passes while blocked.
     p.mode('blackhole')
     await a.waitFor({ ev: 'unblocked' }, 10000, 'A unblocked')
@@ -410,17 +410,18 @@ describe('revisions larger than one gRPC message', { timeout: 120000 }, () => {
   // A locker that closes revokes its lease, and etcd deletes every key of it in one revision; a
   // watch gets that revision as one message unless it asks etcd to split it. Past the client's
   // 4 MB message limit the successor's watch failed on it again and again, and no name it waited
-  // for was ever led again. Long keys make that revision large with few names.
-  it('a locker with 2000 names of 1.5 KB keys closes: the other locker leads every one of them', async () => {
+  // for was ever led again. Long keys make that revision large with few names: here A's 3000
+  // keys and its term records, about 6 MB.
+  it('a locker with 3000 names of 1.5 KB keys closes: the other locker leads every one of them', async () => {
     const prefix = `${uniquePrefix('big')}-${'p'.repeat(1500)}`
-    const names = Array.from({ length: 2000 }, (_, i) => `n${i}`)
+    const names = Array.from({ length: 3000 }, (_, i) => `n${i}`)
     const a = locker({ prefix, ttl: 10, id: 'A' })
     const b = locker({ prefix, ttl: 10, id: 'B' })
     await allStart(names.map((name) => a(name)), 30000, 'A leads every name')
     const waiting = names.map((name) => b(name))
     await until(async () => {
       const out = await etcd.etcdctl(['get', `${prefix}/`, '--prefix', '--keys-only', '--limit', '1', '-w', 'json'])
-      return Number(JSON.parse(out).count) === 3 * names.length
+      return Number(JSON.parse(out).count) === 2 * names.length + new Set(names.map(termBucket)).size
     }, 30000, 'B queued on every name')
     const bStarts = allStart(waiting, 20000, 'B leads every name after A closed')
     await a.close()
@@ -451,9 +452,10 @@ describe('many elections looking at once', { timeout: 120000 }, () => {
       await until(async () => Number(JSON.parse(await etcd.etcdctl(['get', `${prefix}/`, '--prefix', '--keys-only', '--limit', '1', '-w', 'json'])).count) === count, 30000, `${l.id()} queued on every name`)
       return singletons
     }
-    // Each name: A's key, A's term record, then B's key, then C's.
-    const bs = await queue(b, 3 * names.length)
-    const cs = await queue(c, 4 * names.length)
+    // Each name: A's key, then B's, then C's; and A's term records, one per bucket of names.
+    const records = new Set(names.map(termBucket)).size
+    const bs = await queue(b, 2 * names.length + records)
+    const cs = await queue(c, 3 * names.length + records)
     const before = await etcd.keys(`${prefix}/`)
     let cStarts = 0
     for (const s of cs) s.on('start', () => { cStarts++ })

@@ -8,7 +8,7 @@ const { describe, it, before, after, afterEach } = require('node:test')
 const assert = require('node:assert')
 const { performance } = require('node:perf_hooks')
 const locked = require('..')
-const { startEtcd, freePorts, keyOf } = require('./helpers/etcd')
+const { startEtcd, freePorts, keyOf, termLines, termRecordKey } = require('./helpers/etcd')
 const { startProxy, closeProxies } = require('./helpers/proxy')
 const { spawnHost, killAll, now, ms, formatTimeline, assertOneLeaderAtATime, queueHosts } = require('./helpers/hosts')
 const { uniquePrefix, nextEvent, within, quietWindow, until, marginMs, CLOCK_READ_MS, assertDeadlineStop } = require('./helpers/util')
@@ -527,19 +527,23 @@ describe('leader() and observers', { timeout: 120000 }, () => {
       `B's election time ${infoB.since.getTime()} lies between the remove (${beforeB}) and B's start (${afterB})`)
     // The record is bound to the leader's lease, so it cannot outlive the leader's session.
     const kvs = await etcd.keys(`${prefix}/`)
-    const record = kvs.find((kv) => kv.key === `${prefix}/job`)
+    const line = termLines(kvs, prefix).find((l) => l.name === 'job' && l.token === termB.token)
     const bKey = kvs.find((kv) => kv.value === 'host-b')
-    assert.ok(record && bKey, JSON.stringify(kvs))
-    assert.strictEqual(record.leaseHex, bKey.leaseHex, 'the record is bound to the leader\'s lease')
-    // A record of an earlier term (as an outside write puts it back here) is not B's time.
-    await etcd.etcdctl(['put', `${prefix}/job`, `${termA.token} ${infoA.since.getTime()}`])
+    assert.ok(line && bKey, JSON.stringify(kvs))
+    assert.strictEqual(line.key, termRecordKey(prefix, 'job', bKey.leaseHex), 'the record is B\'s, in the bucket of the name')
+    assert.strictEqual(line.leaseHex, bKey.leaseHex, 'the record is bound to the leader\'s lease')
+    // B's line is what tells its time: with it gone, and a line of an earlier term beside it (as
+    // an outside write puts one there), the time is unknown, not A's.
+    const outside = termRecordKey(prefix, 'job', 'ffff')
+    await etcd.etcdctl(['put', outside, `${termA.token} ${infoA.since.getTime()} job\n`])
+    await etcd.etcdctl(['put', line.key, '1 2 other\n', `--lease=${line.leaseHex}`])
     assert.deepStrictEqual(await reader.term('job'), { leader: 'host-b', token: termB.token, since: null, priority: 0, preferred: 'host-b', handover: null })
-    await etcd.del(`${prefix}/job`)
+    await etcd.del(outside)
 
-    // The last candidate leaves: nobody leads, and its resign took the record with it.
+    // The last candidate leaves: nobody leads, and after its resign its record goes too.
     await sb.remove()
     assert.strictEqual(await reader.term('job'), null)
-    assert.deepStrictEqual(await etcd.keys(`${prefix}/`), [], 'no record left behind')
+    await etcd.waitKeys(`${prefix}/`, (kvs) => kvs.length === 0, 5000, 'no record left behind')
 
     await reader.close()
     await assert.rejects(reader.term('job'), { code: 'LOCKER_CLOSED' })
@@ -551,7 +555,7 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     assert.deepStrictEqual(await reader.terms(), [], 'no elections yet')
     const a = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
     const b = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-b' })
-    // 1100 names on A: with their term records 2200 keys, three pages of the read.
+    // 1100 names on A: 1100 keys and hundreds of term records, more than one page of the read.
     const many = Array.from({ length: 1100 }, (_, i) => `n${String(i).padStart(4, '0')}`)
     await Promise.all(many.map((name) => nextEvent(a(name, () => {}), 'start', 15000, `A start ${name}`)))
     const [termB] = await nextEvent(b('solo', () => {}), 'start', 5000, 'B start solo')

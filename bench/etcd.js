@@ -60,4 +60,10 @@ function procCpuSeconds (pid) {
   }
 }
 
-module.exports = { startEtcd, etcdVersion }
+// How many term records locked writes for these names: one per bucket of names (keys under
+// `<prefix>//terms/`, see docs/how-it-works.md).
+function termRecords (names) {
+  return new Set(names.map(fixture.termBucket)).size
+}
+
+module.exports = { startEtcd, etcdVersion, termRecords }

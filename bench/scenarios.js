@@ -10,6 +10,7 @@
 const fs = require('node:fs')
 const { Host, TimeoutError, stopAll } = require('./hosts')
 const { ms } = require('./stats')
+const { termRecords } = require('./etcd')
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const now = () => process.hrtime.bigint()
@@ -282,8 +283,8 @@ async function handoffUnderLoad (ctx, load) {
     await hosts[0].request('register', { names, expectAll: true }, cap)
     await hosts[0].waitEvent('allStarted', undefined, cap)
     await hosts[1].request('register', { names }, cap)
-    // Two candidates per name and one term record (`<prefix>/<name>`) per led name.
-    await waitKeys(ctx.admin, `${prefix}/`, 3 * load, cap)
+    // Two candidates per name, and the leader's term records (one per bucket of names).
+    await waitKeys(ctx.admin, `${prefix}/`, 2 * load + termRecords(names), cap)
     await Promise.all(hosts.map((h) => h.request('setQuiet', { value: false })))
     await hosts[0].request('register', { names: [name] })
     await hosts[0].waitEvent('start', name, 15000)
@@ -440,8 +441,8 @@ async function crashGuardian (ctx, n) {
       await a.request('register', { names, expectAll: true })
       await a.waitEvent('allStarted', undefined, cap)
       await b.request('register', { names, expectAll: true })
-      // Two candidates and the leader's term record `<prefix>/<name>` per name.
-      await waitKeys(ctx.admin, `${prefix}/`, 3 * n, cap)
+      // Two candidates per name, and the leader's term records (one per bucket of names).
+      await waitKeys(ctx.admin, `${prefix}/`, 2 * n + termRecords(names), cap)
       const gpid = await guardianPid(a, 10000)
       if (parentOf(gpid) !== a.pid) throw new Error(`guardian ${gpid} is not a child of host ${a.pid}`)
       // Let the guardian settle (a fresh Node process is still loading), then kill at a random
@@ -592,9 +593,9 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
     out.heapGrowth = s1.heapUsed - s0.heapUsed
 
     // Idle window: nothing happens but what the library does on its own. locked's leaders write
-    // their term records after their start; at 100 000 names that takes seconds, and is start-up
+    // their term records after their start; at 100 000 names that takes a moment, and is start-up
     // work, not idle cost: wait for every record first.
-    await waitKeys(ctx.admin, `${prefix}/`, lib === 'locked' ? 2 * n : n, cap)
+    await waitKeys(ctx.admin, `${prefix}/`, lib === 'locked' ? n + termRecords(names) : n, cap)
     await delay(ctx.quick ? 500 : 2000)
     const e0 = await etcdSnapshot(ctx)
     const h0 = await host.request('stats', {}, 60000)
@@ -631,8 +632,8 @@ async function idleAndScale (ctx, lib, n, withCompetitor) {
       await competitor.ready()
       const creply = await competitor.request('register', { names, expectAll: true }, cap)
       try {
-        // Two candidates per name, and for locked each leader's term record `<prefix>/<name>`.
-        await waitKeys(ctx.admin, `${prefix}/`, (lib === 'locked' ? 3 : 2) * n, cap)
+        // Two candidates per name, and for locked the leader's term records (one per bucket).
+        await waitKeys(ctx.admin, `${prefix}/`, 2 * n + (lib === 'locked' ? termRecords(names) : 0), cap)
       } catch (err) {
         if (!(err instanceof TimeoutError)) throw err
         out.competitorDidNotFinish = `competitor not queued on all ${n} names within ${cap / 1000} s`

@@ -21,7 +21,7 @@ function ttlFault (ttl) {
 }
 
 // The key layout (src/keys.rs builds the keys): a locker's elections live under `<prefix>/`, the
-// candidates of `name` at `<prefix>/<name>/<lease hex>` and its term record at `<prefix>/<name>`.
+// candidates of `name` at `<prefix>/<name>/<lease hex>`, the library's own keys under `<prefix>//`.
 // So a name is one key segment, and a prefix is used without its trailing slashes.
 
 /** `prefix` as the keys use it. */

@@ -61,6 +61,24 @@ const MUTANTS = [
     tests: ['__test__/interleavings.test.js']
   },
   {
+    name: 'term-line-of-any-token',
+    what: "a reader takes a name's line in the term records whatever term it names",
+    edits: [['src/term.rs', '                .iter()\n                .find(|began| began.token == token)\n', '                .iter()\n                .next()\n']],
+    tests: ['__test__/leadership.test.js']
+  },
+  {
+    name: 'term-record-last-line-only',
+    what: "a term record holds only the line of the last term begun in its bucket, not every leader's",
+    edits: [['src/term.rs', '                self.buckets\n                    .entry(bucket)\n                    .or_default()\n', '                self.buckets.remove(&bucket);\n                self.buckets\n                    .entry(bucket)\n                    .or_default()\n']],
+    tests: ['__test__/leadership.test.js']
+  },
+  {
+    name: 'term-line-kept-after-resign',
+    what: "a resign or a handover leaves the term's line in its record",
+    edits: [['src/term.rs', 'if terms.get(&name).is_some_and(|b| b.token == token) {', 'if terms.get(&name).is_some_and(|b| b.token == token && false) {']],
+    tests: ['__test__/leadership.test.js']
+  },
+  {
     name: 'cli-no-sigkill',
     what: 'locked run never SIGKILLs a command that ignores SIGTERM',
     edits: [

@@ -433,14 +433,7 @@ impl Election {
                             });
                             // After `start`, and beside the election: the record is for readers and
                             // never delays a takeover.
-                            shared.publisher.publish(term::Publication {
-                                name: self.name.clone(),
-                                own_key: self.key(lease),
-                                token,
-                                lease,
-                                since_ms,
-                                leading: self.leading_lease.clone(),
-                            });
+                            shared.publisher.began(&self.name, token, lease, since_ms);
                         }
                     }
                     Ok(Standing::Waiting {
@@ -620,7 +613,6 @@ impl Election {
         let own = self.key(lease);
         let candidates = self.candidates();
         let marker_key = keys::handover(&shared.prefix, &self.name);
-        let record = keys::record(&shared.prefix, &self.name);
         let deadline = tokio::time::Instant::now() + handover::WAIT;
         // The target revision our marker names, once written.
         let mut marked: Option<i64> = None;
@@ -683,11 +675,12 @@ impl Election {
             {
                 // Nobody between, or the watch saw those asked step aside (or cannot tell): the
                 // guard tells.
-                let commit = handover::commit(&own, token, &choice, &marker_key, &record, lease);
+                let commit = handover::commit(&own, token, &choice, &marker_key, lease);
                 unanswered_commit = true;
                 let committed = ask!(commit).succeeded();
                 unanswered_commit = false;
                 if committed {
+                    shared.publisher.ended(&self.name, token);
                     break Ok(choice.target.leader());
                 }
                 // Someone between is still there, or our key or the target's changed: read.
@@ -873,6 +866,8 @@ impl Election {
             return true;
         };
         let key = self.key(lease);
+        // The term that ends with this resign, if we led: its line in our term record goes.
+        let term = held.filter(|h| h.lease == lease).map(|h| h.revision);
         let guard = match held {
             Some(h) if h.lease == lease => {
                 Compare::create_revision(key.clone(), CompareOp::Equal, h.revision)
@@ -885,7 +880,6 @@ impl Election {
             .when([guard])
             .and_then([
                 TxnOp::delete(key, None),
-                term::withdraw(&keys::record(&self.shared.prefix, &self.name), lease),
                 handover::withdraw(&keys::handover(&self.shared.prefix, &self.name), lease),
                 // Ours (the key holds our lease), whatever this registration's priority: one of an
                 // earlier registration of the name under this lease may still be there.
@@ -914,6 +908,9 @@ impl Election {
                     self.shared
                         .events
                         .log(|| format!("{}: resigned", self.name));
+                    if let Some(token) = term {
+                        self.shared.publisher.ended(&self.name, token);
+                    }
                     return true;
                 }
                 Err(failure) => {

@@ -22,7 +22,6 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTar
 use etcd_client::{TxnOpResponse, TxnResponse};
 
 pub use crate::keys::{Candidate, Marker};
-use crate::term;
 
 /// How long a leader waits for the candidates ahead of its target to step behind it. Ours do so
 /// within milliseconds; one that has not by then is not going to.
@@ -168,17 +167,10 @@ pub fn mark(own: &str, token: i64, marker_key: &str, lease: i64, marker: Marker)
         )])
 }
 
-/// The handover itself: our key, the marker and our term record go, if our key and the target's
+/// The handover itself: our key and the marker go, if our key and the target's
 /// are still the ones chosen and every candidate that was between them has left that place (its
 /// key is gone, or was made again, behind the target).
-pub fn commit(
-    own: &str,
-    token: i64,
-    choice: &Choice,
-    marker_key: &str,
-    record: &str,
-    lease: i64,
-) -> Txn {
+pub fn commit(own: &str, token: i64, choice: &Choice, marker_key: &str, lease: i64) -> Txn {
     let target = &choice.target;
     let mut guards = vec![
         Compare::create_revision(own, CompareOp::Equal, token),
@@ -190,11 +182,9 @@ pub fn commit(
             .iter()
             .map(|c| Compare::create_revision(c.key.clone(), CompareOp::NotEqual, c.revision)),
     );
-    Txn::new().when(guards).and_then([
-        TxnOp::delete(own, None),
-        withdraw(marker_key, lease),
-        term::withdraw(record, lease),
-    ])
+    Txn::new()
+        .when(guards)
+        .and_then([TxnOp::delete(own, None), withdraw(marker_key, lease)])
 }
 
 /// Deletes the marker if `lease` wrote it. Nested in a handover and in every resign, so that no

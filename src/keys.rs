@@ -2,16 +2,20 @@
 //!
 //! Under a locker's prefix, the election `name` keeps its candidates at `<prefix>/<name>/<lease
 //! hex>` (the layout of etcd's Go `concurrency.Election` and `etcdctl elect`; the value is the
-//! locker id), and its leader's term record right beside that range at `<prefix>/<name>`. Names
-//! hold no '/', so a record never falls into any election's candidates' range.
+//! locker id). Names hold no '/', so one name's range never holds another's keys.
 //!
 //! A leader handing over to a candidate further back leaves a marker at `<prefix>//handover/<name>`
 //! (see `handover`): a name is never empty, so no election, ours or `etcdctl elect`'s, takes a key
-//! that starts with `<prefix>//` for a candidate or a record.
+//! that starts with `<prefix>//` for a candidate.
 //!
 //! A candidate with a priority, or of a locker that balances, says so at
 //! `<prefix>//prefer/<name>/<lease hex>` (see `preference`), beside its candidate key and bound to
 //! the same lease.
+//!
+//! Leaders publish when their terms began in term records `<prefix>//terms/<bucket>/<lease hex>`
+//! (see `term`): one per lease and bucket of names, a bucket being a fixed hash of the name, so a
+//! locker leading 100 000 names writes (and its lease's revoke deletes) about a thousand records,
+//! not 100 000.
 
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, TxnOp};
 
@@ -83,9 +87,40 @@ pub fn all(prefix: &str) -> String {
     format!("{prefix}/")
 }
 
-/// `<prefix>/<name>`: where the leader of `name` publishes its term.
-pub fn record(prefix: &str, name: &str) -> String {
-    format!("{prefix}/{name}")
+/// Term records are spread over this many buckets per lease: at 100 000 names about a hundred
+/// names each, a few kB, so rewriting one for one name stays cheap; at a few names, one record
+/// per name, as before buckets.
+pub const TERM_BUCKETS: u32 = 1024;
+
+/// The bucket of `name`'s term: FNV-1a of its bytes, fixed forever (every version of every locker
+/// must find a name's record in the same bucket).
+pub fn term_bucket(name: &str) -> u32 {
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % TERM_BUCKETS
+}
+
+/// `<prefix>//terms/<bucket hex>/`: the term records of every lease for the bucket of `name`.
+pub fn term_records(prefix: &str, name: &str) -> String {
+    term_bucket_range(prefix, term_bucket(name))
+}
+
+fn term_bucket_range(prefix: &str, bucket: u32) -> String {
+    format!("{prefix}/{TERMS}{bucket:03x}/")
+}
+
+/// `<prefix>//terms/<bucket hex>/<lease hex>`: the terms that leader's of `lease` began in `bucket`.
+pub fn term_record(prefix: &str, bucket: u32, lease: i64) -> String {
+    format!("{}{lease:x}", term_bucket_range(prefix, bucket))
+}
+
+const TERMS: &str = "/terms/";
+
+/// Whether `key` is a term record (the names are in its value).
+pub fn is_term_record(all: &str, key: &[u8]) -> bool {
+    key.strip_prefix(all.as_bytes())
+        .is_some_and(|rest| rest.starts_with(TERMS.as_bytes()))
 }
 
 /// `<prefix>/<name>/`: the candidates of `name`.
@@ -155,7 +190,7 @@ pub fn candidate_lease(key: &[u8]) -> Option<i64> {
 }
 
 /// The election a key under `all` belongs to: the name of a candidate key; `None` for a term
-/// record, a handover marker or anything else.
+/// record, a handover marker, a preference or anything else.
 pub fn election_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
     let rest = key.strip_prefix(all.as_bytes())?;
     if rest.starts_with(b"/") {
@@ -163,15 +198,6 @@ pub fn election_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
     }
     let slash = rest.iter().rposition(|b| *b == b'/')?;
     std::str::from_utf8(&rest[..slash]).ok()
-}
-
-/// The election whose term record `key` is: `<all><name>` with no '/' in the name.
-pub fn record_of<'k>(all: &str, key: &'k [u8]) -> Option<&'k str> {
-    let rest = key.strip_prefix(all.as_bytes())?;
-    if rest.is_empty() || rest.contains(&b'/') {
-        return None;
-    }
-    std::str::from_utf8(rest).ok()
 }
 
 /// The end of the range of every key starting with `prefix` (which ends with '/').
@@ -204,21 +230,35 @@ mod tests {
         let key = candidate(&candidates("p", "build"), 0x694d);
         assert_eq!(key, "p/build/694d");
         assert_eq!(election_of(&all, key.as_bytes()), Some("build"));
-        assert_eq!(election_of(&all, record("p", "build").as_bytes()), None);
+        assert_eq!(
+            election_of(&all, term_record("p", 7, 0x694d).as_bytes()),
+            None
+        );
         assert_eq!(election_of(&all, b"q/build/1"), None);
         assert_eq!(election_of(&all, b"p/\xff/1"), None);
     }
 
     #[test]
-    fn records_name_their_election() {
+    fn term_records_are_outside_every_election() {
         let all = all("p");
-        assert_eq!(
-            record_of(&all, record("p", "build").as_bytes()),
-            Some("build")
-        );
-        assert_eq!(record_of(&all, b"p/build/1"), None);
-        assert_eq!(record_of(&all, b"p/"), None);
+        let key = term_record("p", term_bucket("build"), 0x694d);
+        assert_eq!(key, "p//terms/2a3/694d");
+        assert!(key.starts_with(&term_records("p", "build")));
+        assert!(is_term_record(&all, key.as_bytes()));
+        assert!(!is_term_record(&all, b"p/build/1"));
+        assert!(!is_term_record(&all, b"p//prefer/build/1"));
+        assert_eq!(election_of(&all, key.as_bytes()), None);
+        assert_eq!(handover_of(&all, key.as_bytes()), None);
+        assert_eq!(prefer_of(&all, key.as_bytes()), None);
         assert_eq!(range_end(&all), b"p0");
+    }
+
+    #[test]
+    fn a_name_has_the_same_bucket_everywhere() {
+        // Pinned: a locker finds another's record only where that one wrote it.
+        assert_eq!(term_bucket(""), 0x811c_9dc5 % TERM_BUCKETS);
+        assert_eq!(term_bucket("a"), 0xe40c_292c % TERM_BUCKETS);
+        assert!((0..5000).all(|i| term_bucket(&format!("n{i}")) < TERM_BUCKETS));
     }
 
     #[test]
@@ -228,7 +268,6 @@ mod tests {
         assert_eq!(marker, "p//handover/build");
         assert_eq!(handover_of(&all, marker.as_bytes()), Some("build"));
         assert_eq!(election_of(&all, marker.as_bytes()), None);
-        assert_eq!(record_of(&all, marker.as_bytes()), None);
         assert!(!marker.starts_with(&candidates("p", "build")));
         assert_eq!(handover_of(&all, b"p/build/1"), None);
         assert_eq!(handover_of(&all, b"p//handover/"), None);
@@ -242,20 +281,11 @@ mod tests {
         assert_eq!(prefer_of(&all, key.as_bytes()), Some(("build", 0x694d)));
         assert!(key.starts_with(&preferences("p")));
         assert_eq!(election_of(&all, key.as_bytes()), None);
-        assert_eq!(record_of(&all, key.as_bytes()), None);
         assert_eq!(handover_of(&all, key.as_bytes()), None);
         assert_eq!(prefer_of(&all, b"p//prefer/build/"), None);
         assert_eq!(prefer_of(&all, b"p//prefer//1"), None);
         assert_eq!(prefer_of(&all, b"p/build/1"), None);
         assert_eq!(candidate_lease(b"p/build/694d"), Some(0x694d));
         assert_eq!(candidate_lease(b"p/build/zz"), None);
-    }
-
-    #[test]
-    fn the_record_is_outside_the_candidates_range() {
-        let record = record("locked", "build");
-        assert!(!record.starts_with(&candidates("locked", "build")));
-        // Nor in the range of a name it is a prefix of.
-        assert!(!record.starts_with(&candidates("locked", "buil")));
     }
 }

@@ -119,6 +119,7 @@ impl Locker {
         let writer = term::Writer {
             prefix: options.prefix.clone(),
             batcher: batcher.clone(),
+            session: session.clone(),
             events: events.clone(),
         };
         let guarded_process = watch::channel(None).0;
@@ -132,7 +133,7 @@ impl Locker {
             )),
             batching,
             surveying,
-            // Ends as the locker starts closing, dropping the records still queued.
+            // Ends as the locker starts closing: the lease's revoke deletes the records.
             runtime.spawn(term::run(writer, closing.subscribe(), publications)),
             runtime.spawn(preference::run(
                 preference::Task {

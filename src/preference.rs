@@ -293,11 +293,11 @@ pub async fn run(task: Task, synced: impl Future<Output = ()>, mut closing: watc
 }
 
 /// What one read of an election says: its candidates in line, what they prefer (by lease), and
-/// its term record's value.
+/// the term records of its bucket.
 struct Queue {
     candidates: Vec<Candidate>,
     preferences: HashMap<i64, Preference>,
-    record: Option<Vec<u8>>,
+    records: Vec<Vec<u8>>,
 }
 
 /// Reads `name`'s queue. Decisions rest on this read, not on what the watch kept (which only
@@ -312,7 +312,10 @@ async fn read_queue(batcher: &Batcher, prefix: &str, name: &str) -> Result<Queue
                     .with_sort(SortTarget::Create, SortOrder::Ascend),
             ),
         ),
-        TxnOp::get(keys::record(prefix, name), None),
+        TxnOp::get(
+            keys::term_records(prefix, name),
+            Some(GetOptions::new().with_prefix()),
+        ),
         TxnOp::get(
             format!("{}{name}/", keys::preferences(prefix)),
             Some(GetOptions::new().with_prefix()),
@@ -323,7 +326,7 @@ async fn read_queue(batcher: &Batcher, prefix: &str, name: &str) -> Result<Queue
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
-    let (Some(queue), Some(record), Some(preferences)) = (gets.next(), gets.next(), gets.next())
+    let (Some(queue), Some(records), Some(preferences)) = (gets.next(), gets.next(), gets.next())
     else {
         return Err(());
     };
@@ -347,7 +350,7 @@ async fn read_queue(batcher: &Batcher, prefix: &str, name: &str) -> Result<Queue
                 Some((lease, Preference::decode(kv.value())?))
             })
             .collect(),
-        record: record.kvs().first().map(|kv| kv.value().to_vec()),
+        records: records.kvs().iter().map(|kv| kv.value().to_vec()).collect(),
     })
 }
 
@@ -410,10 +413,7 @@ async fn consider(task: &Task, name: &str) -> Result<(), Duration> {
         return Ok(());
     };
     let token = queue.candidates.first().map_or(0, |c| c.revision);
-    let since = queue
-        .record
-        .as_deref()
-        .and_then(|value| term::since_of(value, token));
+    let since = term::since_in(queue.records.iter().map(Vec::as_slice), name, token);
     // The record holds the election time in whole ms, taken just before `start` went to
     // JavaScript, which runs the work a moment later (more when its thread is busy): the slack
     // keeps the work's own term at least `min_term` long.

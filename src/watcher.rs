@@ -546,9 +546,10 @@ mod tests {
         );
         let build = watcher.deletions("build");
         let observer = watcher.changes("build");
-        // The leader's term record `<prefix>/<name>`, written and deleted.
-        watcher.changed(b"p/build", b"1 2", 13, false, false);
-        watcher.changed(b"p/build", b"", 14, true, false);
+        // A term record listing the leader's term, written and deleted.
+        let record = keys::term_record("p", keys::term_bucket("build"), 0x1e);
+        watcher.changed(record.as_bytes(), b"1 2 build\n", 13, false, true);
+        watcher.changed(record.as_bytes(), b"", 14, true, false);
         // Keys outside the prefix, and a key whose name is not UTF-8.
         watcher.changed(b"q/build/1", b"", 15, true, false);
         watcher.changed(b"p/\xff/1", b"", 16, true, false);

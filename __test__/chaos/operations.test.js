@@ -17,7 +17,9 @@
 //     be campaigning has its key; every leader is the candidate preferences pick (priority, then
 //     balance), and every candidate's preference key says what its registration prefers;
 // (c) no key in etcd belongs to a registration whose remove() (or its locker's close()) resolved,
-//     no term record outlives its leader's key, and every leader has its term record; no
+//     a term record's line whose key still exists is in the record of that key's lease and names
+//     the lowest key (a line may outlive its term for a while: readers match its token), and
+//     every leader's term has its line; no
 //     handover marker outlives its leader's term; a refused handover says why with a known code; term(),
 //     observers, leader() and the 2.x nodes' id()/value() name the leader;
 // then at the end:
@@ -41,7 +43,7 @@ const { describe, it, after } = require('node:test')
 const assert = require('node:assert')
 const crypto = require('node:crypto')
 const path = require('node:path')
-const { startEtcd } = require('../helpers/etcd')
+const { startEtcd, termLines } = require('../helpers/etcd')
 const { startProxy, closeProxies } = require('../helpers/proxy')
 const { spawnHost, killAll, now, ms, leadershipTerms, leadershipOverlaps } = require('../helpers/hosts')
 const { uniquePrefix, quietWindow: sleep, until, seededRandom, metric } = require('../helpers/util')
@@ -164,11 +166,17 @@ function drawFaults (rnd) {
 // Every candidate key and term record under base, read in one range.
 function parseKeys (kvs, base) {
   const candidates = new Map() // name -> [kv] in create order
-  const records = new Map() // name -> kv
+  const records = termLines(kvs, base) // [{ name, token, key, leaseHex, ... }]
   const markers = new Map() // name -> kv
   const preferences = new Map() // name -> [kv]
   for (const kv of kvs) {
     const rest = kv.key.slice(base.length + 1)
+    // `<base>//terms/<bucket>/<lease hex>`: a term record, read above.
+    if (rest.startsWith('/terms/')) {
+      kv.pathLease = rest.split('/').pop()
+      if (kv.pathLease !== kv.leaseHex) records.push({ name: null, key: kv.key, leaseHex: kv.leaseHex, pathLease: kv.pathLease })
+      continue
+    }
     // `<base>//handover/<name>`: a handover's marker.
     if (rest.startsWith('/handover/')) { markers.set(rest.slice('/handover/'.length), kv); continue }
     // `<base>//prefer/<name>/<lease hex>`: a candidate's priority or balance.
@@ -180,7 +188,7 @@ function parseKeys (kvs, base) {
       continue
     }
     const slash = rest.indexOf('/')
-    if (slash < 0) { records.set(rest, kv); continue }
+    if (slash < 0) continue // not a key of this version's layout; checkKeysBelong does not look at it
     const name = rest.slice(0, slash)
     kv.pathLease = rest.slice(slash + 1)
     if (!candidates.has(name)) candidates.set(name, [])
@@ -778,21 +786,24 @@ class OperationsRun {
     this.checkRecords(v2, () => V2, new Map([['candidates', v2Leader ? { host: v2Leader.host } : null]]))
   }
 
-  // (c) for the term records under one base: each belongs to a key that exists, is bound to that
-  // key's lease, and names the lowest key; each leader has one.
+  // (c) for the term records under one base: each is bound to the lease its key names; a line
+  // whose term's key still exists is in the record of that key's lease and names the lowest key
+  // (a line of a term that ended may linger until its locker rewrites the record: readers trust a
+  // line only for the token that leads); each leader's term has its line.
   checkRecords ({ candidates, records }, label, leaders) {
-    for (const [rname, rec] of records) {
-      const name = label(rname)
-      const token = Number(String(rec.value).split(' ')[0])
-      const list = candidates.get(rname) || []
-      const own = list.find((kv) => kv.createRevision === token)
-      if (!own) this.violation('c', name, `term record ${rec.key} = "${rec.value}" outlives its leader's key (keys: ${JSON.stringify(list.map((kv) => [kv.key, kv.createRevision]))})`)
-      else if (own.lease !== rec.lease) this.violation('c', name, `term record ${rec.key} is bound to lease ${rec.leaseHex}, its leader's key ${own.key} to ${own.leaseHex}`)
-      else if (own !== list[0]) this.violation('c', name, `term record ${rec.key} names token ${token}, but the lowest key is ${list[0].key} (${list[0].createRevision})`)
+    for (const line of records) {
+      if (line.name === null) { this.violation('c', '-', `term record ${line.key} is bound to lease ${line.leaseHex}, not the one in its key`); continue }
+      const name = label(line.name)
+      const list = candidates.get(line.name) || []
+      const own = list.find((kv) => kv.createRevision === line.token)
+      if (!own) continue
+      if (own.leaseHex !== line.leaseHex) this.violation('c', name, `the line of token ${line.token} is in ${line.key}, bound to lease ${line.leaseHex}; its leader's key ${own.key} is bound to ${own.leaseHex}`)
+      else if (own !== list[0]) this.violation('c', name, `the line in ${line.key} names token ${line.token}, but the lowest key is ${list[0].key} (${list[0].createRevision})`)
     }
     for (const [rname, term] of leaders) {
-      const rec = records.get(rname)
-      if (term && !rec) this.violation('c', label(rname), `the leader ${term.host.label} (token ${term.token === undefined ? '-' : term.token}) has no term record`)
+      if (!term) continue
+      const token = term.token === undefined ? (candidates.get(rname) || [])[0]?.createRevision : term.token
+      if (!records.some((line) => line.name === rname && line.token === token)) this.violation('c', label(rname), `the leader ${term.host.label} (token ${term.token === undefined ? '-' : term.token}) has no line in a term record`)
     }
   }
 

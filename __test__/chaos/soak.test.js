@@ -384,9 +384,10 @@ class SoakRun {
     try { kvs = await this.etcd.keys(`${this.prefix}/`) } catch { return null }
     const byName = new Map()
     for (const kv of kvs) {
-      // Candidates' keys only (`<prefix>/<name>/<lease>`), not the leaders' term records.
-      if (!kv.key.slice(this.prefix.length + 1).includes('/')) continue
-      const name = kv.key.slice(this.prefix.length + 1).split('/')[0]
+      // Candidates' keys only (`<prefix>/<name>/<lease>`), not the term records (`<prefix>//terms/…`).
+      const rest = kv.key.slice(this.prefix.length + 1)
+      if (rest.startsWith('/') || !rest.includes('/')) continue
+      const name = rest.split('/')[0]
       if (!byName.has(name)) byName.set(name, [])
       byName.get(name).push(kv)
     }

@@ -604,4 +604,37 @@ class Cluster {
 // The key of the locker with this id among kvs (from keys()): an election key's value is the id.
 const keyOf = (kvs, id) => kvs.find((kv) => kv.value === id)
 
-module.exports = { startEtcd, freePorts, httpJson, prefixRangeEnd, keyOf }
+// Term records, as the library writes them (docs/how-it-works.md, "The term record"): one per lease
+// and bucket of names at `<prefix>//terms/<bucket hex>/<lease hex>`, one line per term,
+// "<token> <since ms> <name>" (a name's backslashes and line breaks escaped).
+const TERM_BUCKETS = 1024
+
+// The bucket of a name: FNV-1a of its UTF-8 bytes.
+function termBucket (name) {
+  let hash = 0x811c9dc5
+  for (const byte of Buffer.from(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0
+  return (hash % TERM_BUCKETS).toString(16).padStart(3, '0')
+}
+
+// The key of the record of lease leaseHex for the bucket of name.
+function termRecordKey (prefix, name, leaseHex) {
+  return `${prefix}//terms/${termBucket(name)}/${leaseHex}`
+}
+
+// Every term line of the records among kvs (as keys() reads them) under prefix:
+// [{ name, token, since, key, lease, leaseHex }].
+function termLines (kvs, prefix) {
+  const lines = []
+  for (const kv of kvs) {
+    if (!kv.key.startsWith(`${prefix}//terms/`)) continue
+    for (const line of kv.value.split('\n')) {
+      const m = /^(\d+) (\d+) (.+)$/.exec(line)
+      if (!m) continue
+      const name = m[3].replace(/\\(.)/g, (_, c) => ({ n: '\n', r: '\r' })[c] || c)
+      lines.push({ name, token: Number(m[1]), since: Number(m[2]), key: kv.key, lease: kv.lease, leaseHex: kv.leaseHex })
+    }
+  }
+  return lines
+}
+
+module.exports = { startEtcd, freePorts, httpJson, prefixRangeEnd, keyOf, termBucket, termRecordKey, termLines }
