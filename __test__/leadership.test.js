@@ -394,6 +394,26 @@ describe('leader() and observers', { timeout: 120000 }, () => {
     await l.close()
   })
 
+  it('an own election: the leader event names this locker with the start\'s token, before the start; a leader listener that throws keeps neither start nor fn away', async () => {
+    const prefix = uniquePrefix('leaderthrow')
+    const l = lockers.open(etcd.endpoints, { ttl: TTL, prefix, id: 'host-a' })
+    const seen = []
+    const errors = []
+    const fnRan = new Promise((resolve) => {
+      const s = l('job', (remove, term) => resolve(term.token))
+      s.on('error', (err) => errors.push(err))
+      s.on('leader', (id, token) => {
+        seen.push(['leader', id, token])
+        if (id === 'host-a') throw new Error('leader listener threw on purpose')
+      })
+      s.on('start', (term) => seen.push(['start', term.token]))
+    })
+    const token = await within(fnRan, 5000, 'fn ran despite the throwing leader listener')
+    assert.deepStrictEqual(seen, [['leader', 'host-a', token], ['start', token]])
+    assert.deepStrictEqual(errors.map((e) => [e.code, /threw on purpose/.test(e.message)]), [['USER_FN_THREW', true]])
+    await l.close()
+  })
+
   // A host that stopped leading no longer names itself: leader() is the new leader, or null while
   // it does not know yet — never its own id, which would contradict isLeader().
   for (const cause of ['removed', 'key-deleted', 'deadline']) {

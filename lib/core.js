@@ -420,6 +420,9 @@ class LockerCore {
 
   #onStart (ev) {
     const registration = this.#registrationOf(ev)
+    // A start is also the news that this locker leads, with that token (the native core sends
+    // no separate 'leader' event for it), whether or not the start is acted on below.
+    if (registration) this.#noteLeader(registration, this.#options.id, ev.token)
     // A start that crossed a remove() or close() in flight is not acted on, and neither is
     // one that reaches a JavaScript thread that was busy until after the term had ended (its
     // stop follows): the native election answers for the term as of now.
@@ -474,11 +477,19 @@ class LockerCore {
 
   #onLeader (ev) {
     const registration = this.#registrationOf(ev)
-    if (!registration) return
+    if (registration) this.#noteLeader(registration, ev.leader, ev.token)
+  }
+
+  #noteLeader (registration, leader, token) {
     // This locker's own id is kept once, not once per singleton it leads.
-    registration.leader = ev.leader === this.#options.id ? this.#options.id : ev.leader ?? null
-    registration.leaderToken = ev.token ?? null
-    registration.singleton.emit('leader', registration.leader, registration.leaderToken)
+    registration.leader = leader === this.#options.id ? this.#options.id : leader ?? null
+    registration.leaderToken = token ?? null
+    try {
+      registration.singleton.emit('leader', registration.leader, registration.leaderToken)
+    } catch (err) {
+      // As a throwing 'start' or 'stop' listener: reported, and the events after it still come.
+      this.#userError(registration, err)
+    }
   }
 
   #onRemoved (ev) {

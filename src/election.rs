@@ -414,7 +414,10 @@ impl Election {
                             shared
                                 .events
                                 .log(|| format!("{}: elected with token {token}", self.name));
-                            self.report_leader(Some(LeaderInfo {
+                            // No `leader` event: JavaScript takes the `start` for one (this
+                            // locker leads, with this token). One crossing into JavaScript per
+                            // election instead of two: at 100 000 names, a fifth of a takeover.
+                            self.reported_leader = Some(Some(LeaderInfo {
                                 id: shared.id.clone(),
                                 token,
                             }));

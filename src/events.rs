@@ -58,7 +58,8 @@ pub struct Term {
 pub enum Event {
     /// The singleton `serial` was elected; `token` is its key's create revision. `takeover` is
     /// the time from this host's watch reporting the deletion that made it first to its election,
-    /// when it took over from another host.
+    /// when it took over from another host. It also stands for the `Leader` event naming this
+    /// locker with that token, which is not sent separately.
     Start {
         serial: u32,
         token: i64,
