@@ -3,7 +3,7 @@
 // Benchmarks `locked` against the npm `etcd3` package's Election on one throwaway local etcd
 // against the project's performance targets (bench/README.md lists them). Usage:
 //
-//   npm run bench                 # full run (~9 min on 2 cores), writes bench/results.md
+//   npm run bench                 # full run (~17.5 min on 2 cores), writes bench/results.md
 //   npm run bench:quick           # every scenario once, small sizes (CI smoke check, < 2 min)
 //   node bench/run.js --only=handoff,crash   # a subset (floor, first, handoff, crash, guardian, pause, scale, balance)
 //   node bench/run.js --out=path.md          # write the table elsewhere
