@@ -348,10 +348,10 @@ async function leaderAndWaiter (ctx, lib, label, extraA = {}, ttl = FAILOVER_TTL
  * the keepalive period after a keepalive that leaves its lease expiring at least a tick after the
  * lease of the kill before. Leases reaped in the same tick are deleted together, so their
  * successors act at the same moment, and one that reads etcd after the deletion (etcd3's does)
- * waits behind the others' revocations and reads. With
- * ten pairs killed independently, etcd3's deletion → start took a median of 15 to 18 ms (p90 27 to
- * 29 ms); spaced like this, 8 ms (p90 11 ms), as with two pairs at a time. locked's stayed at
- * 0.1 to 0.2 ms either way. The crash of one host is one lease reaped, so this is the fair test.
+ * waits behind the others' revocations and reads. With ten pairs killed independently, etcd3's
+ * deletion → start took a median of 15 to 18 ms (p90 27 to 29 ms); spaced like this, 8 ms (p90
+ * 11 ms), as with two pairs at a time. locked's stayed at 0.1 to 0.2 ms either way. The crash of
+ * one host is one lease reaped, so this is the fair test.
  */
 const ETCD_LEASE_TICK_MS = 500
 // A tick's period is 500 ms plus its own work; the margin keeps two expiries a whole tick apart.
